@@ -1,0 +1,71 @@
+"""Command line: `python -m cascade upscale IN OUT` and `python -m cascade assemble OUT STAGE...`.
+
+    python -m cascade upscale photo.png photo_x2.png --pipeline runs/sr3_photos/pipeline
+    python -m cascade upscale small.png big.png --pipeline runs/cascade_photos --aug-level 0.05 --steps 25
+    python -m cascade assemble runs/cascade_photos runs/base_photos/pipeline runs/sr3_photos/pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .cli import run_cli
+from .errors import CascadeError, DataError
+from .pipeline import Pipeline
+
+
+def upscale(args) -> None:
+    try:
+        image = Image.open(args.input)
+        image.load()
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"{args.input}: cannot read image ({' '.join(str(e).split())})") from None
+    pipe = Pipeline.from_pretrained(args.pipeline, device=args.device)
+    if args.sampler:
+        for stage in pipe.stages:
+            stage.settings.sampler = args.sampler
+    generator = torch.Generator().manual_seed(args.seed)
+    try:
+        out = pipe.upscale(image, generator=generator, steps=args.steps, aug_level=args.aug_level)[0]
+    except ValueError as e:
+        raise CascadeError(f"{args.input}: {e}") from None
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    out.save(args.output)
+    print(f"wrote {args.output}: {image.width}x{image.height} -> {out.width}x{out.height}")
+
+
+def assemble(args) -> None:
+    pipe = Pipeline.from_stages(args.stages)
+    pipe.save_pretrained(args.output)
+    sizes = " -> ".join(f"{s.resolution} px" for s in pipe.stages)
+    print(f"wrote {args.output}: {len(pipe.stages)} stages ({sizes})")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cascade", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("upscale", help="super-resolve an image file with a pipeline's upsamplers")
+    up.add_argument("input")
+    up.add_argument("output")
+    up.add_argument("--pipeline", required=True, help="a pipeline folder (its upsamplers are used)")
+    up.add_argument("--steps", type=int, help="sampling steps per stage (default: each stage's setting)")
+    up.add_argument("--aug-level", type=float, help="noise-augmentation level of the input (default: the stage's)")
+    up.add_argument("--sampler", help="diffusers scheduler, e.g. dpm++, ddim, ddpm")
+    up.add_argument("--seed", type=int, default=0)
+    up.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    up.set_defaults(run=upscale)
+    asm = commands.add_parser("assemble", help="chain separately trained stages into one pipeline folder")
+    asm.add_argument("output")
+    asm.add_argument("stages", nargs="+", help="pipeline or stage folders, base first")
+    asm.set_defaults(run=assemble)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,95 @@
+"""Training checkpoints: Accelerate's `save_state` written crash-safe, plus EMA weights and progress.
+
+Layout of `<output_dir>/checkpoints/step_00001000/`:
+    model.safetensors, optimizer.bin, scheduler.bin, random_states_<rank>.pkl   (Accelerate)
+    ema.safetensors                 EMA weights (safetensors, not pickle)
+    trainer_state.json              {"step": ..., "ema_updates": ..., "batches_seen": ...}; written last
+
+A checkpoint is first written to `step_XXXXXXXX.tmp/`, its files are fsynced, and only then is the
+folder renamed into place, so a kill during a save leaves the previous checkpoint untouched; a folder
+without `trainer_state.json` is never picked up. The newest `keep_last` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+
+from .ema import EMA
+from .errors import CheckpointError
+
+STATE_FILE = "trainer_state.json"
+
+
+def checkpoint_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step, or None."""
+    root = checkpoint_dir(output_dir)
+    if not root.is_dir():
+        return None
+    complete = [p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp") and (p / STATE_FILE).is_file()]
+    return max(complete, key=lambda p: int(p.name.split("_")[1]), default=None)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, step: int, batches_seen: int,
+                    keep_last: int) -> Path:
+    """Write checkpoint `step` crash-safe (every process must call this)."""
+    root = checkpoint_dir(output_dir)
+    final = root / f"step_{step:08d}"
+    tmp = root / f"step_{step:08d}.tmp"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        weights = {k: v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()}
+        save_file(weights, str(tmp / "ema.safetensors"))
+        state = {"step": step, "ema_updates": ema.updates, "batches_seen": batches_seen}
+        (tmp / STATE_FILE).write_text(json.dumps(state))
+        _fsync_tree(tmp)
+        if final.exists():  # re-saving the same step (e.g. the final save after a periodic one)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+        old = sorted((p for p in root.glob("step_*") if not p.name.endswith(".tmp")), key=lambda p: p.name)
+        for stale in old[:-keep_last]:
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path) -> dict:
+    """Restore model, optimizer, LR schedule, RNG states (Accelerate) and the EMA; return trainer state."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        accelerator.load_state(str(path), load_kwargs={"weights_only": True})
+        ema.model.load_state_dict(load_file(str(path / "ema.safetensors"), device=str(accelerator.device)))
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path}: cannot load checkpoint ({' '.join(str(e).split())[:300]})") from None
+    ema.updates = int(state["ema_updates"])
+    return state

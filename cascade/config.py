@@ -1,0 +1,321 @@
+"""Typed configuration: dataclasses with a comment per field, YAML presets, `key=value` overrides.
+
+A config file is a YAML mapping whose sections mirror the dataclasses below. Unknown keys, values of
+the wrong type and impossible values are rejected with a one-line `ConfigError` that names the file
+and the dotted key at fault. Command-line overrides look like `train.max_steps=200` and are parsed
+with `yaml.safe_load`, so `model.channel_mult=[1,2,2]` and `data.random_flip=false` work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """The UNet (`cascade.unet.UNet`); every field is passed to its constructor."""
+
+    sample_size: int = 32  # output resolution in pixels (square)
+    in_channels: int = 3  # channels of the noisy image x_t
+    cond_channels: int = 0  # extra input channels concatenated to x_t (SR3: the upsampled low-res image)
+    out_channels: int = 3  # channels of the prediction (epsilon or v)
+    base_channels: int = 64  # channels at the first resolution
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])  # multiplier per resolution level
+    num_res_blocks: int = 2  # residual blocks per level (the decoder has one more, as in ADM)
+    attention_resolutions: list[int] = field(default_factory=lambda: [16])  # resolutions (px) with self-attention
+    head_channels: int = 32  # channels per attention head
+    dropout: float = 0.1  # dropout inside residual blocks
+    num_classes: int = 0  # 0: unconditional; otherwise labels 0..num_classes-1 plus a learned null class
+    use_aug_level: bool = False  # embed a conditioning-augmentation level (SR3 stages)
+    norm_groups: int = 32  # GroupNorm groups (clamped to divide the channel count)
+
+    def validate(self) -> None:
+        _positive(self, "sample_size", "in_channels", "out_channels", "base_channels", "num_res_blocks", "head_channels")
+        _check(self.cond_channels >= 0, "cond_channels", self.cond_channels, "must be >= 0")
+        _check(self.num_classes >= 0, "num_classes", self.num_classes, "must be >= 0")
+        _check(len(self.channel_mult) > 0 and all(m > 0 for m in self.channel_mult), "channel_mult",
+               self.channel_mult, "must be a non-empty list of positive integers")
+        _check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
+        levels = len(self.channel_mult) - 1
+        _check(self.sample_size % (2 ** levels) == 0, "sample_size", self.sample_size,
+               f"must be divisible by 2**(len(channel_mult)-1) = {2 ** levels}")
+
+
+@dataclass
+class DiffusionConfig:
+    """The forward process and the training objective (a diffusers `DDPMScheduler` holds the schedule)."""
+
+    num_train_timesteps: int = 1000  # T, the number of discrete noise levels
+    schedule: Literal["linear", "cosine"] = "linear"  # linear betas (DDPM) or cosine alpha-bar (Nichol & Dhariwal)
+    beta_start: float = 0.0001  # first beta of the linear schedule
+    beta_end: float = 0.02  # last beta of the linear schedule
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"  # what the network predicts
+
+    def validate(self) -> None:
+        _positive(self, "num_train_timesteps")
+        _check(0 < self.beta_start < self.beta_end < 1, "beta_start", self.beta_start,
+               "needs 0 < beta_start < beta_end < 1")
+
+
+@dataclass
+class DataConfig:
+    """Where training images come from (`cascade.data`)."""
+
+    source: Literal["photos", "imagefolder", "hub"] = "photos"  # built-in offline photos, a local folder, or a hub dataset
+    path: Optional[str] = None  # imagefolder: root whose subfolders are the classes; hub: dataset name (e.g. cifar10)
+    split: str = "train"  # dataset split
+    image_column: Optional[str] = None  # hub: column holding images (auto-detected when None)
+    label_column: Optional[str] = None  # hub: column holding class labels (auto-detected when None)
+    crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # side of the random square crop, as a fraction of the shorter side [min, max]
+    random_flip: bool = True  # random horizontal flips
+    on_bad_image: Literal["error", "skip"] = "error"  # an undecodable file: stop naming it, or skip it with a warning and a count
+    epoch_size: int = 10000  # photos only: random crops per epoch (the photos are few and large)
+    num_workers: int = 0  # DataLoader worker processes
+
+    def validate(self) -> None:
+        _check(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
+               self.crop_scale, "must be [min, max] with 0 < min <= max <= 1")
+        _check(self.source == "photos" or self.path, "path", self.path, f"is required when source is {self.source!r}")
+        _positive(self, "epoch_size")
+        _check(self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop (`cascade.training`)."""
+
+    output_dir: str = "runs/base"  # checkpoints, logs, sample grids and the exported pipeline go here
+    seed: int = 0  # seeds torch, numpy and python on every process
+    batch_size: int = 16  # images per process per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    max_steps: int = 1000  # optimizer steps in total
+    lr: float = 2e-4  # AdamW peak learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
+    warmup_steps: int = 100  # linear learning-rate warmup, then constant
+    grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # passed to Accelerate
+    ema_decay: float = 0.999  # EMA of the weights; the exported model is the EMA
+    ema_warmup: bool = True  # use decay min(ema_decay, (1+n)/(10+n)) so early EMA tracks the model
+    label_dropout: float = 0.1  # probability of replacing a class label by the null class (classifier-free guidance)
+    log_every: int = 10  # optimizer steps between TensorBoard scalars
+    sample_every: int = 500  # optimizer steps between sample-grid PNGs (0: only at the end)
+    save_every: int = 500  # optimizer steps between checkpoints (0: only at the end)
+    keep_last: int = 2  # checkpoints kept on disk
+
+    def validate(self) -> None:
+        _positive(self, "batch_size", "grad_accum", "max_steps", "lr", "keep_last", "log_every")
+        _check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "adam_betas",
+               self.adam_betas, "must be two numbers in [0, 1)")
+        for key in ("warmup_steps", "sample_every", "save_every", "weight_decay", "grad_clip"):
+            _check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        _check(0 <= self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in [0, 1)")
+        _check(0 <= self.label_dropout < 1, "label_dropout", self.label_dropout, "must be in [0, 1)")
+
+
+@dataclass
+class SampleConfig:
+    """How a stage samples by default (stored with the exported stage, overridable at call time)."""
+
+    sampler: Literal["ddpm", "ddim", "dpm++", "dpm++sde", "unipc", "euler"] = "dpm++"  # a diffusers scheduler
+    steps: int = 25  # network evaluations per image (x2 with guidance)
+    guidance_scale: float = 1.0  # classifier-free guidance weight w: eps_u + w (eps_c - eps_u); 1 disables it
+    aug_level: float = 0.0  # SR stages: noise-augmentation level s applied to the low-res input at sampling (CDM)
+    preview_per_class: int = 4  # images per class (base) or held-out crops (SR) in the training previews
+
+    def validate(self) -> None:
+        _positive(self, "steps", "preview_per_class")
+        _check(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "must be >= 0")
+        _check(0 <= self.aug_level <= 1, "aug_level", self.aug_level, "must be in [0, 1]")
+
+
+@dataclass
+class BaseStageConfig:
+    """Everything `train/base.py` needs: a class-conditional base model."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def validate(self) -> None:
+        _check(self.model.in_channels == self.model.out_channels, "model.out_channels", self.model.out_channels,
+               "must equal model.in_channels for a denoiser")
+
+
+@dataclass
+class SRConfig:
+    """The upsampling task of an SR3 stage and its conditioning augmentation (CDM section 3)."""
+
+    scale: int = 2  # upsampling factor: the low-res input has model.sample_size / scale pixels
+    noise_aug_max: float = 0.2  # s_max: training corrupts the low-res input at s ~ U[0, s_max] (0: off)
+    blur_prob: float = 0.5  # probability of blurring the low-res input in training (0: off)
+    blur_sigma: list[float] = field(default_factory=lambda: [0.4, 0.6])  # blur sigma range, in low-res pixels
+
+    def validate(self) -> None:
+        _check(self.scale >= 2, "scale", self.scale, "must be an integer >= 2")
+        _check(0 <= self.noise_aug_max <= 1, "noise_aug_max", self.noise_aug_max, "must be in [0, 1]")
+        _check(0 <= self.blur_prob <= 1, "blur_prob", self.blur_prob, "must be in [0, 1]")
+        _check(len(self.blur_sigma) == 2 and 0 < self.blur_sigma[0] <= self.blur_sigma[1], "blur_sigma",
+               self.blur_sigma, "must be [min, max] with 0 < min <= max")
+
+
+@dataclass
+class SR3StageConfig:
+    """Everything `train/sr3.py` needs: an SR3 upsampler (the UNet sees the upsampled low-res image)."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(sample_size=64, cond_channels=3, use_aug_level=True))
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/sr3"))
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    sr: SRConfig = field(default_factory=SRConfig)
+
+    def validate(self) -> None:
+        BaseStageConfig.validate(self)
+        _check(self.model.cond_channels == self.model.in_channels, "model.cond_channels", self.model.cond_channels,
+               f"must equal model.in_channels={self.model.in_channels} (the upsampled low-res image is concatenated)")
+        _check(self.model.sample_size % self.sr.scale == 0, "sr.scale", self.sr.scale,
+               f"must divide model.sample_size={self.model.sample_size}")
+        _check(self.model.use_aug_level or self.sr.noise_aug_max == 0, "model.use_aug_level", self.model.use_aug_level,
+               "must be true when sr.noise_aug_max > 0 (the model is told the augmentation level)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] = ()) -> Any:
+    """Build `cls` from a YAML file plus `key=value` overrides, validating everything."""
+    where = str(path) if path else "<defaults>"
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({_one_line(e)})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.max_steps=100")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        _set_dotted(raw, key.strip(), parsed, where=f"override {item!r}")
+    return _build(cls, raw, prefix="", where=where)
+
+
+def to_dict(config: Any) -> dict:
+    """A plain dict (YAML/JSON-serialisable) of a config dataclass."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def _set_dotted(tree: dict, key: str, value: Any, where: str) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str, where: str) -> Any:
+    name = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: '{name}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{prefix}{unknown[0]}' (valid keys in '{name}': {', '.join(sorted(fields))})")
+    kwargs = {}
+    for key, value in raw.items():
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}", where)
+    obj = cls(**kwargs)
+    try:
+        obj.validate()
+    except _Invalid as e:
+        raise ConfigError(f"{where}: {prefix}{e.key}={e.value!r} {e.reason}") from None
+    return obj
+
+
+def _coerce(tp: Any, value: Any, key: str, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, prefix=key + ".", where=where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key, where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {key}={value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {key}={value!r} must be a list, e.g. [1, 2]")
+        return [_coerce(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key}={value!r} must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {key}={value!r} must be an integer")
+        return value
+    if tp is float:
+        # YAML 1.1 reads `1e-4` (no dot) as a string; accept any numeric spelling.
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: {key}={value!r} must be a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {key}={value!r} must be a number") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key}={value!r} must be a string")
+        return value
+    return value
+
+
+class _Invalid(Exception):
+    def __init__(self, key: str, value: Any, reason: str):
+        self.key, self.value, self.reason = key, value, reason
+
+
+def _check(ok: bool, key: str, value: Any, reason: str) -> None:
+    if not ok:
+        raise _Invalid(key, value, reason)
+
+
+def _positive(obj: Any, *keys: str) -> None:
+    for key in keys:
+        _check(getattr(obj, key) > 0, key, getattr(obj, key), "must be > 0")
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())

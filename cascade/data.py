@@ -1,0 +1,234 @@
+"""Training images through the `datasets` library, as [-1, 1] tensors with class labels.
+
+Three sources (`DataConfig.source`):
+- `photos`: the built-in offline default: ten real photographs that scikit-image and scikit-learn ship
+  in their wheels, one class per photo. Split "train" uses the left 80% of every photo, "test" the
+  right 20%, so held-out crops never overlap training crops.
+- `imagefolder`: a local folder whose subfolders are the classes (`datasets` "imagefolder" builder).
+- `hub`: a dataset name on the Hugging Face Hub, e.g. `cifar10` (needs a network the first time).
+
+Images are decoded here rather than by `datasets`, so an undecodable file is reported by its path
+(or skipped with a warning and a count when `on_bad_image: skip`). Every image is converted to RGB
+(`cascade.images.to_rgb`), a random square crop whose side is a `crop_scale` fraction of the shorter
+side is resized to the stage's size (PIL bicubic, antialiased; small images are upsampled), and
+flipped horizontally at random.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .config import DataConfig
+from .errors import DataError
+from .images import pil_to_tensor, to_rgb
+
+# (class name, loader) for the built-in photos; every loader returns an HxWx3 uint8 array.
+PHOTO_TRAIN_FRACTION = 0.8
+
+
+def _photo_loaders():
+    import skimage.data as sk
+    from sklearn.datasets import load_sample_images
+
+    def sample(i):
+        return lambda: load_sample_images().images[i]
+
+    return [
+        ("astronaut", sk.astronaut),
+        ("coffee", sk.coffee),
+        ("cat", sk.chelsea),
+        ("rocket", sk.rocket),
+        ("hubble", sk.hubble_deep_field),
+        ("cells", sk.immunohistochemistry),
+        ("motorcycle", lambda: sk.stereo_motorcycle()[0]),
+        ("retina", sk.retina),
+        ("temple", sample(0)),
+        ("flower", sample(1)),
+    ]
+
+
+@dataclass
+class ImageSource:
+    """Decoded-on-demand images with labels: the common form of every source."""
+
+    records: list  # per image: PIL image (photos) or a datasets `Image(decode=False)` dict {"bytes", "path"}
+    labels: list[int]
+    class_names: list[str]
+    name: str  # where the images come from, for messages
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def describe(self, index: int) -> str:
+        record = self.records[index]
+        if isinstance(record, dict) and record.get("path"):
+            return str(record["path"])
+        return f"{self.name}[{index}]"
+
+    def load(self, index: int) -> Image.Image:
+        """The image at `index` as RGB; raises DataError naming the file if it cannot be decoded."""
+        record = self.records[index]
+        if isinstance(record, Image.Image):
+            return record
+        try:
+            data = record.get("bytes")
+            image = Image.open(io.BytesIO(data) if data else record["path"])
+            image.load()
+            return to_rgb(image)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{self.describe(index)}: cannot decode image ({' '.join(str(e).split())})") from None
+
+
+def load_source(cfg: DataConfig, split: str | None = None) -> ImageSource:
+    """Load the images named by `cfg` (for `split`, default `cfg.split`)."""
+    split = split or cfg.split
+    if cfg.source == "photos":
+        return _load_photos(split)
+    if cfg.source == "imagefolder":
+        return _load_imagefolder(cfg, split)
+    return _load_hub(cfg, split)
+
+
+def _load_photos(split: str) -> ImageSource:
+    if split not in ("train", "test"):
+        raise DataError(f"data.split={split!r}: the built-in photos have splits 'train' and 'test'")
+    records, names = [], []
+    for name, loader in _photo_loaders():
+        array = loader()
+        cut = int(array.shape[1] * PHOTO_TRAIN_FRACTION)
+        part = array[:, :cut] if split == "train" else array[:, cut:]
+        records.append(Image.fromarray(np.ascontiguousarray(part)).convert("RGB"))
+        names.append(name)
+    return ImageSource(records, list(range(len(names))), names, name=f"photos/{split}")
+
+
+def _load_imagefolder(cfg: DataConfig, split: str) -> ImageSource:
+    import datasets
+
+    root = Path(cfg.path)
+    if not root.is_dir():
+        raise DataError(f"data.path={cfg.path!r}: folder not found")
+    try:
+        ds = datasets.load_dataset("imagefolder", data_dir=str(root), split=split)
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(f"{root}: no images found for split {split!r} ({' '.join(str(e).split())[:200]})") from None
+    return _from_dataset(ds, cfg, name=str(root))
+
+
+def _load_hub(cfg: DataConfig, split: str) -> ImageSource:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(cfg.path, split=split)
+    except Exception as e:  # the hub raises many types (connection, missing dataset, missing split)
+        raise DataError(f"data.path={cfg.path!r}: cannot load hub dataset split {split!r} ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]})") from None
+    return _from_dataset(ds, cfg, name=cfg.path)
+
+
+def _from_dataset(ds, cfg: DataConfig, name: str) -> ImageSource:
+    import datasets
+
+    image_col = cfg.image_column or next(
+        (k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+    if image_col is None or image_col not in ds.features:
+        raise DataError(f"{name}: no image column (columns: {', '.join(ds.features)}); set data.image_column")
+    label_col = cfg.label_column or next(
+        (k for k, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
+    if len(ds) == 0:
+        raise DataError(f"{name}: the dataset is empty")
+    ds = ds.cast_column(image_col, datasets.Image(decode=False))
+    records = list(ds[image_col])
+    if label_col is None:  # a flat folder: one class
+        return ImageSource(records, [0] * len(records), ["all"], name=name)
+    if label_col not in ds.features:
+        raise DataError(f"{name}: data.label_column={label_col!r} is not a column ({', '.join(ds.features)})")
+    feature = ds.features[label_col]
+    labels = [int(v) for v in ds[label_col]]
+    class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else [str(i) for i in range(max(labels) + 1)]
+    return ImageSource(records, labels, class_names, name=name)
+
+
+def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float], generator: torch.Generator | None = None) -> Image.Image:
+    """A random square crop with side in `scale` x the shorter side, resized to `size` x `size`."""
+    w, h = image.size
+    short = min(w, h)
+    fraction = scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=generator).item()
+    side = max(1, min(short, round(short * fraction)))
+    left = int(torch.randint(0, w - side + 1, (), generator=generator))
+    top = int(torch.randint(0, h - side + 1, (), generator=generator))
+    crop = image.crop((left, top, left + side, top + side))
+    return crop if side == size else crop.resize((size, size), Image.BICUBIC, reducing_gap=None)
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Random crops of an `ImageSource` as {"image": [3 x size x size] in [-1, 1], "label": int}.
+
+    Randomness comes from torch's global generator, which Accelerate seeds per process and whose
+    state is saved with every checkpoint.
+    """
+
+    def __init__(self, source: ImageSource, size: int, cfg: DataConfig):
+        self.source, self.size, self.cfg = source, size, cfg
+        self.length = cfg.epoch_size if cfg.source == "photos" else len(source)
+        self.skipped: set[int] = set()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self.source)
+        for attempt in range(n):
+            i = (index + attempt) % n
+            if i in self.skipped:
+                continue
+            try:
+                image = self.source.load(i)
+            except DataError as e:
+                if self.cfg.on_bad_image == "error":
+                    raise
+                self.skipped.add(i)
+                warnings.warn(f"skipping {e} [{len(self.skipped)} skipped so far]", stacklevel=2)
+                continue
+            crop = random_resized_crop(image, self.size, tuple(self.cfg.crop_scale))
+            tensor = pil_to_tensor(crop)
+            if self.cfg.random_flip and torch.rand(()) < 0.5:
+                tensor = tensor.flip(-1)
+            return {"image": tensor, "label": self.source.labels[i]}
+        raise DataError(f"{self.source.name}: no decodable image left ({len(self.skipped)} skipped)")
+
+
+def make_loader(source: ImageSource, size: int, cfg: DataConfig, batch_size: int) -> torch.utils.data.DataLoader:
+    """Shuffled batches of random crops (Accelerate shards them across processes)."""
+    dataset = CropDataset(source, size, cfg)
+    if len(dataset) < batch_size:
+        raise DataError(f"{source.name}: {len(dataset)} images, fewer than train.batch_size={batch_size}")
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                                       num_workers=cfg.num_workers)
+
+
+def fixed_crops(cfg: DataConfig, size: int, count: int, seed: int = 0) -> torch.Tensor:
+    """`count` reproducible crops [count x 3 x size x size] for previews: held-out ones where the
+    source has a test split (the built-in photos), else from the training split."""
+    split = "test" if cfg.source == "photos" else cfg.split
+    source = load_source(cfg, split)
+    generator = torch.Generator().manual_seed(seed)
+    crops = []
+    for i in range(count):
+        image = source.load(i % len(source))
+        crops.append(pil_to_tensor(random_resized_crop(image, size, tuple(cfg.crop_scale), generator)))
+    return torch.stack(crops)
+
+
+def check_num_classes(source: ImageSource, num_classes: int) -> None:
+    """A class-conditional model must have exactly one label per class of the data."""
+    if num_classes and num_classes != len(source.class_names):
+        raise DataError(f"{source.name}: has {len(source.class_names)} classes "
+                        f"({', '.join(source.class_names[:12])}) but model.num_classes={num_classes}")

@@ -1,0 +1,67 @@
+"""The forward process and the training objective (Ho et al. 2020, eq. 4 and 14; Salimans & Ho 2022).
+
+One diffusers `DDPMScheduler` holds the noise schedule: training noises with it (`add_noise`), and
+every sampler is built from its config (`cascade.sampling`), so the schedule a model was trained
+with is the one it is sampled with.
+
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps                     (forward process, DDPM eq. 4)
+    target = eps                        (prediction_type "epsilon")
+    target = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0   ("v_prediction", Salimans & Ho 2022)
+    loss = mean || model(x_t, t, cond) - target ||^2                  (DDPM eq. 14, "simple" loss)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from .config import DiffusionConfig
+
+SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # our names -> diffusers' beta_schedule
+
+
+def make_noise_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
+    """The training-time forward process for `cfg`; samplers are built from its `.config`."""
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=SCHEDULES[cfg.schedule],
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        prediction_type=cfg.prediction_type,
+        clip_sample=True,  # images live in [-1, 1]
+    )
+
+
+def add_noise(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for integer timesteps t [N] (q(x_t | x_0))."""
+    return scheduler.add_noise(x0, noise, t.to(x0.device))
+
+
+def target(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the network is trained to output at (x_0, eps, t)."""
+    if scheduler.config.prediction_type == "epsilon":
+        return noise
+    return scheduler.get_velocity(x0, noise, t.to(x0.device))
+
+
+def training_loss(model, scheduler: DDPMScheduler, x0: torch.Tensor, generator: torch.Generator | None = None,
+                  **cond) -> torch.Tensor:
+    """The simple MSE loss at one random timestep per example. `cond` goes to the model as is.
+
+    x0 [N x C x H x W] in [-1, 1]. Randomness comes from `generator` (default: torch's global one).
+    """
+    n = x0.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator, device="cpu").to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+    xt = add_noise(scheduler, x0, noise, t)
+    prediction = model(xt, t, **cond)
+    return F.mse_loss(prediction.float(), target(scheduler, x0, noise, t).float())
+
+
+def drop_labels(labels: torch.Tensor, null_class: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each label by `null_class` with probability p (classifier-free guidance training)."""
+    if p <= 0:
+        return labels
+    drop = torch.rand(labels.shape, generator=generator, device="cpu").to(labels.device) < p
+    return torch.where(drop, torch.full_like(labels, null_class), labels)

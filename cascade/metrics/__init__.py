@@ -1,0 +1,1 @@
+"""Metric maths, kept apart from sampling and feature extraction so each can be checked alone."""

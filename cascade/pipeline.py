@@ -1,0 +1,387 @@
+"""Inference: a cascade is an ordered list of stages; each stage owns its model and sampling settings.
+
+A base stage draws images from class labels; an upsampler (SR3) stage draws a `scale`-times larger
+image conditioned on a low-res one, which it first corrupts to its noise-augmentation level
+(CDM's non-truncated conditioning augmentation) and upsamples bicubically.
+
+Folder layout written by `Pipeline.save_pretrained` and read by `Pipeline.from_pretrained`:
+
+    pipeline/
+      cascade.json                 {"format": "cascade", "version": 1, "stages": ["stage_0", ...]}
+      stage_0/
+        stage.json                 sampler, steps, guidance_scale, scale, aug_level, class_names
+        unet/config.json, unet/diffusion_pytorch_model.safetensors
+        scheduler/scheduler_config.json   the training noise schedule (samplers are built from it)
+
+Usage:
+    pipe = Pipeline.from_pretrained("runs/cascade_photos")
+    images = pipe(class_labels=[0, 1, 2], generator=torch.Generator().manual_seed(0))  # final PIL images
+    big = pipe.upscale(Image.open("photo.png"))                                      # SR only
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from PIL import Image
+
+from .augment import noise_augment
+from .errors import CheckpointError
+from .images import from_unit, to_pil, to_rgb, to_unit
+from .resize import upsample
+from .sampling import SAMPLERS, guided, make_sampler, sample
+from .unet import UNet
+
+CASCADE_FILE = "cascade.json"
+STAGE_FILE = "stage.json"
+
+
+@dataclass
+class StageSettings:
+    """How a stage samples; saved as stage.json and changeable at any time (`stage.settings.steps = 50`)."""
+
+    sampler: str = "dpm++"  # a key of cascade.sampling.SAMPLERS
+    steps: int = 25  # network evaluations per image (x2 with guidance)
+    guidance_scale: float = 1.0  # classifier-free guidance weight; 1 disables it
+    class_names: list[str] = field(default_factory=list)  # label index -> name (empty: unconditional)
+    scale: int = 1  # 1: a base stage; k > 1: an upsampler from size/k to size
+    aug_level: float = 0.0  # upsamplers: noise-augmentation level s of the low-res input, in [0, 1]
+
+
+class Stage:
+    """One model of the cascade with its noise schedule and sampling settings."""
+
+    def __init__(self, unet: UNet, noise_scheduler: DDPMScheduler, settings: StageSettings | None = None):
+        self.unet, self.noise_scheduler = unet, noise_scheduler
+        self.settings = settings or StageSettings()
+        if self.is_upsampler != bool(unet.config.cond_channels):
+            raise ValueError(f"stage scale={self.settings.scale} does not fit a UNet with cond_channels="
+                             f"{unet.config.cond_channels} (upsamplers need both)")
+
+    @property
+    def is_upsampler(self) -> bool:
+        return self.settings.scale > 1
+
+    @property
+    def resolution(self) -> int:
+        """The output size the stage was trained at."""
+        return self.unet.config.sample_size
+
+    @property
+    def input_resolution(self) -> int:
+        """The low-res size the stage was trained on (upsamplers)."""
+        return self.resolution // self.settings.scale
+
+    @property
+    def size_multiple(self) -> int:
+        """Output sides must be multiples of this (the UNet halves the size len(channel_mult)-1 times)."""
+        return 2 ** (len(self.unet.config.channel_mult) - 1)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def label_tensor(self, class_labels, n: int | None) -> torch.Tensor | None:
+        """Class indices or names -> long tensor [N]; None for an unconditional model."""
+        num_classes = self.unet.config.num_classes
+        if class_labels is None:
+            return None if not num_classes else torch.full((n or 1,), self.unet.null_class, dtype=torch.long)
+        if not num_classes:
+            raise ValueError("class_labels given, but this stage is unconditional (num_classes=0)")
+        labels = []
+        for label in (class_labels.tolist() if isinstance(class_labels, torch.Tensor) else class_labels):
+            if isinstance(label, str):
+                if label not in self.settings.class_names:
+                    raise ValueError(f"unknown class name {label!r}; known: {', '.join(self.settings.class_names)}")
+                label = self.settings.class_names.index(label)
+            if not 0 <= int(label) < num_classes:
+                raise ValueError(f"class label {label} out of range [0, {num_classes})")
+            labels.append(int(label))
+        return torch.tensor(labels, dtype=torch.long)
+
+    @torch.no_grad()
+    def sample(self, class_labels=None, num_images: int | None = None, generator: torch.Generator | None = None,
+               steps: int | None = None, guidance_scale: float | None = None, sampler: str | None = None,
+               lowres: torch.Tensor | None = None, aug_level: float | None = None,
+               progress: bool = True) -> torch.Tensor:
+        """Images [N x 3 x H x W] in [-1, 1]. Arguments left as None take the stage's settings.
+
+        Upsamplers need `lowres` [N x 3 x h x w] in [-1, 1]; they return (h*scale) x (w*scale)
+        images, where h*scale and w*scale must be multiples of `size_multiple`.
+        """
+        cond = {}
+        if self.is_upsampler:
+            if lowres is None:
+                raise ValueError("an upsampler stage needs `lowres` images")
+            n, (h, w) = lowres.shape[0], lowres.shape[-2:]
+            size = (h * self.settings.scale, w * self.settings.scale)
+            if size[0] % self.size_multiple or size[1] % self.size_multiple:
+                raise ValueError(f"output size {size[0]}x{size[1]} is not a multiple of {self.size_multiple}; "
+                                 f"use Pipeline.upscale, which pads")
+            level = self.settings.aug_level if aug_level is None else aug_level
+            lowres = noise_augment(lowres.to(self.device), level, self.noise_scheduler.alphas_cumprod, generator)
+            cond["cond_image"] = upsample(lowres, size)
+            if self.unet.config.use_aug_level:
+                cond["aug_level"] = torch.full((n,), float(level), device=self.device)
+        else:
+            n, size = None, (self.resolution, self.resolution)
+        labels = self.label_tensor(class_labels, num_images or n)
+        n = n or (len(labels) if labels is not None else (num_images or 1))
+        if labels is not None:
+            if len(labels) != n:
+                raise ValueError(f"{len(labels)} class labels for {n} images")
+            cond["class_labels"] = labels.to(self.device)
+        scale = self.settings.guidance_scale if guidance_scale is None else guidance_scale
+        denoiser = guided(self.unet, scale, self.unet.null_class if self.unet.config.num_classes else None)
+        scheduler = make_sampler(sampler or self.settings.sampler, self.noise_scheduler.config)
+        shape = (n, self.unet.config.in_channels, *size)
+        return sample(denoiser, scheduler, shape, steps or self.settings.steps, generator=generator,
+                      device=self.device, progress=progress, **cond)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(folder / "unet")
+        self.noise_scheduler.save_config(folder / "scheduler")
+        (folder / STAGE_FILE).write_text(json.dumps(asdict(self.settings), indent=2))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "Stage":
+        folder = Path(folder)
+        for needed in (STAGE_FILE, "unet/config.json", "scheduler/scheduler_config.json"):
+            if not (folder / needed).is_file():
+                raise CheckpointError(f"{folder}: not a cascade stage (missing {needed})")
+        try:
+            settings = StageSettings(**json.loads((folder / STAGE_FILE).read_text()))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{folder / STAGE_FILE}: invalid stage settings ({e})") from None
+        if settings.sampler not in SAMPLERS:
+            raise CheckpointError(f"{folder / STAGE_FILE}: unknown sampler {settings.sampler!r}")
+        try:
+            unet = UNet.from_pretrained(folder / "unet")
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{folder / 'unet'}: cannot load weights ({' '.join(str(e).split())[:200]})") from None
+        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+        try:
+            return cls(unet.eval(), scheduler, settings)
+        except ValueError as e:
+            raise CheckpointError(f"{folder}: {e}") from None
+
+
+class Pipeline:
+    """An ordered list of stages: optionally a base stage, then upsamplers. Call it to generate."""
+
+    def __init__(self, stages: Sequence[Stage], offload_device: torch.device | str | None = None):
+        if not stages:
+            raise ValueError("a Pipeline needs at least one stage")
+        self.stages = list(stages)
+        for i, stage in enumerate(self.stages[1:], start=1):
+            if not stage.is_upsampler:
+                raise ValueError(f"stage {i} is a base stage; only stage 0 may be one")
+            before = self.stages[i - 1]
+            if before.resolution != stage.input_resolution:
+                raise ValueError(f"stage {i} upsamples {stage.input_resolution} px -> {stage.resolution} px, "
+                                 f"but stage {i - 1} outputs {before.resolution} px")
+        # Offload: keep every stage on the CPU and move each to this device only while it runs.
+        self.offload_device = torch.device(offload_device) if offload_device is not None else None
+
+    @property
+    def base(self) -> Stage | None:
+        return None if self.stages[0].is_upsampler else self.stages[0]
+
+    @property
+    def upsamplers(self) -> list[Stage]:
+        return [s for s in self.stages if s.is_upsampler]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.stages[0].settings.class_names
+
+    def to(self, device: torch.device | str) -> "Pipeline":
+        for stage in self.stages:
+            stage.unet.to(device)
+        return self
+
+    def enable_offload(self, device: torch.device | str) -> "Pipeline":
+        """Run each stage on `device` in turn, keeping the others on the CPU (for small GPUs)."""
+        self.offload_device = torch.device(device)
+        return self.to("cpu")
+
+    def _run(self, stage: Stage, **kwargs) -> torch.Tensor:
+        if self.offload_device is not None:
+            stage.unet.to(self.offload_device)
+        try:
+            return stage.sample(**kwargs)
+        finally:
+            if self.offload_device is not None:
+                stage.unet.to("cpu")
+
+    def _cascade(self, stages: list[Stage], images: torch.Tensor | None, class_labels, num_images, generator, steps,
+                 guidance_scale, progress, aug_level=None) -> list[torch.Tensor]:
+        outputs = []
+        for stage in stages:
+            labels = class_labels if stage.unet.config.num_classes else None
+            images = self._run(stage, class_labels=labels, num_images=num_images, generator=generator, steps=steps,
+                               guidance_scale=guidance_scale, lowres=None if images is None else images.clamp(-1, 1),
+                               aug_level=aug_level, progress=progress)
+            outputs.append(images.clamp(-1, 1))
+        return outputs
+
+    def __call__(self, class_labels=None, num_images: int | None = None, generator: torch.Generator | None = None,
+                 steps: int | None = None, guidance_scale: float | None = None, output_type: str = "pil",
+                 return_intermediates: bool = False, progress: bool = True):
+        """Generate: the base stage from `class_labels` (indices or names; or `num_images` for an
+        unconditional model), then every upsampler. `steps` / `guidance_scale` override all stages.
+
+        Returns the final images as PIL (`output_type="pil"`) or a tensor [N x 3 x H x W] in [0, 1]
+        ("pt"); with `return_intermediates`, a list with every stage's output instead.
+        """
+        _check_output_type(output_type)
+        if self.base is None:
+            raise ValueError("this pipeline has no base stage; use pipe.upscale(images)")
+        outputs = self._cascade(self.stages, None, class_labels, num_images, generator, steps, guidance_scale, progress)
+        converted = [_convert(o, output_type) for o in outputs]
+        return converted if return_intermediates else converted[-1]
+
+    def upscale(self, images, class_labels=None, generator: torch.Generator | None = None, steps: int | None = None,
+                guidance_scale: float | None = None, aug_level: float | None = None, start_at: int | None = None,
+                output_type: str = "pil", return_intermediates: bool = False, progress: bool = True):
+        """Super-resolve the user's images with the upsamplers from `start_at` (default: the first).
+
+        `images`: a PIL image, an HxWx3 array (uint8, or float in [0, 1]), a [3 x H x W] or
+        [N x 3 x H x W] tensor in [0, 1], or a list of these; any size (inputs are padded by
+        reflection to a size the UNet takes, and the output cropped back). `aug_level` overrides
+        the stages' noise-augmentation level. Returns one output per input.
+        """
+        _check_output_type(output_type)
+        start = start_at if start_at is not None else (1 if self.base is not None else 0)
+        if not 0 <= start < len(self.stages) or not self.stages[start].is_upsampler:
+            raise ValueError(f"start_at={start_at}: stage {start} is not an upsampler")
+        stages = self.stages[start:]
+        # Every stage's output side must be a multiple of its UNet's size_multiple: pad the input so.
+        multiple, scale = 1, 1
+        for stage in stages:
+            scale *= stage.settings.scale
+            multiple = math.lcm(multiple, stage.size_multiple // math.gcd(stage.size_multiple, scale))
+        results = []
+        for batch in _as_batches(images):
+            n, (h, w) = batch.shape[0], batch.shape[-2:]
+            outputs = self._cascade(stages, _pad_to_multiple(batch, multiple), class_labels, n, generator, steps,
+                                    guidance_scale, progress, aug_level)
+            scale, cropped = 1, []
+            for stage, out in zip(stages, outputs):
+                scale *= stage.settings.scale
+                cropped.append(out[..., :h * scale, :w * scale])
+            results.append(cropped if return_intermediates else cropped[-1:])
+        per_stage = [[r[i] for r in results] for i in range(len(results[0]))]
+        converted = [_convert_list(outs, output_type) for outs in per_stage]
+        return converted if return_intermediates else converted[-1]
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = [f"stage_{i}" for i in range(len(self.stages))]
+        for name, stage in zip(names, self.stages):
+            stage.save_pretrained(folder / name)
+        (folder / CASCADE_FILE).write_text(json.dumps({"format": "cascade", "version": 1, "stages": names}, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: torch.device | str | None = None) -> "Pipeline":
+        """Load a cascade folder (see the module docstring)."""
+        return cls(_load_stages(folder)).to(device) if device is not None else cls(_load_stages(folder))
+
+    @classmethod
+    def from_stages(cls, items: Sequence[Stage | str | Path], device: torch.device | str | None = None) -> "Pipeline":
+        """Assemble separately trained stages: Stage objects, stage folders or pipeline folders (all their stages)."""
+        stages = []
+        for item in items:
+            if isinstance(item, Stage):
+                stages.append(item)
+            elif (Path(item) / CASCADE_FILE).is_file():
+                stages.extend(_load_stages(item))
+            else:
+                stages.append(Stage.from_pretrained(item))
+        try:
+            pipe = cls(stages)
+        except ValueError as e:
+            raise CheckpointError(f"cannot chain {', '.join(map(str, items))}: {e}") from None
+        return pipe.to(device) if device is not None else pipe
+
+
+def _load_stages(folder: str | Path) -> list[Stage]:
+    folder = Path(folder)
+    index = folder / CASCADE_FILE
+    if not index.is_file():
+        raise CheckpointError(f"{folder}: not a cascade pipeline folder (missing {CASCADE_FILE})")
+    try:
+        names = json.loads(index.read_text())["stages"]
+        assert isinstance(names, list) and names
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise CheckpointError(f"{index}: invalid cascade file (expected {{'stages': [...]}})") from None
+    for name in names:
+        if not (folder / name).is_dir():
+            raise CheckpointError(f"{folder}: stage folder {name!r} listed in {CASCADE_FILE} is missing")
+    return [Stage.from_pretrained(folder / name) for name in names]
+
+
+def _check_output_type(output_type: str) -> None:
+    if output_type not in ("pil", "pt"):
+        raise ValueError(f"output_type={output_type!r}: use 'pil' or 'pt'")
+
+
+def _convert(images: torch.Tensor, output_type: str):
+    return to_pil(images) if output_type == "pil" else to_unit(images).cpu()
+
+
+def _convert_list(batches: list[torch.Tensor], output_type: str):
+    if output_type == "pil":
+        return [img for b in batches for img in to_pil(b)]
+    tensors = [to_unit(b).cpu() for b in batches]
+    same = len({tuple(t.shape[-2:]) for t in tensors}) == 1
+    return torch.cat(tensors) if same else [t for b in tensors for t in b]
+
+
+def _as_batches(images) -> list[torch.Tensor]:
+    """User images -> list of [-1, 1] tensors [n x 3 x h x w], one per distinct input."""
+    if isinstance(images, (list, tuple)):
+        return [b for item in images for b in _as_batches(item)]
+    if isinstance(images, Image.Image):
+        tensor = torch.from_numpy(np.asarray(to_rgb(images), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    elif isinstance(images, np.ndarray):
+        array = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=-1)
+        if array.ndim != 3:
+            raise ValueError(f"expected an HxWx3 array, got shape {images.shape}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
+    elif isinstance(images, torch.Tensor):
+        tensor = images[None] if images.ndim == 3 else images
+        if tensor.ndim != 4:
+            raise ValueError(f"expected a [3 x H x W] or [N x 3 x H x W] tensor, got shape {tuple(images.shape)}")
+        tensor = tensor.float()
+    else:
+        raise ValueError(f"cannot upscale a {type(images).__name__}; give PIL images, arrays or tensors")
+    if tensor.shape[1] != 3:
+        raise ValueError(f"expected 3 colour channels, got {tensor.shape[1]} (shape {tuple(tensor.shape)})")
+    if tensor.shape[-1] == 0 or tensor.shape[-2] == 0 or tensor.shape[0] == 0:
+        raise ValueError(f"empty image (shape {tuple(tensor.shape)})")
+    if not torch.isfinite(tensor).all():
+        raise ValueError("the image contains NaN or infinite values")
+    return [from_unit(tensor.clamp(0, 1))]
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not ph and not pw:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)

@@ -1,0 +1,84 @@
+"""Sampling: a short loop over any diffusers scheduler, and classifier-free guidance as a wrapper.
+
+A *denoiser* here is any callable with the UNet's contract, `denoiser(x, t, **cond) -> prediction`
+(see `cascade.unet`). Guidance wraps a denoiser into another one; the loop never branches on it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Callable
+
+import torch
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                       UniPCMultistepScheduler)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from tqdm.auto import tqdm
+
+# sampler name -> (scheduler class, settings that differ from the training schedule's config)
+SAMPLERS: dict[str, tuple[type, dict]] = {
+    "ddpm": (DDPMScheduler, {}),  # ancestral sampling (Ho et al. 2020, Alg. 2)
+    "ddim": (DDIMScheduler, {}),  # deterministic DDIM, eta = 0 (Song et al. 2021)
+    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),  # DPM-Solver++(2M)
+    "dpm++sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "unipc": (UniPCMultistepScheduler, {}),
+    "euler": (EulerDiscreteScheduler, {}),
+}
+
+
+def make_sampler(name: str, train_config) -> SchedulerMixin:
+    """A fresh scheduler `name` for a model trained with the schedule in `train_config`."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    cls, extra = SAMPLERS[name]
+    if name not in ("ddpm", "ddim") and train_config["prediction_type"] == "epsilon":
+        # x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) amplifies any eps error by 1/sqrt(abar_T), and these
+        # solvers do not clip x0: with the cosine schedule (abar_T ~ 2e-9) samples explode.
+        abar_T = DDPMScheduler.from_config(train_config).alphas_cumprod[-1].item()
+        if abar_T < 1e-6:
+            warnings.warn(f"sampler {name!r} on an epsilon-prediction model whose schedule ends at abar_T={abar_T:.1e} "
+                          "is numerically unstable; use prediction_type v_prediction, or sampler ddpm/ddim", stacklevel=2)
+    return cls.from_config(train_config, **extra)
+
+
+def guided(denoiser: Callable, scale: float, null_class: int | None) -> Callable:
+    """Classifier-free guidance (Ho & Salimans 2022): pred_u + scale * (pred_c - pred_u).
+
+    scale = 1 returns the conditional denoiser unchanged; scale = 0 is the unconditional one. The
+    conditional and unconditional passes run as one batch of 2N.
+    """
+    if scale == 1.0 or null_class is None:
+        return denoiser
+
+    def guided_denoiser(x, t, class_labels=None, **cond):
+        if class_labels is None:
+            return denoiser(x, t, **cond)
+        null = torch.full_like(class_labels, null_class)
+        doubled = {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.ndim > 0 else v for k, v in cond.items()}
+        t2 = torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.ndim > 0 else t
+        pred_c, pred_u = denoiser(torch.cat([x, x]), t2, class_labels=torch.cat([class_labels, null]), **doubled).chunk(2)
+        return pred_u + scale * (pred_c - pred_u)
+
+    return guided_denoiser
+
+
+@torch.no_grad()
+def sample(denoiser: Callable, scheduler: SchedulerMixin, shape: tuple[int, ...], steps: int,
+           generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+           progress: bool = True, **cond) -> torch.Tensor:
+    """Draw samples [shape] by running `scheduler` for `steps` network evaluations.
+
+    The initial noise is drawn on the CPU from `generator`, so a seed gives the same images on any
+    device. `cond` (class_labels, cond_image, aug_level) is passed to the denoiser at every step.
+    """
+    # 1. choose the timesteps t_1 > ... > t_steps
+    scheduler.set_timesteps(steps, device=device)
+    # 2. x_T ~ N(0, sigma_max^2 I)  (sigma_max = 1 for variance-preserving schedulers)
+    x = torch.randn(shape, generator=generator, device="cpu").to(device) * scheduler.init_noise_sigma
+    step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    for t in tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not progress):
+        # 3. predict with the network (some schedulers rescale x_t first), then 4. step to t_{i+1}
+        prediction = denoiser(scheduler.scale_model_input(x, t), t, **cond)
+        x = scheduler.step(prediction, t, x, **step_kwargs).prev_sample
+    return x

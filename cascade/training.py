@@ -1,0 +1,142 @@
+"""The training loop shared by every stage's script (`train/base.py`, `train/sr3.py`).
+
+A script builds its data, model and loss function and hands them to `fit`; `fit` owns what every
+stage does the same way: Accelerate (devices, processes, mixed precision, gradient accumulation),
+AdamW with warmup, gradient clipping, EMA, TensorBoard scalars, a tqdm bar on the main process,
+preview grids, crash-safe checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig, load_config, save_config
+from .ema import EMA
+from .errors import CascadeError
+
+
+class TrainingError(CascadeError):
+    """Training cannot go on (e.g. the loss is no longer finite)."""
+
+
+def parse_args(config_cls: type, doc: str, argv: list[str] | None = None):
+    """`--config FILE [key=value ...] [--resume]` -> (config, args)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML preset, e.g. configs/base_photos.yaml (defaults if omitted)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override single keys, e.g. train.max_steps=200")
+    args = parser.parse_args(argv)
+    return load_config(config_cls, args.config, args.overrides), args
+
+
+def make_accelerator(cfg: TrainConfig, config) -> Accelerator:
+    """The Accelerator for a run; seeds every process and saves the resolved config (main process)."""
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    set_seed(cfg.seed, device_specific=True)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+    accelerator.init_trackers("train")
+    return accelerator
+
+
+def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, dataloader,
+        loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
+        preview_fn: Callable[[torch.nn.Module, int], Image.Image] | None = None, resume: bool = False) -> EMA:
+    """Train `model` for `cfg.max_steps` optimizer steps; return the EMA (its `.model` is exported).
+
+    `loss_fn(model, batch)` returns the scalar loss of one micro-batch. `preview_fn(ema_model, step)`
+    returns a PIL image saved as `samples/step_XXXXXXXX.png` (main process only).
+    """
+    out = Path(cfg.output_dir)
+    # --- optimizer and learning-rate schedule (linear warmup, then constant)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+    # Accelerate steps a prepared schedule once per process, so warmup is counted in process-steps.
+    lr_schedule = get_scheduler("constant_with_warmup", optimizer,
+                                num_warmup_steps=cfg.warmup_steps * accelerator.num_processes)
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
+    model, optimizer, dataloader, lr_schedule = accelerator.prepare(model, optimizer, dataloader, lr_schedule)
+    ema.model.to(accelerator.device)
+
+    # --- resume
+    step, batches_seen = 0, 0
+    if resume:
+        path = latest_checkpoint(out)
+        if path is None:
+            accelerator.print(f"--resume: no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
+        else:
+            state = load_checkpoint(accelerator, ema, path)
+            step, batches_seen = state["step"], state["batches_seen"]
+            accelerator.print(f"resumed from {path} (step {step})")
+    if step >= cfg.max_steps:
+        accelerator.print(f"already at step {step} >= train.max_steps={cfg.max_steps}; nothing to train")
+        return ema
+
+    # --- loop
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process,
+               dynamic_ncols=True)
+    model.train()
+    while step < cfg.max_steps:
+        epoch, skip = divmod(batches_seen, len(dataloader))
+        dataloader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+        for batch in batches:
+            batches_seen += 1
+            with accelerator.accumulate(model):
+                loss = loss_fn(model, batch)
+                if not torch.isfinite(loss.detach()):
+                    raise TrainingError(f"step {step + 1}: loss is {loss.item()} (not finite); the last good "
+                                        f"checkpoint in {out / 'checkpoints'} is untouched; lower train.lr or "
+                                        f"check the data")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                lr_schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            # --- one optimizer step done
+            step += 1
+            ema.update(accelerator.unwrap_model(model))
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+                lr = lr_schedule.get_last_lr()[0]
+                accelerator.log({"loss": loss_value, "lr": lr}, step=step)
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+            last = step == cfg.max_steps
+            if (cfg.sample_every and step % cfg.sample_every == 0) or last:
+                _preview(accelerator, preview_fn, ema, out, step)
+            if (cfg.save_every and step % cfg.save_every == 0) or last:
+                save_checkpoint(accelerator, ema, out, step, batches_seen, cfg.keep_last)
+            if last:
+                break
+    bar.close()
+    accelerator.end_training()
+    return ema
+
+
+def _preview(accelerator: Accelerator, preview_fn, ema: EMA, out: Path, step: int) -> None:
+    if preview_fn is not None and accelerator.is_main_process:
+        folder = out / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        preview_fn(ema.model, step).save(folder / f"step_{step:08d}.png")
+    accelerator.wait_for_everyone()

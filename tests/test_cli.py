@@ -1,0 +1,102 @@
+"""The scripts as users run them: subprocesses on the tiny preset."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+
+def run(*args, check=True):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    proc = run("train/base.py", "--config", "configs/base_tiny.yaml", f"train.output_dir={out}")
+    return out, proc
+
+
+def test_train_writes_checkpoints_samples_and_pipeline(trained):
+    out, _ = trained
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints == ["step_00000003", "step_00000006"]
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.bin", "trainer_state.json"):
+        assert (out / "checkpoints" / "step_00000006" / name).is_file()
+    assert json.loads((out / "checkpoints" / "step_00000006" / "trainer_state.json").read_text())["step"] == 6
+    grid = Image.open(out / "samples" / "step_00000006.png")
+    assert grid.height > grid.width  # ten class rows of two images
+    assert (out / "pipeline" / "cascade.json").is_file()
+    assert list((out / "logs").rglob("events.out.tfevents*"))
+    assert (out / "config.yaml").is_file()
+
+
+def test_resume_continues_from_the_latest_checkpoint(trained):
+    out, _ = trained
+    proc = run("train/base.py", "--config", "configs/base_tiny.yaml", f"train.output_dir={out}", "train.max_steps=8",
+               "--resume")
+    assert "resumed from" in proc.stdout + proc.stderr and "step_00000006 (step 6)" in proc.stdout + proc.stderr
+    state = json.loads((out / "checkpoints" / "step_00000008" / "trainer_state.json").read_text())
+    assert state["step"] == 8
+    assert not list((out / "checkpoints").glob("*.tmp"))
+    assert len(list((out / "checkpoints").iterdir())) == 2  # keep_last
+
+
+def test_sample_cli_writes_a_labelled_grid(trained, tmp_path):
+    out, _ = trained
+    proc = run("eval/sample.py", "--pipeline", out / "pipeline", "--classes", "0", "cat", "--per-class", "3",
+               "--steps", "2", "--out", tmp_path / "grid.png")
+    assert "2 rows x 3 images" in proc.stdout
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.width > grid.height
+    bad = run("eval/sample.py", "--pipeline", out / "pipeline", "--classes", "unicorn", "--out", tmp_path / "x.png",
+              check=False)
+    assert bad.returncode == 2 and "unknown class name 'unicorn'" in bad.stderr
+
+
+def test_accelerate_launch(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "train/base.py", "--config", "configs/base_tiny.yaml",
+           f"train.output_dir={tmp_path}", "train.max_steps=2", "train.save_every=0"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "step_00000002").is_dir()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=1", "unknown key 'train.lrr'"),
+    ("model.num_classes=4", "has 10 classes"),
+    ("data.source=imagefolder", "data.path=None is required"),
+])
+def test_bad_input_gives_one_line_errors(override, message, tmp_path):
+    proc = run("train/base.py", "--config", "configs/base_tiny.yaml", f"train.output_dir={tmp_path}", override,
+               check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def test_undecodable_image_in_training_names_the_file(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        Image.new("RGB", (20, 20), (200, 10, 10)).save(tmp_path / "data" / cls / "ok.png")
+    (tmp_path / "data" / "b" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    args = ["train/base.py", "--config", "configs/base_tiny.yaml", f"train.output_dir={tmp_path / 'run'}",
+            "data.source=imagefolder", f"data.path={tmp_path / 'data'}", "model.num_classes=2", "train.batch_size=3",
+            "train.max_steps=2"]
+    proc = run(*args, check=False)
+    assert proc.returncode == 2 and "truncated.png: cannot decode image" in proc.stderr, proc.stderr[-2000:]
+    ok = run(*args, "data.on_bad_image=skip")
+    assert "skipping" in ok.stderr and "truncated.png" in ok.stderr

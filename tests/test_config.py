@@ -1,0 +1,56 @@
+import pytest
+
+from cascade.config import BaseStageConfig, load_config
+from cascade.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_presets_load(root):
+    presets = sorted((root / "configs").glob("base_*.yaml"))
+    assert presets, "no base presets found"
+    for path in presets:
+        cfg = load_config(BaseStageConfig, path)
+        assert cfg.model.sample_size > 0
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = write(tmp_path, "train:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown key 'train\.lrr'"):
+        load_config(BaseStageConfig, path)
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        load_config(BaseStageConfig, write(tmp_path, "trian: {}\n"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.max_steps=-5", "train.max_steps=-5 must be > 0"),
+    ("train.max_steps=ten", "train.max_steps='ten' must be an integer"),
+    ("model.channel_mult=3", "model.channel_mult=3 must be a list"),
+    ("diffusion.schedule=quadratic", "diffusion.schedule='quadratic' is not one of"),
+    ("model.sample_size=30", "model.sample_size=30 must be divisible by"),
+    ("train.lr", "expected key=value"),
+])
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(BaseStageConfig, None, [override])
+
+
+def test_overrides_are_typed():
+    cfg = load_config(BaseStageConfig, None, ["train.lr=1e-4", "model.channel_mult=[1,2]", "data.random_flip=false",
+                                              "model.num_classes=7"])
+    assert cfg.train.lr == pytest.approx(1e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.model.channel_mult == [1, 2]
+    assert cfg.data.random_flip is False
+    assert cfg.model.num_classes == 7
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(BaseStageConfig, "nope.yaml")

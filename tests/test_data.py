@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cascade import data
+from cascade.config import DataConfig
+from cascade.errors import DataError
+from cascade.images import pil_to_tensor, to_rgb
+
+
+def test_to_rgb_modes():
+    gray = Image.fromarray(np.array([[0, 128, 255]], np.uint8), "L")
+    assert np.asarray(to_rgb(gray)).tolist() == [[[0] * 3, [128] * 3, [255] * 3]]
+    # 16-bit: rescaled to 8 bits, not clipped (convert("RGB") would make 65535 -> 255 but 1000 -> 255 too)
+    deep = Image.fromarray(np.array([[0, 32896, 65535]], np.uint16))
+    assert deep.mode.startswith("I;16")
+    assert np.asarray(to_rgb(deep))[0, :, 0].tolist() == [0, 128, 255]
+    # RGBA: transparent pixels become white, opaque ones keep their colour
+    rgba = Image.fromarray(np.array([[[255, 0, 0, 255], [0, 255, 0, 0]]], np.uint8), "RGBA")
+    assert np.asarray(to_rgb(rgba)).tolist() == [[[255, 0, 0], [255, 255, 255]]]
+    palette = Image.fromarray(np.array([[10, 200]], np.uint8), "L").convert("P")
+    assert to_rgb(palette).mode == "RGB"
+
+
+def test_pil_to_tensor_range():
+    t = pil_to_tensor(Image.fromarray(np.array([[[0, 255, 128]]], np.uint8)))
+    assert t.shape == (3, 1, 1)
+    assert t.flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6)
+
+
+def test_builtin_photos_train_and_test_are_disjoint():
+    train, test = data.load_source(DataConfig(), "train"), data.load_source(DataConfig(), "test")
+    assert len(train) == len(test) == len(train.class_names) == 10
+    for a, b in zip(train.records, test.records):
+        assert a.height == b.height and a.width > 3 * b.width  # the right 20% is held out
+    dataset = data.CropDataset(train, 16, DataConfig(crop_scale=[0.2, 0.5], epoch_size=12))
+    item = dataset[3]
+    assert item["image"].shape == (3, 16, 16) and item["label"] == 3
+    assert -1 <= item["image"].min() and item["image"].max() <= 1
+
+
+def make_folder(root, bad=False):
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    Image.fromarray(rng.integers(0, 65535, (20, 20), dtype=np.uint16)).save(root / "dogs" / "deep.png")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 4), dtype=np.uint8), "RGBA").save(root / "cats" / "alpha.png")
+    if bad:
+        (root / "cats" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+
+
+def test_imagefolder_classes_and_modes(tmp_path):
+    make_folder(tmp_path)
+    source = data.load_source(DataConfig(source="imagefolder", path=str(tmp_path)))
+    assert source.class_names == ["cats", "dogs"] and len(source) == 8
+    dataset = data.CropDataset(source, 8, DataConfig(source="imagefolder", path=str(tmp_path)))
+    batch = [dataset[i] for i in range(len(dataset))]
+    assert all(b["image"].shape == (3, 8, 8) for b in batch)
+    assert sorted(b["label"] for b in batch) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_undecodable_file_is_named(tmp_path):
+    make_folder(tmp_path, bad=True)
+    cfg = DataConfig(source="imagefolder", path=str(tmp_path))
+    dataset = data.CropDataset(data.load_source(cfg), 8, cfg)
+    with pytest.raises(DataError, match=r"broken\.png: cannot decode image"):
+        for i in range(len(dataset)):
+            dataset[i]
+
+
+def test_undecodable_file_skipped_with_a_count(tmp_path):
+    make_folder(tmp_path, bad=True)
+    cfg = DataConfig(source="imagefolder", path=str(tmp_path), on_bad_image="skip")
+    dataset = data.CropDataset(data.load_source(cfg), 8, cfg)
+    with pytest.warns(UserWarning, match=r"skipping .*broken\.png.*\[1 skipped so far\]"):
+        items = [dataset[i] for i in range(len(dataset))]
+    assert len(items) == len(dataset) and len(dataset.skipped) == 1
+
+
+def test_missing_folder_and_class_mismatch(tmp_path):
+    with pytest.raises(DataError, match="folder not found"):
+        data.load_source(DataConfig(source="imagefolder", path=str(tmp_path / "nope")))
+    make_folder(tmp_path)
+    source = data.load_source(DataConfig(source="imagefolder", path=str(tmp_path)))
+    with pytest.raises(DataError, match="has 2 classes .* but model.num_classes=10"):
+        data.check_num_classes(source, 10)
+    data.check_num_classes(source, 0)  # unconditional: any number of classes
+
+
+def test_random_resized_crop_upsamples_small_images():
+    small = Image.fromarray(np.zeros((5, 7, 3), np.uint8))
+    crop = data.random_resized_crop(small, 16, (0.5, 1.0), generator=torch.Generator().manual_seed(0))
+    assert crop.size == (16, 16)
