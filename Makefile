@@ -1,5 +1,6 @@
 # Two commands for a fresh machine (see README):
-#   make demo   set up .venv if missing, train the demo base model on the built-in photos, write a grid
+#   make demo   set up .venv if missing, train a small cascade (32 px base + 32->64 SR3) on the
+#               built-in photos, write its sample grid and a held-out upscaling comparison
 #   make test   set up .venv if missing, run the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -19,10 +20,17 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+LAUNCH := $(PY) -m accelerate.commands.launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no \
+	--dynamo_backend no
+DEMO := runs/cascade_photos
+
 demo: setup
-	$(PY) -m accelerate.commands.launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no \
-		--dynamo_backend no train/base.py --config configs/base_photos.yaml
-	$(PY) eval/sample.py --pipeline runs/base_photos/pipeline --per-class 8 --zoom 3 --out runs/base_photos/grid.png
+	$(LAUNCH) train/base.py --config configs/base_photos.yaml
+	$(LAUNCH) train/sr3.py --config configs/sr3_photos.yaml
+	$(PY) -m cascade assemble $(DEMO) runs/base_photos/pipeline runs/sr3_photos/pipeline
+	$(PY) eval/sample.py --pipeline $(DEMO) --per-class 4 --zoom 3 --out $(DEMO)/samples.png
+	$(PY) eval/sr_heldout.py --pipeline runs/sr3_photos/pipeline --num 32 --aug-levels 0 0.02 0.05 0.1 \
+		--zoom 3 --out $(DEMO)/heldout.png
 
 test: setup
 	$(PY) -m pytest -q tests

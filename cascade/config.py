@@ -78,14 +78,14 @@ class DataConfig:
     crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # side of the random square crop, as a fraction of the shorter side [min, max]
     random_flip: bool = True  # random horizontal flips
     on_bad_image: Literal["error", "skip"] = "error"  # an undecodable file: stop naming it, or skip it with a warning and a count
-    epoch_size: int = 10000  # photos only: random crops per epoch (the photos are few and large)
+    epoch_size: Optional[int] = None  # random crops per epoch; None: one per image (built-in photos: 10000)
     num_workers: int = 0  # DataLoader worker processes
 
     def validate(self) -> None:
         _check(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
                self.crop_scale, "must be [min, max] with 0 < min <= max <= 1")
         _check(self.source == "photos" or self.path, "path", self.path, f"is required when source is {self.source!r}")
-        _positive(self, "epoch_size")
+        _check(self.epoch_size is None or self.epoch_size > 0, "epoch_size", self.epoch_size, "must be > 0 or null")
         _check(self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")
 
 
@@ -161,11 +161,14 @@ class SRConfig:
     noise_aug_max: float = 0.2  # s_max: training corrupts the low-res input at s ~ U[0, s_max] (0: off)
     blur_prob: float = 0.5  # probability of blurring the low-res input in training (0: off)
     blur_sigma: list[float] = field(default_factory=lambda: [0.4, 0.6])  # blur sigma range, in low-res pixels
+    residual: bool = False  # diffuse HR - upsample(LR) and add upsample(LR) back (SRDiff, Li et al. 2022); false: plain SR3
+    residual_scale: float = 4.0  # residual stages: the residual is multiplied by this (std ~0.06 at 2x -> ~0.25)
 
     def validate(self) -> None:
         _check(self.scale >= 2, "scale", self.scale, "must be an integer >= 2")
         _check(0 <= self.noise_aug_max <= 1, "noise_aug_max", self.noise_aug_max, "must be in [0, 1]")
         _check(0 <= self.blur_prob <= 1, "blur_prob", self.blur_prob, "must be in [0, 1]")
+        _check(self.residual_scale > 0, "residual_scale", self.residual_scale, "must be > 0")
         _check(len(self.blur_sigma) == 2 and 0 < self.blur_sigma[0] <= self.blur_sigma[1], "blur_sigma",
                self.blur_sigma, "must be [min, max] with 0 < min <= max")
 

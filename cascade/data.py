@@ -29,11 +29,12 @@ from .config import DataConfig
 from .errors import DataError
 from .images import pil_to_tensor, to_rgb
 
-# (class name, loader) for the built-in photos; every loader returns an HxWx3 uint8 array.
-PHOTO_TRAIN_FRACTION = 0.8
+PHOTO_TRAIN_FRACTION = 0.8  # split "train": the left 80% of every photo; "test": the right 20%
+PHOTO_EPOCH_SIZE = 10000  # random crops per epoch of the ten photos when data.epoch_size is not set
 
 
 def _photo_loaders():
+    """(class name, loader) for the built-in photos; every loader returns an HxWx3 uint8 array."""
     import skimage.data as sk
     from sklearn.datasets import load_sample_images
 
@@ -62,9 +63,13 @@ class ImageSource:
     labels: list[int]
     class_names: list[str]
     name: str  # where the images come from, for messages
+    crop_reference: list[int] | None = None  # per image: the side that crop_scale is a fraction of (default: shorter side)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def reference(self, index: int) -> int | None:
+        return self.crop_reference[index] if self.crop_reference else None
 
     def describe(self, index: int) -> str:
         record = self.records[index]
@@ -99,14 +104,15 @@ def load_source(cfg: DataConfig, split: str | None = None) -> ImageSource:
 def _load_photos(split: str) -> ImageSource:
     if split not in ("train", "test"):
         raise DataError(f"data.split={split!r}: the built-in photos have splits 'train' and 'test'")
-    records, names = [], []
+    records, names, reference = [], [], []
     for name, loader in _photo_loaders():
         array = loader()
         cut = int(array.shape[1] * PHOTO_TRAIN_FRACTION)
         part = array[:, :cut] if split == "train" else array[:, cut:]
         records.append(Image.fromarray(np.ascontiguousarray(part)).convert("RGB"))
         names.append(name)
-    return ImageSource(records, list(range(len(names))), names, name=f"photos/{split}")
+        reference.append(min(array.shape[:2]))  # crops of both splits cover the same share of the whole photo
+    return ImageSource(records, list(range(len(names))), names, name=f"photos/{split}", crop_reference=reference)
 
 
 def _load_imagefolder(cfg: DataConfig, split: str) -> ImageSource:
@@ -156,14 +162,22 @@ def _from_dataset(ds, cfg: DataConfig, name: str) -> ImageSource:
     return ImageSource(records, labels, class_names, name=name)
 
 
-def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float], generator: torch.Generator | None = None) -> Image.Image:
-    """A random square crop with side in `scale` x the shorter side, resized to `size` x `size`."""
-    w, h = image.size
-    short = min(w, h)
+def crop_box(width: int, height: int, scale: tuple[float, float], generator: torch.Generator | None = None,
+             reference: int | None = None) -> tuple[int, int, int]:
+    """(left, top, side) of a random square with side in `scale` x `reference` (default: the shorter
+    side), clipped to the shorter side."""
+    short = min(width, height)
     fraction = scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=generator).item()
-    side = max(1, min(short, round(short * fraction)))
-    left = int(torch.randint(0, w - side + 1, (), generator=generator))
-    top = int(torch.randint(0, h - side + 1, (), generator=generator))
+    side = max(1, min(short, round((reference or short) * fraction)))
+    left = int(torch.randint(0, width - side + 1, (), generator=generator))
+    top = int(torch.randint(0, height - side + 1, (), generator=generator))
+    return left, top, side
+
+
+def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float], generator: torch.Generator | None = None,
+                        reference: int | None = None) -> Image.Image:
+    """A random square crop (see `crop_box`) resized to `size` x `size` (PIL bicubic, antialiased)."""
+    left, top, side = crop_box(*image.size, scale, generator, reference)
     crop = image.crop((left, top, left + side, top + side))
     return crop if side == size else crop.resize((size, size), Image.BICUBIC, reducing_gap=None)
 
@@ -171,13 +185,17 @@ def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float
 class CropDataset(torch.utils.data.Dataset):
     """Random crops of an `ImageSource` as {"image": [3 x size x size] in [-1, 1], "label": int}.
 
+    An epoch is `data.epoch_size` crops (image i % len(source) for index i), so a folder of one
+    image still yields many different crops.
+
     Randomness comes from torch's global generator, which Accelerate seeds per process and whose
     state is saved with every checkpoint.
     """
 
     def __init__(self, source: ImageSource, size: int, cfg: DataConfig):
         self.source, self.size, self.cfg = source, size, cfg
-        self.length = cfg.epoch_size if cfg.source == "photos" else len(source)
+        default = PHOTO_EPOCH_SIZE if cfg.source == "photos" else len(source)
+        self.length = cfg.epoch_size or default
         self.skipped: set[int] = set()
 
     def __len__(self) -> int:
@@ -197,7 +215,7 @@ class CropDataset(torch.utils.data.Dataset):
                 self.skipped.add(i)
                 warnings.warn(f"skipping {e} [{len(self.skipped)} skipped so far]", stacklevel=2)
                 continue
-            crop = random_resized_crop(image, self.size, tuple(self.cfg.crop_scale))
+            crop = random_resized_crop(image, self.size, tuple(self.cfg.crop_scale), reference=self.source.reference(i))
             tensor = pil_to_tensor(crop)
             if self.cfg.random_flip and torch.rand(()) < 0.5:
                 tensor = tensor.flip(-1)
@@ -223,7 +241,8 @@ def fixed_crops(cfg: DataConfig, size: int, count: int, seed: int = 0) -> torch.
     crops = []
     for i in range(count):
         image = source.load(i % len(source))
-        crops.append(pil_to_tensor(random_resized_crop(image, size, tuple(cfg.crop_scale), generator)))
+        crops.append(pil_to_tensor(random_resized_crop(image, size, tuple(cfg.crop_scale), generator,
+                                                       reference=source.reference(i % len(source)))))
     return torch.stack(crops)
 
 

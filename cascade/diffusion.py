@@ -21,15 +21,19 @@ from .config import DiffusionConfig
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # our names -> diffusers' beta_schedule
 
 
-def make_noise_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
-    """The training-time forward process for `cfg`; samplers are built from its `.config`."""
+def make_noise_scheduler(cfg: DiffusionConfig, clip_sample: bool = True) -> DDPMScheduler:
+    """The training-time forward process for `cfg`; samplers are built from its `.config`.
+
+    `clip_sample`: DDPM/DDIM clip their x0 estimate to [-1, 1], right for images; residual SR
+    stages generate a scaled residual that may leave that range, and turn it off.
+    """
     return DDPMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,
         beta_schedule=SCHEDULES[cfg.schedule],
         beta_start=cfg.beta_start,
         beta_end=cfg.beta_end,
         prediction_type=cfg.prediction_type,
-        clip_sample=True,  # images live in [-1, 1]
+        clip_sample=clip_sample,
     )
 
 

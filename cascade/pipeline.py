@@ -54,6 +54,8 @@ class StageSettings:
     class_names: list[str] = field(default_factory=list)  # label index -> name (empty: unconditional)
     scale: int = 1  # 1: a base stage; k > 1: an upsampler from size/k to size
     aug_level: float = 0.0  # upsamplers: noise-augmentation level s of the low-res input, in [0, 1]
+    residual: bool = False  # upsamplers: the model generates (HR - upsample(LR)) * residual_scale
+    residual_scale: float = 1.0  # ... which is divided by this and added to upsample(LR) after sampling
 
 
 class Stage:
@@ -127,8 +129,10 @@ class Stage:
                 raise ValueError(f"output size {size[0]}x{size[1]} is not a multiple of {self.size_multiple}; "
                                  f"use Pipeline.upscale, which pads")
             level = self.settings.aug_level if aug_level is None else aug_level
-            lowres = noise_augment(lowres.to(self.device), level, self.noise_scheduler.alphas_cumprod, generator)
-            cond["cond_image"] = upsample(lowres, size)
+            lowres = lowres.to(self.device)
+            offset = upsample(lowres, size)
+            augmented = noise_augment(lowres, level, self.noise_scheduler.alphas_cumprod, generator)
+            cond["cond_image"] = upsample(augmented, size)
             if self.unet.config.use_aug_level:
                 cond["aug_level"] = torch.full((n,), float(level), device=self.device)
         else:
@@ -143,8 +147,11 @@ class Stage:
         denoiser = guided(self.unet, scale, self.unet.null_class if self.unet.config.num_classes else None)
         scheduler = make_sampler(sampler or self.settings.sampler, self.noise_scheduler.config)
         shape = (n, self.unet.config.in_channels, *size)
-        return sample(denoiser, scheduler, shape, steps or self.settings.steps, generator=generator,
-                      device=self.device, progress=progress, **cond)
+        images = sample(denoiser, scheduler, shape, steps or self.settings.steps, generator=generator,
+                        device=self.device, progress=progress, **cond)
+        if self.settings.residual:
+            return images / self.settings.residual_scale + offset
+        return images
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)

@@ -27,19 +27,35 @@ SAMPLERS: dict[str, tuple[type, dict]] = {
 }
 
 
-def make_sampler(name: str, train_config) -> SchedulerMixin:
-    """A fresh scheduler `name` for a model trained with the schedule in `train_config`."""
+# The keys of a training schedule that define the noise levels; everything else is the sampler's.
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type",
+                 "clip_sample")
+
+
+def make_sampler(name: str, train_config, timestep_spacing: str = "trailing") -> SchedulerMixin:
+    """A fresh scheduler `name` for a model trained with the schedule in `train_config`.
+
+    Built from the schedule's keys only, never with `from_config`: diffusers replaces every key that
+    a config lists in `_use_default_values` by the target class's default, which made a freshly
+    trained model and the same model reloaded from disk sample with different timesteps.
+    "trailing" spacing starts every step count at the last training timestep (Lin et al. 2024).
+    """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     cls, extra = SAMPLERS[name]
     if name not in ("ddpm", "ddim") and train_config["prediction_type"] == "epsilon":
         # x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) amplifies any eps error by 1/sqrt(abar_T), and these
         # solvers do not clip x0: with the cosine schedule (abar_T ~ 2e-9) samples explode.
-        abar_T = DDPMScheduler.from_config(train_config).alphas_cumprod[-1].item()
+        abar_T = DDPMScheduler(**_schedule_kwargs(DDPMScheduler, train_config)).alphas_cumprod[-1].item()
         if abar_T < 1e-6:
             warnings.warn(f"sampler {name!r} on an epsilon-prediction model whose schedule ends at abar_T={abar_T:.1e} "
                           "is numerically unstable; use prediction_type v_prediction, or sampler ddpm/ddim", stacklevel=2)
-    return cls.from_config(train_config, **extra)
+    return cls(**_schedule_kwargs(cls, train_config), timestep_spacing=timestep_spacing, **extra)
+
+
+def _schedule_kwargs(cls: type, train_config) -> dict:
+    accepted = inspect.signature(cls.__init__).parameters
+    return {k: train_config[k] for k in SCHEDULE_KEYS if k in accepted and k in train_config}
 
 
 def guided(denoiser: Callable, scale: float, null_class: int | None) -> Callable:

@@ -140,3 +140,13 @@ def _preview(accelerator: Accelerator, preview_fn, ema: EMA, out: Path, step: in
         folder.mkdir(parents=True, exist_ok=True)
         preview_fn(ema.model, step).save(folder / f"step_{step:08d}.png")
     accelerator.wait_for_everyone()
+
+
+def export_stage(accelerator: Accelerator, stage, output_dir: str | Path) -> None:
+    """Write a trained stage (EMA weights) as `<output_dir>/pipeline`, a one-stage cascade folder."""
+    from .pipeline import Pipeline
+
+    if accelerator.is_main_process:
+        out = Path(output_dir) / "pipeline"
+        Pipeline([stage]).save_pretrained(out)
+        accelerator.print(f"exported the EMA model to {out}")

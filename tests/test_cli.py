@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -100,3 +101,51 @@ def test_undecodable_image_in_training_names_the_file(tmp_path):
     assert proc.returncode == 2 and "truncated.png: cannot decode image" in proc.stderr, proc.stderr[-2000:]
     ok = run(*args, "data.on_bad_image=skip")
     assert "skipping" in ok.stderr and "truncated.png" in ok.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_sr(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sr")
+    # 16 -> 32 px, so that it chains after base_tiny's 16 px model
+    run("train/sr3.py", "--config", "configs/sr3_tiny.yaml", f"train.output_dir={out}", "model.sample_size=32",
+        "sr.residual=true")
+    return out
+
+
+def test_sr3_training_writes_triplets_checkpoints_and_an_upsampler(trained_sr):
+    out = trained_sr
+    assert (out / "checkpoints" / "step_00000006" / "ema.safetensors").is_file()
+    grid = Image.open(out / "samples" / "step_00000006.png")
+    assert grid.width == 3 * 32 + 4 * 2 and grid.height == 3 * 32 + 4 * 2  # 3 rows of (LR | SR | HR)
+    stage = json.loads((out / "pipeline" / "stage_0" / "stage.json").read_text())
+    assert stage["scale"] == 2 and stage["aug_level"] == 0.05 and stage["residual"] and stage["residual_scale"] == 4.0
+    scheduler = json.loads((out / "pipeline" / "stage_0" / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["clip_sample"] is False  # a scaled residual may leave [-1, 1]
+
+
+def test_assemble_sample_and_upscale_clis(trained, trained_sr, tmp_path):
+    base, sr = trained[0] / "pipeline", trained_sr / "pipeline"
+    proc = run("-m", "cascade", "assemble", tmp_path / "cascade", base, sr)
+    assert "2 stages (16 px -> 32 px)" in proc.stdout
+    proc = run("eval/sample.py", "--pipeline", tmp_path / "cascade", "--classes", "0", "1", "--per-class", "2",
+               "--steps", "2", "--zoom", "1", "--out", tmp_path / "grid.png")
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.height == 2 + 2 * (32 + 2)  # two class rows at the final size
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (13, 21, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    proc = run("-m", "cascade", "upscale", tmp_path / "in.png", tmp_path / "out.png", "--pipeline", tmp_path / "cascade",
+               "--steps", "2")
+    assert Image.open(tmp_path / "out.png").size == (42, 26) and "21x13 -> 42x26" in proc.stdout
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    bad = run("-m", "cascade", "upscale", tmp_path / "bad.png", tmp_path / "o.png", "--pipeline", sr, check=False)
+    assert bad.returncode == 2 and "bad.png: cannot read image" in bad.stderr
+    mismatch = run("-m", "cascade", "assemble", tmp_path / "x", sr, base, check=False)
+    assert mismatch.returncode == 2 and "only stage 0 may be" in mismatch.stderr
+
+
+def test_sr_heldout_reports_bicubic_and_each_level(trained_sr, tmp_path):
+    proc = run("eval/sr_heldout.py", "--pipeline", trained_sr / "pipeline", "--num", "4", "--steps", "2",
+               "--aug-levels", "0", "0.1", "--out", tmp_path / "h.png")
+    assert "| bicubic" in proc.stdout and "SR s=0 " in proc.stdout and "SR s=0.1" in proc.stdout
+    table = json.loads((tmp_path / "h.json").read_text())["rows"]
+    assert table["bicubic"]["consistency_mse"] < 1e-3  # bicubic then the antialiased downsampler: nearly identity
+    assert Image.open(tmp_path / "h.png").size == (2 * (4 * 32 + 5 * 2), 2 * (4 * 32 + 5 * 2))

@@ -54,3 +54,19 @@ def test_overrides_are_typed():
 def test_missing_file():
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         load_config(BaseStageConfig, "nope.yaml")
+
+
+def test_sr3_presets_load_and_sizes_are_checked(root):
+    from cascade.config import SR3StageConfig
+
+    presets = sorted((root / "configs").glob("sr3_*.yaml"))
+    assert len(presets) >= 4
+    for path in presets:
+        cfg = load_config(SR3StageConfig, path)
+        assert cfg.model.sample_size % cfg.sr.scale == 0 and cfg.model.cond_channels == 3
+    with pytest.raises(ConfigError, match="sr.scale=3 must divide model.sample_size=64"):
+        load_config(SR3StageConfig, root / "configs" / "sr3_photos.yaml", ["sr.scale=3"])
+    with pytest.raises(ConfigError, match="model.cond_channels=0 must equal model.in_channels"):
+        load_config(SR3StageConfig, None, ["model.cond_channels=0"])
+    with pytest.raises(ConfigError, match="sr.scale=1 must be an integer >= 2"):
+        load_config(SR3StageConfig, None, ["sr.scale=1"])

@@ -94,3 +94,29 @@ def test_random_resized_crop_upsamples_small_images():
     small = Image.fromarray(np.zeros((5, 7, 3), np.uint8))
     crop = data.random_resized_crop(small, 16, (0.5, 1.0), generator=torch.Generator().manual_seed(0))
     assert crop.size == (16, 16)
+
+
+def test_held_out_photo_crops_have_the_training_scale():
+    # crop_scale is a fraction of the whole photo's shorter side in both splits, so the narrow held-out
+    # strip gives crops of the training scale (clipped to the strip), not tiny regions blown up
+    train, test = data.load_source(DataConfig(), "train"), data.load_source(DataConfig(), "test")
+    assert train.crop_reference == test.crop_reference
+    assert test.reference(0) == 512 and test.records[0].size == (103, 512)  # astronaut: 512x512, right 20%
+    g = torch.Generator().manual_seed(0)
+    sides = [data.crop_box(103, 512, (0.15, 0.4), g, reference=512)[2] for _ in range(200)]
+    assert min(sides) >= round(0.15 * 512) and max(sides) == 103  # 77..103 px, never the strip-relative 15..41
+    boxes = [data.crop_box(300, 200, (0.5, 0.5), g) for _ in range(50)]
+    assert all(side == 100 and 0 <= left <= 200 and 0 <= top <= 100 for left, top, side in boxes)
+
+
+def test_one_image_folder_gives_an_epoch_of_distinct_crops(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "one").mkdir()
+    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(tmp_path / "one" / "photo.png")
+    cfg = DataConfig(source="imagefolder", path=str(tmp_path / "one"), crop_scale=[0.2, 0.4], epoch_size=20)
+    source = data.load_source(cfg)
+    assert len(source) == 1 and source.class_names == ["all"]
+    dataset = data.CropDataset(source, 8, cfg)
+    assert len(dataset) == 20
+    crops = torch.stack([dataset[i]["image"] for i in range(20)])
+    assert len({tuple(c.flatten()[:16].tolist()) for c in crops}) > 15  # random crops, not one repeated

@@ -85,3 +85,18 @@ def test_cosine_epsilon_with_an_ode_sampler_warns():
         make_sampler("ddim", cosine_eps)
         make_sampler("dpm++", diffusion.make_noise_scheduler(DiffusionConfig(schedule="cosine",
                                                                              prediction_type="v_prediction")).config)
+
+
+def test_sampler_is_the_same_for_a_reloaded_schedule(tmp_path):
+    from diffusers import DDPMScheduler
+
+    train = diffusion.make_noise_scheduler(DiffusionConfig(schedule="cosine", prediction_type="v_prediction"))
+    train.save_config(tmp_path)
+    reloaded = DDPMScheduler.from_pretrained(tmp_path)
+    for name in ("ddpm", "ddim", "dpm++", "unipc", "euler"):
+        a, b = make_sampler(name, train.config), make_sampler(name, reloaded.config)
+        a.set_timesteps(10)
+        b.set_timesteps(10)
+        torch.testing.assert_close(a.timesteps, b.timesteps)
+        assert a.timesteps[0] == 999  # trailing spacing starts at the last training timestep
+        assert a.config.prediction_type == "v_prediction"

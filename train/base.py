@@ -14,9 +14,9 @@ import torch
 from cascade import data, diffusion
 from cascade.config import BaseStageConfig
 from cascade.images import make_grid
-from cascade.pipeline import Pipeline, Stage, StageSettings
+from cascade.pipeline import Stage, StageSettings
 from cascade.cli import run_cli
-from cascade.training import fit, make_accelerator, parse_args
+from cascade.training import export_stage, fit, make_accelerator, parse_args
 from cascade.unet import UNet
 
 
@@ -56,10 +56,7 @@ def main(argv=None):
 
     # --- train, then export the EMA weights as a pipeline
     ema = fit(accelerator, cfg.train, model, loader, loss_fn, preview_fn, resume=args.resume)
-    if accelerator.is_main_process:
-        out = f"{cfg.train.output_dir}/pipeline"
-        Pipeline([Stage(ema.model, noise_scheduler, settings)]).save_pretrained(out)
-        accelerator.print(f"exported the EMA model to {out}")
+    export_stage(accelerator, Stage(ema.model, noise_scheduler, settings), cfg.train.output_dir)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from cascade import augment, data, diffusion
 from cascade.cli import run_cli
 from cascade.config import SR3StageConfig
 from cascade.images import make_grid
-from cascade.pipeline import Pipeline, Stage, StageSettings
+from cascade.pipeline import Stage, StageSettings
 from cascade.resize import downsample, upsample
-from cascade.training import fit, make_accelerator, parse_args
+from cascade.training import export_stage, fit, make_accelerator, parse_args
 from cascade.unet import UNet
 
 
@@ -39,7 +39,7 @@ def main(argv=None):
 
     # --- model and forward process
     model = UNet(**vars(cfg.model))
-    noise_scheduler = diffusion.make_noise_scheduler(cfg.diffusion)
+    noise_scheduler = diffusion.make_noise_scheduler(cfg.diffusion, clip_sample=not sr.residual)
     alphas_cumprod = noise_scheduler.alphas_cumprod
     accelerator.print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
@@ -49,15 +49,18 @@ def main(argv=None):
         lowres, level = augment.training_lowres(hr, sr.scale, sr.noise_aug_max, sr.blur_prob, tuple(sr.blur_sigma),
                                                 alphas_cumprod)
         cond = {"cond_image": upsample(lowres, hr.shape[-2:])}
+        # Residual stages learn only what bicubic upsampling of the clean input misses.
+        target = (hr - upsample(downsample(hr, sr.scale), hr.shape[-2:])) * sr.residual_scale if sr.residual else hr
         if cfg.model.use_aug_level:
             cond["aug_level"] = level
         if cfg.model.num_classes:
             cond["class_labels"] = diffusion.drop_labels(batch["label"], cfg.model.num_classes, cfg.train.label_dropout)
-        return diffusion.training_loss(model, noise_scheduler, hr, **cond)
+        return diffusion.training_loss(model, noise_scheduler, target, **cond)
 
     # --- previews: fixed held-out crops as rows of (low-res, nearest-upsampled | SR sample | high-res)
     settings = StageSettings(cfg.sample.sampler, cfg.sample.steps, cfg.sample.guidance_scale, source.class_names,
-                             scale=sr.scale, aug_level=cfg.sample.aug_level)
+                             scale=sr.scale, aug_level=cfg.sample.aug_level, residual=sr.residual,
+                             residual_scale=sr.residual_scale if sr.residual else 1.0)
     hr_preview = data.fixed_crops(cfg.data, cfg.model.sample_size, cfg.sample.preview_per_class)
 
     def preview_fn(ema_model, step):
@@ -71,10 +74,7 @@ def main(argv=None):
 
     # --- train, then export the EMA weights as an upsampler pipeline
     ema = fit(accelerator, cfg.train, model, loader, loss_fn, preview_fn, resume=args.resume)
-    if accelerator.is_main_process:
-        out = f"{cfg.train.output_dir}/pipeline"
-        Pipeline([Stage(ema.model, noise_scheduler, settings)]).save_pretrained(out)
-        accelerator.print(f"exported the EMA model to {out}")
+    export_stage(accelerator, Stage(ema.model, noise_scheduler, settings), cfg.train.output_dir)
 
 
 if __name__ == "__main__":
