@@ -1,5 +1,6 @@
 """Command line: `python -m cascade upscale IN OUT` and `python -m cascade assemble OUT STAGE...`.
 
+    python -m cascade upscale photo.png photo_x2.png          # with the demo cascade's upsampler
     python -m cascade upscale photo.png photo_x2.png --pipeline runs/sr3_photos/pipeline
     python -m cascade upscale small.png big.png --pipeline runs/cascade_photos --aug-level 0.05 --steps 25
     python -m cascade assemble runs/cascade_photos runs/base_photos/pipeline runs/sr3_photos/pipeline
@@ -18,12 +19,17 @@ from .errors import CascadeError, DataError
 from .pipeline import Pipeline
 
 
+DEFAULT_PIPELINE = "runs/cascade_photos"
+
+
 def upscale(args) -> None:
     try:
         image = Image.open(args.input)
         image.load()
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"{args.input}: cannot read image ({' '.join(str(e).split())})") from None
+    if args.pipeline == DEFAULT_PIPELINE and not Path(args.pipeline).is_dir():
+        raise CascadeError(f"no pipeline at {DEFAULT_PIPELINE}: run `make demo` first, or pass --pipeline FOLDER")
     pipe = Pipeline.from_pretrained(args.pipeline, device=args.device)
     if args.sampler:
         for stage in pipe.stages:
@@ -52,7 +58,8 @@ def main(argv=None) -> None:
     up = commands.add_parser("upscale", help="super-resolve an image file with a pipeline's upsamplers")
     up.add_argument("input")
     up.add_argument("output")
-    up.add_argument("--pipeline", required=True, help="a pipeline folder (its upsamplers are used)")
+    up.add_argument("--pipeline", default=DEFAULT_PIPELINE,
+                    help=f"a pipeline folder; its upsamplers are used (default: {DEFAULT_PIPELINE}, made by `make demo`)")
     up.add_argument("--steps", type=int, help="sampling steps per stage (default: each stage's setting)")
     up.add_argument("--aug-level", type=float, help="noise-augmentation level of the input (default: the stage's)")
     up.add_argument("--sampler", help="diffusers scheduler, e.g. dpm++, ddim, ddpm")

@@ -149,3 +149,13 @@ def test_sr_heldout_reports_bicubic_and_each_level(trained_sr, tmp_path):
     table = json.loads((tmp_path / "h.json").read_text())["rows"]
     assert table["bicubic"]["consistency_mse"] < 1e-3  # bicubic then the antialiased downsampler: nearly identity
     assert Image.open(tmp_path / "h.png").size == (2 * (4 * 32 + 5 * 2), 2 * (4 * 32 + 5 * 2))
+
+
+def test_upscale_without_a_pipeline_says_how_to_get_one(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "cascade", "upscale", "in.png", "out.png"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "no pipeline at runs/cascade_photos: run `make demo` first" in proc.stderr
+    assert not (tmp_path / "out.png").exists()
