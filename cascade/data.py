@@ -188,18 +188,28 @@ class CropDataset(torch.utils.data.Dataset):
     An epoch is `data.epoch_size` crops (image i % len(source) for index i), so a folder of one
     image still yields many different crops.
 
-    Randomness comes from torch's global generator, which Accelerate seeds per process and whose
-    state is saved with every checkpoint.
+    The crop and flip of an item are a function of (seed, epoch, index) alone, drawn from a
+    generator of their own: not from torch's global one, which Accelerate's prefetching loader
+    advances for batch k+1 before step k's checkpoint saves it, so a resumed run would see other
+    crops than the run it continues. The training loop calls `set_epoch` before every pass.
     """
 
-    def __init__(self, source: ImageSource, size: int, cfg: DataConfig):
-        self.source, self.size, self.cfg = source, size, cfg
+    def __init__(self, source: ImageSource, size: int, cfg: DataConfig, seed: int = 0):
+        self.source, self.size, self.cfg, self.seed = source, size, cfg, seed
+        self.epoch = 0
         default = PHOTO_EPOCH_SIZE if cfg.source == "photos" else len(source)
         self.length = cfg.epoch_size or default
         self.skipped: set[int] = set()
 
     def __len__(self) -> int:
         return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def generator(self, index: int) -> torch.Generator:
+        seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(seed))
 
     def __getitem__(self, index: int) -> dict:
         n = len(self.source)
@@ -215,21 +225,24 @@ class CropDataset(torch.utils.data.Dataset):
                 self.skipped.add(i)
                 warnings.warn(f"skipping {e} [{len(self.skipped)} skipped so far]", stacklevel=2)
                 continue
-            crop = random_resized_crop(image, self.size, tuple(self.cfg.crop_scale), reference=self.source.reference(i))
+            generator = self.generator(index)
+            crop = random_resized_crop(image, self.size, tuple(self.cfg.crop_scale), generator, self.source.reference(i))
             tensor = pil_to_tensor(crop)
-            if self.cfg.random_flip and torch.rand(()) < 0.5:
+            if self.cfg.random_flip and torch.rand((), generator=generator) < 0.5:
                 tensor = tensor.flip(-1)
             return {"image": tensor, "label": self.source.labels[i]}
         raise DataError(f"{self.source.name}: no decodable image left ({len(self.skipped)} skipped)")
 
 
-def make_loader(source: ImageSource, size: int, cfg: DataConfig, batch_size: int) -> torch.utils.data.DataLoader:
+def make_loader(source: ImageSource, size: int, cfg: DataConfig, batch_size: int, seed: int = 0) -> torch.utils.data.DataLoader:
     """Shuffled batches of random crops (Accelerate shards them across processes)."""
-    dataset = CropDataset(source, size, cfg)
+    dataset = CropDataset(source, size, cfg, seed)
     if len(dataset) < batch_size:
         raise DataError(f"{source.name}: {len(dataset)} images, fewer than train.batch_size={batch_size}")
+    # The loader's own generator: every new iterator draws a base seed from it, which would otherwise
+    # come from the global RNG and put a resumed run (a fresh iterator) a few draws ahead.
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                       num_workers=cfg.num_workers)
+                                       num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(seed))
 
 
 def fixed_crops(cfg: DataConfig, size: int, count: int, seed: int = 0) -> torch.Tensor:

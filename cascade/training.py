@@ -96,6 +96,8 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
     while step < cfg.max_steps:
         epoch, skip = divmod(batches_seen, len(dataloader))
         dataloader.set_epoch(epoch)
+        if hasattr(dataloader.dataset, "set_epoch"):  # per-epoch augmentation (cascade.data.CropDataset)
+            dataloader.dataset.set_epoch(epoch)
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
         for batch in batches:
             batches_seen += 1

@@ -27,7 +27,7 @@ def main(argv=None):
     # --- data: random crops at the model's resolution, labels from the source
     source = data.load_source(cfg.data)
     data.check_num_classes(source, cfg.model.num_classes)
-    loader = data.make_loader(source, cfg.model.sample_size, cfg.data, cfg.train.batch_size)
+    loader = data.make_loader(source, cfg.model.sample_size, cfg.data, cfg.train.batch_size, cfg.train.seed)
     accelerator.print(f"data: {len(source)} images, {len(source.class_names)} classes from {source.name}")
 
     # --- model and forward process

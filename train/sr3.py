@@ -33,7 +33,7 @@ def main(argv=None):
     # --- data: high-res random crops; the low-res input is made from each batch in the loss
     source = data.load_source(cfg.data)
     data.check_num_classes(source, cfg.model.num_classes)
-    loader = data.make_loader(source, cfg.model.sample_size, cfg.data, cfg.train.batch_size)
+    loader = data.make_loader(source, cfg.model.sample_size, cfg.data, cfg.train.batch_size, cfg.train.seed)
     accelerator.print(f"data: {len(source)} images, {len(source.class_names)} classes from {source.name}; "
                       f"{cfg.model.sample_size // sr.scale} px -> {cfg.model.sample_size} px")
 
