@@ -253,9 +253,9 @@ def fixed_crops(cfg: DataConfig, size: int, count: int, seed: int = 0) -> torch.
     generator = torch.Generator().manual_seed(seed)
     crops = []
     for i in range(count):
-        image = source.load(i % len(source))
-        crops.append(pil_to_tensor(random_resized_crop(image, size, tuple(cfg.crop_scale), generator,
-                                                       reference=source.reference(i % len(source)))))
+        j = i % len(source)
+        crops.append(pil_to_tensor(random_resized_crop(source.load(j), size, tuple(cfg.crop_scale), generator,
+                                                       reference=source.reference(j))))
     return torch.stack(crops)
 
 

@@ -130,13 +130,13 @@ class Stage:
                                  f"use Pipeline.upscale, which pads")
             level = self.settings.aug_level if aug_level is None else aug_level
             lowres = lowres.to(self.device)
-            offset = upsample(lowres, size)
+            offset = upsample(lowres, size) if self.settings.residual else None
             augmented = noise_augment(lowres, level, self.noise_scheduler.alphas_cumprod, generator)
             cond["cond_image"] = upsample(augmented, size)
             if self.unet.config.use_aug_level:
                 cond["aug_level"] = torch.full((n,), float(level), device=self.device)
         else:
-            n, size = None, (self.resolution, self.resolution)
+            n, size, offset = None, (self.resolution, self.resolution), None
         labels = self.label_tensor(class_labels, num_images or n)
         n = n or (len(labels) if labels is not None else (num_images or 1))
         if labels is not None:
@@ -149,9 +149,7 @@ class Stage:
         shape = (n, self.unet.config.in_channels, *size)
         images = sample(denoiser, scheduler, shape, steps or self.settings.steps, generator=generator,
                         device=self.device, progress=progress, **cond)
-        if self.settings.residual:
-            return images / self.settings.residual_scale + offset
-        return images
+        return images if offset is None else images / self.settings.residual_scale + offset
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)

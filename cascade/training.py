@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config, save_config
 from .ema import EMA
+from .pipeline import Pipeline
 from .errors import CascadeError
 
 
@@ -146,8 +147,6 @@ def _preview(accelerator: Accelerator, preview_fn, ema: EMA, out: Path, step: in
 
 def export_stage(accelerator: Accelerator, stage, output_dir: str | Path) -> None:
     """Write a trained stage (EMA weights) as `<output_dir>/pipeline`, a one-stage cascade folder."""
-    from .pipeline import Pipeline
-
     if accelerator.is_main_process:
         out = Path(output_dir) / "pipeline"
         Pipeline([stage]).save_pretrained(out)
