@@ -29,7 +29,7 @@ demo: setup
 	$(LAUNCH) train/sr3.py --config configs/sr3_photos.yaml
 	$(PY) -m cascade assemble $(DEMO) runs/base_photos/pipeline runs/sr3_photos/pipeline
 	$(PY) eval/sample.py --pipeline $(DEMO) --per-class 4 --zoom 3 --out $(DEMO)/samples.png
-	$(PY) eval/sr_heldout.py --pipeline runs/sr3_photos/pipeline --num 32 --aug-levels 0 0.02 0.05 0.1 \
+	$(PY) eval/sr.py --pipeline runs/sr3_photos/pipeline --num 32 --aug-levels 0 0.02 0.05 0.1 \
 		--zoom 3 --out $(DEMO)/heldout.png
 
 test: setup

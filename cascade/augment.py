@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import rng
+
 
 def alpha_bar_at(level: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """abar(s) for levels s [N] in [0, 1], linearly interpolated on the grid [1, abar_0, ..., abar_{T-1}]."""
@@ -29,7 +31,7 @@ def alpha_bar_at(level: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Ten
 
 
 def noise_augment(lowres: torch.Tensor, level, alphas_cumprod: torch.Tensor,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: rng.Generators = None) -> torch.Tensor:
     """z_s = sqrt(abar(s)) x + sqrt(1 - abar(s)) eps for lowres [N x C x h x w] and level s (scalar or [N])."""
     n = lowres.shape[0]
     level = torch.as_tensor(level, dtype=torch.float64, device=lowres.device)
@@ -37,7 +39,7 @@ def noise_augment(lowres: torch.Tensor, level, alphas_cumprod: torch.Tensor,
     if bool((level == 0).all()):
         return lowres
     abar = alpha_bar_at(level, alphas_cumprod).view(n, 1, 1, 1)
-    noise = torch.randn(lowres.shape, generator=generator, device="cpu").to(lowres.device, torch.float64)
+    noise = rng.randn(lowres.shape, generator).to(lowres.device, torch.float64)
     return (abar.sqrt() * lowres.double() + (1 - abar).sqrt() * noise).to(lowres.dtype)
 
 
@@ -73,18 +75,18 @@ def blur_augment(lowres: torch.Tensor, sigma) -> torch.Tensor:
 
 
 def random_blur(lowres: torch.Tensor, p: float, sigma_range: tuple[float, float],
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: rng.Generators = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Blur each example with probability p, sigma ~ U[sigma_range]; returns (images, sigmas with 0 = unblurred)."""
     n = lowres.shape[0]
-    apply = torch.rand(n, generator=generator) < p
-    sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * torch.rand(n, generator=generator)
+    apply = rng.rand(n, generator) < p
+    sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * rng.rand(n, generator)
     sigma = torch.where(apply, sigma, torch.zeros_like(sigma))
     return blur_augment(lowres, sigma), sigma
 
 
 def training_lowres(hr: torch.Tensor, scale: int, noise_aug_max: float, blur_prob: float,
                     blur_sigma: tuple[float, float], alphas_cumprod: torch.Tensor,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: rng.Generators = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The low-res conditioning of an SR3 training batch hr [N x C x H x W] in [-1, 1].
 
     Downsample by `scale` (cascade.resize), blur with probability `blur_prob`, then corrupt at a
@@ -95,5 +97,5 @@ def training_lowres(hr: torch.Tensor, scale: int, noise_aug_max: float, blur_pro
     lowres = downsample(hr, scale)
     if blur_prob > 0:
         lowres, _ = random_blur(lowres, blur_prob, blur_sigma, generator)
-    level = torch.rand(hr.shape[0], generator=generator) * noise_aug_max
+    level = rng.rand(hr.shape[0], generator) * noise_aug_max
     return noise_augment(lowres, level.to(hr.device), alphas_cumprod, generator), level.to(hr.device)

@@ -3,7 +3,7 @@
 Layout of `<output_dir>/checkpoints/step_00001000/`:
     model.safetensors, optimizer.bin, scheduler.bin, random_states_<rank>.pkl   (Accelerate)
     ema.safetensors                 EMA weights (safetensors, not pickle)
-    trainer_state.json              {"step": ..., "ema_updates": ..., "batches_seen": ...}; written last
+    trainer_state.json              {"step", "ema_updates", "batches_seen", "skipped_steps"}; written last
 
 A checkpoint is first written to `step_XXXXXXXX.tmp/`, its files are fsynced, and only then is the
 folder renamed into place, so a kill during a save leaves the previous checkpoint untouched; a folder
@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .ema import EMA
@@ -56,7 +57,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, step: int, batches_seen: int,
-                    keep_last: int) -> Path:
+                    keep_last: int, skipped_steps: int = 0) -> Path:
     """Write checkpoint `step` crash-safe (every process must call this)."""
     root = checkpoint_dir(output_dir)
     final = root / f"step_{step:08d}"
@@ -69,7 +70,7 @@ def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, 
     if accelerator.is_main_process:
         weights = {k: v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()}
         save_file(weights, str(tmp / "ema.safetensors"))
-        state = {"step": step, "ema_updates": ema.updates, "batches_seen": batches_seen}
+        state = {"step": step, "ema_updates": ema.updates, "batches_seen": batches_seen, "skipped_steps": skipped_steps}
         (tmp / STATE_FILE).write_text(json.dumps(state))
         _fsync_tree(tmp)
         if final.exists():  # re-saving the same step (e.g. the final save after a periodic one)
@@ -89,7 +90,7 @@ def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path) -> dict:
         state = json.loads((path / STATE_FILE).read_text())
         accelerator.load_state(str(path), load_kwargs={"weights_only": True})
         ema.model.load_state_dict(load_file(str(path / "ema.safetensors"), device=str(accelerator.device)))
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise CheckpointError(f"{path}: cannot load checkpoint ({' '.join(str(e).split())[:300]})") from None
     ema.updates = int(state["ema_updates"])
     return state

@@ -111,9 +111,11 @@ class TrainConfig:
     sample_every: int = 500  # optimizer steps between sample-grid PNGs (0: only at the end)
     save_every: int = 500  # optimizer steps between checkpoints (0: only at the end)
     keep_last: int = 2  # checkpoints kept on disk
+    on_nonfinite_loss: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: stop naming the step, or skip that optimizer step and count it
+    max_skipped_steps: int = 20  # with "skip": stop once this many steps have been skipped in total
 
     def validate(self) -> None:
-        _positive(self, "batch_size", "grad_accum", "max_steps", "lr", "keep_last", "log_every")
+        _positive(self, "batch_size", "grad_accum", "max_steps", "lr", "keep_last", "log_every", "max_skipped_steps")
         _check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "adam_betas",
                self.adam_betas, "must be two numbers in [0, 1)")
         for key in ("warmup_steps", "sample_every", "save_every", "weight_decay", "grad_clip"):

@@ -183,7 +183,7 @@ def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Random crops of an `ImageSource` as {"image": [3 x size x size] in [-1, 1], "label": int}.
+    """Random crops of an `ImageSource` as {"image": [3 x size x size] in [-1, 1], "label": int, "seed": int}.
 
     An epoch is `data.epoch_size` crops (image i % len(source) for index i), so a folder of one
     image still yields many different crops.
@@ -191,7 +191,9 @@ class CropDataset(torch.utils.data.Dataset):
     The crop and flip of an item are a function of (seed, epoch, index) alone, drawn from a
     generator of their own: not from torch's global one, which Accelerate's prefetching loader
     advances for batch k+1 before step k's checkpoint saves it, so a resumed run would see other
-    crops than the run it continues. The training loop calls `set_epoch` before every pass.
+    crops than the run it continues. The training loop calls `set_epoch` before every pass. `seed`
+    seeds the item's training draws (noise, timestep, augmentation: cascade.rng), so they too depend
+    on the item alone, not on which process or micro-batch it lands in.
     """
 
     def __init__(self, source: ImageSource, size: int, cfg: DataConfig, seed: int = 0):
@@ -207,9 +209,13 @@ class CropDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def seeds(self, index: int) -> tuple[int, int]:
+        """Two seeds of item `index` this epoch: its crop and flip, and its training draws (cascade.rng)."""
+        crop, draws = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2)
+        return int(crop), int(draws)
+
     def generator(self, index: int) -> torch.Generator:
-        seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
-        return torch.Generator().manual_seed(int(seed))
+        return torch.Generator().manual_seed(self.seeds(index)[0])
 
     def __getitem__(self, index: int) -> dict:
         n = len(self.source)
@@ -230,7 +236,7 @@ class CropDataset(torch.utils.data.Dataset):
             tensor = pil_to_tensor(crop)
             if self.cfg.random_flip and torch.rand((), generator=generator) < 0.5:
                 tensor = tensor.flip(-1)
-            return {"image": tensor, "label": self.source.labels[i]}
+            return {"image": tensor, "label": self.source.labels[i], "seed": self.seeds(index)[1]}
         raise DataError(f"{self.source.name}: no decodable image left ({len(self.skipped)} skipped)")
 
 

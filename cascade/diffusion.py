@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
+from . import rng
 from .config import DiffusionConfig
 
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # our names -> diffusers' beta_schedule
@@ -49,23 +50,24 @@ def target(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: t
     return scheduler.get_velocity(x0, noise, t.to(x0.device))
 
 
-def training_loss(model, scheduler: DDPMScheduler, x0: torch.Tensor, generator: torch.Generator | None = None,
+def training_loss(model, scheduler: DDPMScheduler, x0: torch.Tensor, generator: rng.Generators = None,
                   **cond) -> torch.Tensor:
     """The simple MSE loss at one random timestep per example. `cond` goes to the model as is.
 
-    x0 [N x C x H x W] in [-1, 1]. Randomness comes from `generator` (default: torch's global one).
+    x0 [N x C x H x W] in [-1, 1]. Randomness comes from `generator`: one, one per example, or
+    None for torch's global one (cascade.rng).
     """
     n = x0.shape[0]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator, device="cpu").to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+    t = rng.randint(scheduler.config.num_train_timesteps, n, generator).to(x0.device)
+    noise = rng.randn(x0.shape, generator).to(x0.device, x0.dtype)
     xt = add_noise(scheduler, x0, noise, t)
     prediction = model(xt, t, **cond)
     return F.mse_loss(prediction.float(), target(scheduler, x0, noise, t).float())
 
 
-def drop_labels(labels: torch.Tensor, null_class: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Replace each label by `null_class` with probability p (classifier-free guidance training)."""
+def drop_labels(labels: torch.Tensor, null_class: int, p: float, generator: rng.Generators = None) -> torch.Tensor:
+    """Replace each label [N] by `null_class` with probability p (classifier-free guidance training)."""
     if p <= 0:
         return labels
-    drop = torch.rand(labels.shape, generator=generator, device="cpu").to(labels.device) < p
+    drop = rng.rand(labels.shape[0], generator).to(labels.device) < p
     return torch.where(drop, torch.full_like(labels, null_class), labels)

@@ -171,7 +171,16 @@ class Stage:
         if settings.sampler not in SAMPLERS:
             raise CheckpointError(f"{folder / STAGE_FILE}: unknown sampler {settings.sampler!r}")
         try:
-            unet = UNet.from_pretrained(folder / "unet")
+            kind = json.loads((folder / "unet" / "config.json").read_text()).get("_class_name")
+        except ValueError as e:
+            raise CheckpointError(f"{folder / 'unet' / 'config.json'}: not valid JSON ({e})") from None
+        if kind != UNet.__name__:
+            raise CheckpointError(f"{folder / 'unet' / 'config.json'}: a {kind} model, not a cascade {UNet.__name__}")
+        weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+        if not weights.is_file():  # never fall back to a pickled .bin
+            raise CheckpointError(f"{weights}: missing (stage weights are read from safetensors only)")
+        try:
+            unet = UNet.from_pretrained(folder / "unet", use_safetensors=True)
         except (OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{folder / 'unet'}: cannot load weights ({' '.join(str(e).split())[:200]})") from None
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")

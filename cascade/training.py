@@ -9,6 +9,7 @@ preview grids, crash-safe checkpoints and resume.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -44,11 +45,14 @@ def make_accelerator(cfg: TrainConfig, config) -> Accelerator:
     """The Accelerator for a run; seeds every process and saves the resolved config (main process)."""
     out = Path(cfg.output_dir)
     accelerator = Accelerator(
+        cpu=_distributed_without_accelerator(),
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # The same shuffling seed on every process, so that each takes its own shard of one permutation
+        # (left to Accelerate, it would use each process's torch seed, which set_seed makes differ).
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
     set_seed(cfg.seed, device_specific=True)
     if accelerator.is_main_process:
@@ -56,6 +60,16 @@ def make_accelerator(cfg: TrainConfig, config) -> Accelerator:
         save_config(config, out / "config.yaml")
     accelerator.init_trackers("train")
     return accelerator
+
+
+def _distributed_without_accelerator() -> bool:
+    """Launched as several processes (torchrun, `accelerate launch --multi_gpu`) on a machine with no
+    GPU: tell Accelerate to use the CPU, so the processes join one gloo group instead of each
+    training alone (Accelerate only does so by itself under MPI or with ACCELERATE_USE_CPU=1)."""
+    from accelerate.utils import is_npu_available, is_xpu_available
+
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ
+    return launched and not (torch.cuda.is_available() or is_npu_available() or is_xpu_available())
 
 
 def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, dataloader,
@@ -77,14 +91,14 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
     ema.model.to(accelerator.device)
 
     # --- resume
-    step, batches_seen = 0, 0
+    step, batches_seen, skipped = 0, 0, 0
     if resume:
         path = latest_checkpoint(out)
         if path is None:
             accelerator.print(f"--resume: no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
         else:
             state = load_checkpoint(accelerator, ema, path)
-            step, batches_seen = state["step"], state["batches_seen"]
+            step, batches_seen, skipped = state["step"], state["batches_seen"], state.get("skipped_steps", 0)
             accelerator.print(f"resumed from {path} (step {step})")
     if step >= cfg.max_steps:
         accelerator.print(f"already at step {step} >= train.max_steps={cfg.max_steps}; nothing to train")
@@ -94,6 +108,7 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
     bar = tqdm(total=cfg.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process,
                dynamic_ncols=True)
     model.train()
+    bad_window = False  # a non-finite loss in the current optimizer step's micro-batches ("skip" mode)
     while step < cfg.max_steps:
         epoch, skip = divmod(batches_seen, len(dataloader))
         dataloader.set_epoch(epoch)
@@ -104,37 +119,61 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
             batches_seen += 1
             with accelerator.accumulate(model):
                 loss = loss_fn(model, batch)
-                if not torch.isfinite(loss.detach()):
-                    raise TrainingError(f"step {step + 1}: loss is {loss.item()} (not finite); the last good "
-                                        f"checkpoint in {out / 'checkpoints'} is untouched; lower train.lr or "
-                                        f"check the data")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.grad_clip > 0:
+                if _any_nonfinite(accelerator, loss):
+                    if cfg.on_nonfinite_loss == "stop":
+                        raise TrainingError(f"step {step + 1}: loss is {loss.item()} (not finite); the last good "
+                                            f"checkpoint in {out / 'checkpoints'} is untouched; lower train.lr, "
+                                            f"check the data, or set train.on_nonfinite_loss=skip")
+                    bad_window = True
+                else:
+                    accelerator.backward(loss)
+                skip_update = accelerator.sync_gradients and bad_window  # weights and AdamW moments stay as they were
+                if accelerator.sync_gradients and cfg.grad_clip > 0 and not bad_window:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                if not skip_update:
+                    optimizer.step()
                 lr_schedule.step()
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
                 continue
-            # --- one optimizer step done
+            # --- one optimizer step done (or skipped: it still counts, so the data order is unchanged)
             step += 1
-            ema.update(accelerator.unwrap_model(model))
+            if bad_window:
+                skipped += 1
+                bad_window = False
+                accelerator.print(f"step {step}: non-finite loss, step skipped ({skipped} skipped so far)")
+                if skipped >= cfg.max_skipped_steps:
+                    raise TrainingError(f"step {step}: {skipped} steps skipped for non-finite losses "
+                                        f"(train.max_skipped_steps={cfg.max_skipped_steps}); the run diverged")
+            else:
+                ema.update(accelerator.unwrap_model(model))
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
                 lr = lr_schedule.get_last_lr()[0]
-                accelerator.log({"loss": loss_value, "lr": lr}, step=step)
+                accelerator.log({"loss": loss_value, "lr": lr, "skipped_steps": skipped}, step=step)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
             last = step == cfg.max_steps
             if (cfg.sample_every and step % cfg.sample_every == 0) or last:
                 _preview(accelerator, preview_fn, ema, out, step)
             if (cfg.save_every and step % cfg.save_every == 0) or last:
-                save_checkpoint(accelerator, ema, out, step, batches_seen, cfg.keep_last)
+                save_checkpoint(accelerator, ema, out, step, batches_seen, cfg.keep_last, skipped_steps=skipped)
             if last:
                 break
     bar.close()
+    if skipped:
+        accelerator.print(f"{skipped} of {cfg.max_steps} steps were skipped for non-finite losses")
     accelerator.end_training()
     return ema
+
+
+def _any_nonfinite(accelerator: Accelerator, loss: torch.Tensor) -> bool:
+    """Whether the loss is NaN/inf on any process: every process must take the same branch, or the
+    others would wait forever in the gradient all-reduce."""
+    bad = (~torch.isfinite(loss.detach())).any().float().reshape(1)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    return bool(bad.item() > 0)
 
 
 def _preview(accelerator: Accelerator, preview_fn, ema: EMA, out: Path, step: int) -> None:

@@ -6,21 +6,9 @@ import torch
 from PIL import Image
 
 from cascade import Pipeline
-from cascade.config import DiffusionConfig
-from cascade.diffusion import make_noise_scheduler
 from cascade.errors import CheckpointError
 from cascade.pipeline import Stage, StageSettings
-from conftest import randomize, tiny_unet
-
-SCHEDULE = DiffusionConfig(schedule="cosine", prediction_type="v_prediction")
-
-
-def stage(size, scale=1, num_classes=0, seed=1, aug_level=0.0):
-    unet = randomize(tiny_unet(sample_size=size, num_classes=num_classes, cond_channels=3 if scale > 1 else 0,
-                               use_aug_level=scale > 1), scale=0.05, seed=seed).eval()
-    settings = StageSettings(sampler="dpm++", steps=3, guidance_scale=1.5 if num_classes else 1.0,
-                             class_names=["a", "b", "c"] if num_classes else [], scale=scale, aug_level=aug_level)
-    return Stage(unet, make_noise_scheduler(SCHEDULE), settings)
+from conftest import tiny_stage as stage
 
 
 @pytest.fixture
@@ -125,3 +113,30 @@ def test_residual_stage_adds_the_bicubic_input_back():
     a = plain.sample(lowres=lowres, generator=torch.Generator().manual_seed(0), progress=False)
     b = residual.sample(lowres=lowres, generator=torch.Generator().manual_seed(0), progress=False)
     torch.testing.assert_close(b, a / 4.0 + upsample(lowres, (16, 16)), rtol=1e-6, atol=1e-6)
+
+
+def test_broken_cascade_folders_are_named(cascade3, tmp_path):
+    import json
+    import shutil
+
+    cascade3.save_pretrained(tmp_path / "c")
+    unet = tmp_path / "c" / "stage_1" / "unet"
+    weights = unet / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+
+    def error():
+        with pytest.raises(CheckpointError) as info:
+            Pipeline.from_pretrained(tmp_path / "c")
+        return str(info.value)
+
+    weights.write_bytes(data[: len(data) // 2])  # truncated
+    assert "stage_1/unet: cannot load weights" in error()
+    weights.unlink()  # missing: never falls back to a pickled .bin
+    assert "diffusion_pytorch_model.safetensors: missing" in error()
+    weights.write_bytes(data)
+    config = json.loads((unet / "config.json").read_text())
+    (unet / "config.json").write_text(json.dumps({**config, "_class_name": "UNet2DModel"}))
+    assert "a UNet2DModel model, not a cascade UNet" in error()
+    (unet / "config.json").write_text(json.dumps(config))
+    shutil.rmtree(tmp_path / "c" / "stage_2")
+    assert "stage folder 'stage_2' listed in cascade.json is missing" in error()

@@ -120,3 +120,17 @@ def test_one_image_folder_gives_an_epoch_of_distinct_crops(tmp_path):
     assert len(dataset) == 20
     crops = torch.stack([dataset[i]["image"] for i in range(20)])
     assert len({tuple(c.flatten()[:16].tolist()) for c in crops}) > 15  # random crops, not one repeated
+
+
+def test_non_image_files_are_ignored_and_empty_classes_counted(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("L", (12, 9), 100).save(tmp_path / cls / "x.png")  # grayscale, smaller than any crop
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    (tmp_path / "c").mkdir()  # an empty class folder is no class at all
+    source = data.load_source(DataConfig(source="imagefolder", path=str(tmp_path)))
+    assert len(source) == 2 and source.class_names == ["a", "b"]
+    crops = data.CropDataset(source, 16, DataConfig(source="imagefolder", path=str(tmp_path)))
+    assert crops[0]["image"].shape == (3, 16, 16)  # grayscale expanded, upsampled to the crop size
+    with pytest.raises(DataError, match="has 2 classes"):
+        data.check_num_classes(source, 3)

@@ -11,7 +11,7 @@ class, EMA weights), checkpoints/step_*/ (resumable), and pipeline/ (the EMA mod
 
 import torch
 
-from cascade import data, diffusion
+from cascade import data, diffusion, rng
 from cascade.config import BaseStageConfig
 from cascade.images import make_grid
 from cascade.pipeline import Stage, StageSettings
@@ -35,12 +35,15 @@ def main(argv=None):
     noise_scheduler = diffusion.make_noise_scheduler(cfg.diffusion)
     accelerator.print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
-    # --- loss: the simple diffusion loss, labels dropped at random for classifier-free guidance
+    # --- loss: the simple diffusion loss, labels dropped at random for classifier-free guidance;
+    #     every random draw from the example's own generator (cascade.rng)
     def loss_fn(model, batch):
+        generators = rng.example_generators(batch["seed"])
         cond = {}
         if cfg.model.num_classes:
-            cond["class_labels"] = diffusion.drop_labels(batch["label"], cfg.model.num_classes, cfg.train.label_dropout)
-        return diffusion.training_loss(model, noise_scheduler, batch["image"], **cond)
+            cond["class_labels"] = diffusion.drop_labels(batch["label"], cfg.model.num_classes, cfg.train.label_dropout,
+                                                         generators)
+        return diffusion.training_loss(model, noise_scheduler, batch["image"], generators, **cond)
 
     # --- previews: a row of samples per class from the EMA weights, same seed every time
     settings = StageSettings(cfg.sample.sampler, cfg.sample.steps, cfg.sample.guidance_scale, source.class_names)

@@ -15,7 +15,7 @@ low-res | SR sample | high-res), checkpoints/step_*/, and pipeline/ (the EMA mod
 
 import torch
 
-from cascade import augment, data, diffusion
+from cascade import augment, data, diffusion, rng
 from cascade.cli import run_cli
 from cascade.config import SR3StageConfig
 from cascade.images import make_grid
@@ -43,19 +43,22 @@ def main(argv=None):
     alphas_cumprod = noise_scheduler.alphas_cumprod
     accelerator.print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
-    # --- loss: degrade HR into augmented LR, condition on it upsampled, the simple diffusion loss on HR
+    # --- loss: degrade HR into augmented LR, condition on it upsampled, the simple diffusion loss on HR;
+    #     every random draw from the example's own generator (cascade.rng)
     def loss_fn(model, batch):
         hr = batch["image"]
+        generators = rng.example_generators(batch["seed"])
         lowres, level = augment.training_lowres(hr, sr.scale, sr.noise_aug_max, sr.blur_prob, tuple(sr.blur_sigma),
-                                                alphas_cumprod)
+                                                alphas_cumprod, generators)
         cond = {"cond_image": upsample(lowres, hr.shape[-2:])}
         # Residual stages learn only what bicubic upsampling of the clean input misses.
         target = (hr - upsample(downsample(hr, sr.scale), hr.shape[-2:])) * sr.residual_scale if sr.residual else hr
         if cfg.model.use_aug_level:
             cond["aug_level"] = level
         if cfg.model.num_classes:
-            cond["class_labels"] = diffusion.drop_labels(batch["label"], cfg.model.num_classes, cfg.train.label_dropout)
-        return diffusion.training_loss(model, noise_scheduler, target, **cond)
+            cond["class_labels"] = diffusion.drop_labels(batch["label"], cfg.model.num_classes, cfg.train.label_dropout,
+                                                         generators)
+        return diffusion.training_loss(model, noise_scheduler, target, generators, **cond)
 
     # --- previews: fixed held-out crops as rows of (low-res, nearest-upsampled | SR sample | high-res)
     settings = StageSettings(cfg.sample.sampler, cfg.sample.steps, cfg.sample.guidance_scale, source.class_names,

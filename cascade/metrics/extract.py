@@ -1,0 +1,144 @@
+"""Run an evaluation source through a feature network: FID statistics (with an .npz cache for real
+images) and, where the network has them, logits for the Inception Score.
+
+The pieces stay separate and checkable: `sources` makes uint8 batches, `inception` turns them into
+features, `fid` does the maths. This module only wires them together for the eval/ scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..errors import DataError
+from .fid import FeatureStats
+from .inception import FeatureNetwork
+from .sources import SourceSpec, cache_key, describe_source, load_real, pipeline_batches, real_batches
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "cascade" / "fid_stats"
+
+
+@dataclass
+class SourceOptions:
+    """How many images to take from a source and how (see cascade.metrics.sources)."""
+
+    num: int | None = None  # images (pipelines: samples; real sources: None = all)
+    batch_size: int = 50
+    size: int | None = None  # real images: centre square resized to this side (None: as stored)
+    crops: bool = False  # real images: `num` seeded random crops of side `size` instead
+    crop_scale: tuple[float, float] = (0.15, 0.4)
+    seed: int = 0
+    stage: int = -1  # pipelines: which stage's output
+    steps: int | None = None  # pipelines: sampling steps (None: each stage's setting)
+    device: str | torch.device = "cpu"  # pipelines: where to sample
+
+
+@dataclass
+class Extracted:
+    stats: FeatureStats
+    logits: torch.Tensor | None = None  # [N x 1008] when the network has logits and they were asked for
+    cached: Path | None = None  # the statistics file read or written
+    reused: bool = False
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+def batches_of(spec: SourceSpec, opts: SourceOptions):
+    """(iterator of uint8 batches, number of images expected or None, description)."""
+    if spec.kind == "pipeline":
+        from ..pipeline import Pipeline
+
+        if opts.num is None:
+            raise DataError(f"{spec.path}: say how many samples to draw from a pipeline (--num-samples)")
+        pipe = Pipeline.from_pretrained(spec.path, device=opts.device)
+        stage = pipe.stages[opts.stage]
+        text = f"pipeline {spec.path} (stage {opts.stage % len(pipe.stages)}, {stage.resolution} px, seed {opts.seed})"
+        return pipeline_batches(pipe, opts.num, opts.batch_size, opts.seed, opts.stage, opts.steps), opts.num, text
+    source = load_real(spec)
+    total = opts.num if opts.crops else min(opts.num or len(source), len(source))
+    how = f", {opts.size} px crops" if opts.crops else (f", centre {opts.size} px" if opts.size else "")
+    return (real_batches(source, opts.num, opts.batch_size, opts.size, opts.crops, tuple(opts.crop_scale), opts.seed),
+            total, f"{source.name} ({spec.split}{how})")
+
+
+def extract(spec: SourceSpec | str, network: FeatureNetwork, opts: SourceOptions, want_logits: bool = False,
+            cache_dir: Path | None = None, label: str = "") -> Extracted:
+    """FID statistics of a source (and logits if asked); real sources are cached in `cache_dir`."""
+    spec = describe_source(spec) if isinstance(spec, str) else spec
+    if spec.kind == "stats":
+        if want_logits:
+            raise DataError(f"{spec.path}: a statistics file has no logits for the Inception Score")
+        stats = FeatureStats.load(spec.path)
+        return Extracted(stats, cached=Path(spec.path), reused=True, description=f"statistics {spec.path}")
+    settings = {"num": opts.num, "size": opts.size, "crops": opts.crops, "crop_scale": list(opts.crop_scale),
+                "seed": opts.seed}
+    cache = None
+    if spec.is_real and cache_dir is not None and not want_logits:
+        cache = Path(cache_dir) / f"{cache_key(spec, settings, network.sha256)}.npz"
+        if cache.is_file():
+            stats = FeatureStats.load(cache)
+            return Extracted(stats, cached=cache, reused=True, description=stats.meta.get("description", spec.path))
+    iterator, total, description = batches_of(spec, opts)
+    stats, logits = FeatureStats(), []
+    with tqdm(total=total, desc=f"features {label}".strip(), unit="img") as bar:
+        for images, _ in iterator:
+            feats, batch_logits = network(images)
+            stats.update(feats)
+            if want_logits:
+                logits.append(batch_logits)
+            bar.update(images.shape[0])
+    if stats.count == 0:
+        raise DataError(f"{spec.path}: no images")
+    if cache is not None:
+        stats.save(cache, description=description, network=network.identity, **settings)
+    return Extracted(stats, torch.cat(logits) if want_logits else None, cache, False, description)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line options shared by eval/fid.py, eval/inception_score.py and eval/cas.py."""
+    parser.add_argument("--split", help="dataset split for real sources (default: test; a plain image folder: all)")
+    parser.add_argument("--num-samples", type=int, help="images per source (pipelines: required; real: default all)")
+    parser.add_argument("--size", type=int, help="real images: centre square resized to this side "
+                        "(default: the pipeline side's resolution when one side is a pipeline)")
+    parser.add_argument("--crops", action="store_true", help="real images: --num-samples seeded random crops of "
+                        "side --size (for a few large photos, like the built-in ones)")
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=[0.15, 0.4], help="crop side / shorter side")
+    parser.add_argument("--stage", type=int, default=-1, help="pipelines: evaluate this stage's output (default: last)")
+    parser.add_argument("--steps", type=int, help="pipelines: sampling steps (default: each stage's setting)")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", help="FID Inception weights: pt_inception-2015-12-05-6726825d.pth or a "
+                        "TorchScript (default: found automatically, see cascade/metrics/inception.py)")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
+
+
+def source_options(args, device, resolution=None) -> SourceOptions:
+    return SourceOptions(num=args.num_samples, batch_size=args.batch_size, size=args.size or resolution,
+                         crops=args.crops, crop_scale=tuple(args.crop_scale), seed=args.seed, stage=args.stage,
+                         steps=args.steps, device=device)
+
+
+def pipeline_resolution(specs, stage: int) -> int | None:
+    """The output side of the first pipeline among `specs`: real images are brought to it."""
+    from ..pipeline import Pipeline
+
+    for spec in specs:
+        if spec.kind == "pipeline":
+            return Pipeline.from_pretrained(spec.path).stages[stage].resolution
+    return None
+
+
+def emit_json(report: dict, path: str | None) -> None:
+    """Print the result as one JSON line (the last line of output) and write it to `path` if given."""
+    print(json.dumps(report))
+    if path:
+        Path(path).write_text(json.dumps(report, indent=2))

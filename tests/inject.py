@@ -1,0 +1,63 @@
+"""Run a training script with one fault injected, as a subprocess would see a real failure.
+
+    python tests/inject.py FAULT N train/base.py --config ... [overrides]
+
+FAULT is one of
+- `kill-after-save`: SIGKILL the process right after the checkpoint of step N is in place;
+- `kill-mid-save`: SIGKILL it while writing the checkpoint of step N (after Accelerate's files,
+  halfway through the EMA weights, before the folder is renamed into place);
+- `nan-loss`: make the N-th call of the diffusion loss return NaN (then train normally).
+Nothing in cascade/ knows about this file: it patches functions and runs the script with runpy.
+"""
+
+import os
+import runpy
+import signal
+import sys
+
+import torch
+
+import cascade.checkpoint
+import cascade.diffusion
+import cascade.training
+
+fault, n, script, *args = sys.argv[1:]
+n = int(n)
+
+if fault == "kill-after-save":
+    original_save = cascade.training.save_checkpoint
+
+    def save_then_die(accelerator, ema, output_dir, step, *rest, **kwargs):
+        path = original_save(accelerator, ema, output_dir, step, *rest, **kwargs)
+        if step == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return path
+
+    cascade.training.save_checkpoint = save_then_die
+elif fault == "kill-mid-save":
+    original_save_file = cascade.checkpoint.save_file
+
+    def half_written_then_die(tensors, filename, *rest, **kwargs):
+        if f"step_{n:08d}.tmp" in str(filename):
+            original_save_file(tensors, filename, *rest, **kwargs)
+            with open(filename, "r+b") as f:  # a partly written file, as a kill during the write leaves it
+                f.truncate(os.path.getsize(filename) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original_save_file(tensors, filename, *rest, **kwargs)
+
+    cascade.checkpoint.save_file = half_written_then_die
+elif fault == "nan-loss":
+    original_loss = cascade.diffusion.training_loss
+    calls = [0]
+
+    def sometimes_nan(*a, **kw):
+        calls[0] += 1
+        loss = original_loss(*a, **kw)
+        return loss * torch.nan if calls[0] == n else loss
+
+    cascade.diffusion.training_loss = sometimes_nan
+else:
+    raise SystemExit(f"unknown fault {fault!r}")
+
+sys.argv = [script, *args]
+runpy.run_path(script, run_name="__main__")

