@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from tqdm import tqdm
@@ -155,5 +154,4 @@ def write_picture(shown, rows: int, scale: int, zoom: int, out: str) -> None:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     run_cli(main)

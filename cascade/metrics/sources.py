@@ -66,7 +66,12 @@ def describe_source(spec: str, split: str | None = None) -> SourceSpec:
 
 def load_real(spec: SourceSpec) -> ImageSource:
     cfg = DataConfig(source=spec.kind, path=None if spec.kind == "photos" else spec.path, split=spec.split)
-    return load_source(cfg)
+    try:
+        return load_source(cfg)
+    except DataError as e:
+        if spec.kind == "hub":  # a mistyped local path lands here too
+            raise DataError(f"{spec.path}: no such local folder, and {e}") from None
+        raise
 
 
 def real_batches(source: ImageSource, num: int | None = None, batch_size: int = 50, size: int | None = None,
