@@ -214,9 +214,6 @@ class CropDataset(torch.utils.data.Dataset):
         crop, draws = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2)
         return int(crop), int(draws)
 
-    def generator(self, index: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seeds(index)[0])
-
     def __getitem__(self, index: int) -> dict:
         n = len(self.source)
         for attempt in range(n):
@@ -231,12 +228,13 @@ class CropDataset(torch.utils.data.Dataset):
                 self.skipped.add(i)
                 warnings.warn(f"skipping {e} [{len(self.skipped)} skipped so far]", stacklevel=2)
                 continue
-            generator = self.generator(index)
+            crop_seed, draw_seed = self.seeds(index)
+            generator = torch.Generator().manual_seed(crop_seed)
             crop = random_resized_crop(image, self.size, tuple(self.cfg.crop_scale), generator, self.source.reference(i))
             tensor = pil_to_tensor(crop)
             if self.cfg.random_flip and torch.rand((), generator=generator) < 0.5:
                 tensor = tensor.flip(-1)
-            return {"image": tensor, "label": self.source.labels[i], "seed": self.seeds(index)[1]}
+            return {"image": tensor, "label": self.source.labels[i], "seed": draw_seed}
         raise DataError(f"{self.source.name}: no decodable image left ({len(self.skipped)} skipped)")
 
 

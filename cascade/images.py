@@ -59,6 +59,11 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (to_unit(x.detach().float().cpu()) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def unit_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float tensor -> uint8 tensor of the same shape (clamped, rounded as a saved PNG)."""
+    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def to_pil(x: torch.Tensor) -> list[Image.Image]:
     """[-1, 1] tensor [N x 3 x H x W] -> list of N PIL images."""
     return [Image.fromarray(a) for a in to_uint8(x)]

@@ -46,7 +46,7 @@ def main(argv=None):
     device = Accelerator(cpu=args.cpu).device
     network = load_feature_network(args.weights, device)
     specs = [describe_source(args.a, args.split_a or args.split), describe_source(args.b, args.split_b or args.split)]
-    opts = source_options(args, device, pipeline_resolution(specs, args.stage))
+    opts = source_options(args, device, pipeline_resolution(specs, args.stage, device))
     results = [extract(spec, network, opts, cache_dir=None if args.no_cache else args.stats_dir, label=name)
                for spec, name in zip(specs, "AB")]
     fid = fid_from_stats(results[0].stats, results[1].stats)

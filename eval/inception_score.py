@@ -38,7 +38,7 @@ def main(argv=None):
 
     device = Accelerator(cpu=args.cpu).device
     spec = describe_source(args.source, args.split)
-    opts = source_options(args, device, pipeline_resolution([spec], args.stage))
+    opts = source_options(args, device, pipeline_resolution([spec], args.stage, device))
     if args.classifier:
         model = ResNetClassifier.from_pretrained(args.classifier).to(device)
         iterator, total, description = batches_of(spec, opts)

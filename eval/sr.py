@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from cascade.cli import run_cli
 from cascade.errors import DataError
-from cascade.images import from_unit, make_grid
+from cascade.images import from_unit, make_grid, unit_to_uint8
 from cascade.metrics import sr as metrics
 from cascade.metrics.sources import describe_source, load_real, real_batches
 from cascade.pipeline import Pipeline
@@ -47,11 +47,6 @@ def evaluate(out: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, scale: int) 
     row["hf_energy_truth"] = metrics.high_frequency_energy(hr.double() / 255)
     row["colour_shift"] = metrics.colour_shift(out.double(), lr.double()).abs().amax(dim=1)  # on the 0..255 scale
     return row
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float -> uint8, rounded as a saved PNG."""
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def summarise(per_image: dict[str, list[torch.Tensor]]) -> dict[str, float]:
@@ -107,14 +102,14 @@ def main(argv=None):
             if h == 0 or w == 0:
                 raise DataError(f"{args.data}: an image of {tuple(hr.shape[-2:])} px is smaller than the scale x{scale}")
             hr = hr[..., :h, :w]
-            lr = to_uint8(downsample(hr.double() / 255, scale))
+            lr = unit_to_uint8(downsample(hr.double() / 255, scale))
             lr_unit = lr.float() / 255
-            outputs = {"bicubic": to_uint8(upsample(lr_unit.double(), (h, w)))}
+            outputs = {"bicubic": unit_to_uint8(upsample(lr_unit.double(), (h, w)))}
             for level in levels:
                 generator = torch.Generator().manual_seed(args.seed + k)
                 sr = pipe.upscale(lr_unit, generator=generator, steps=args.steps, aug_level=level, start_at=start,
                                   output_type="pt", progress=False)
-                outputs[f"SR s={level:g}"] = to_uint8(sr.cpu())
+                outputs[f"SR s={level:g}"] = unit_to_uint8(sr.cpu())
             for name, out in outputs.items():
                 for key, value in evaluate(out, lr, hr, scale).items():
                     per_image[name].setdefault(key, []).append(value)

@@ -8,9 +8,10 @@ features, `fid` does the maths. This module only wires them together for the eva
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,17 +50,22 @@ class Extracted:
     cached: Path | None = None  # the statistics file read or written
     reused: bool = False
     description: str = ""
-    meta: dict = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=2)
+def load_pipeline(path: str, device: str):
+    """A pipeline folder, loaded once per process (the scripts ask for its size, then sample it)."""
+    from ..pipeline import Pipeline
+
+    return Pipeline.from_pretrained(path, device=device)
 
 
 def batches_of(spec: SourceSpec, opts: SourceOptions):
     """(iterator of uint8 batches, number of images expected or None, description)."""
     if spec.kind == "pipeline":
-        from ..pipeline import Pipeline
-
         if opts.num is None:
             raise DataError(f"{spec.path}: say how many samples to draw from a pipeline (--num-samples)")
-        pipe = Pipeline.from_pretrained(spec.path, device=opts.device)
+        pipe = load_pipeline(spec.path, str(opts.device))
         stage = pipe.stages[opts.stage]
         text = f"pipeline {spec.path} (stage {opts.stage % len(pipe.stages)}, {stage.resolution} px, seed {opts.seed})"
         return pipeline_batches(pipe, opts.num, opts.batch_size, opts.seed, opts.stage, opts.steps), opts.num, text
@@ -127,13 +133,11 @@ def source_options(args, device, resolution=None) -> SourceOptions:
                          steps=args.steps, device=device)
 
 
-def pipeline_resolution(specs, stage: int) -> int | None:
+def pipeline_resolution(specs, stage: int, device) -> int | None:
     """The output side of the first pipeline among `specs`: real images are brought to it."""
-    from ..pipeline import Pipeline
-
     for spec in specs:
         if spec.kind == "pipeline":
-            return Pipeline.from_pretrained(spec.path).stages[stage].resolution
+            return load_pipeline(spec.path, str(device)).stages[stage].resolution
     return None
 
 

@@ -224,10 +224,6 @@ class FeatureNetwork:
         logits = self.model.logits(feats).double().cpu() if self.has_logits else None
         return feats.double().cpu(), logits
 
-    def to(self, device) -> "FeatureNetwork":
-        self.model.to(device)
-        return self
-
 
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()

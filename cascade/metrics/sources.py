@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..config import DataConfig
 from ..data import ImageSource, load_source, random_resized_crop
 from ..errors import DataError
-from ..images import to_uint8
+from ..images import unit_to_uint8
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 [B x 3 x H x W], int64 labels [B]
 
@@ -135,7 +135,7 @@ def pipeline_batches(pipe, num: int, batch_size: int = 50, seed: int = 0, stage:
                        progress=False)
         images = outputs[stage]  # [0, 1]
         bar.update(len(chunk))
-        yield torch.from_numpy(to_uint8(images * 2 - 1)).permute(0, 3, 1, 2), torch.tensor(chunk)
+        yield unit_to_uint8(images.cpu()), torch.tensor(chunk)
     bar.close()
 
 
