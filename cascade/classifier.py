@@ -84,8 +84,7 @@ def train_classifier(model: ResNetClassifier, images: torch.Tensor, labels: torc
                      batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 5e-4, seed: int = 0,
                      desc: str = "classifier") -> ResNetClassifier:
     """Fit `model` to uint8 `images` [N x 3 x H x W] with `labels` [N]; returns it in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # batch order and augmentation; seed the init before building
     x_all = model.prepare(images)
     y_all = labels.to(model.device)
     batch_size = min(batch_size, len(images))

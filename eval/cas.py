@@ -19,6 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 
 from cascade.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
@@ -85,6 +86,7 @@ def main(argv=None):
     out = Path(args.out)
     results = {}
     for name, (x, y) in {"generated": (gen_x, gen_y), "real": (real_x, real_y)}.items():
+        torch.manual_seed(args.seed)  # the initial weights: both classifiers start from the same ones
         model = ResNetClassifier(num_classes, width=args.width, resolution=size,
                                  class_names=pipe.class_names).to(device)
         train_classifier(model, x, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
