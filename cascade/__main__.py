@@ -3,6 +3,7 @@
     python -m cascade upscale photo.png photo_x2.png          # with the demo cascade's upsampler
     python -m cascade upscale photo.png photo_x2.png --pipeline runs/sr3_photos/pipeline
     python -m cascade upscale small.png big.png --pipeline runs/cascade_photos --aug-level 0.05 --steps 25
+    python -m cascade upscale photo.jpg big.png --tile-size 128 --overlap 16 --tile-batch 16 --consistent
     python -m cascade assemble runs/cascade_photos runs/base_photos/pipeline runs/sr3_photos/pipeline
 """
 
@@ -34,13 +35,24 @@ def upscale(args) -> None:
     if args.sampler:
         for stage in pipe.stages:
             stage.settings.sampler = args.sampler
+    ups = pipe.upsamplers
+    # Tiles: --tile-size 0 is the whole image; the default is twice the last stage's training size.
+    tile_size = 2 * ups[-1].resolution if args.tile_size is None else (args.tile_size or None)
+    if tile_size is not None:
+        overlaps = [args.overlap if args.overlap is not None else s.tile_overlap() for s in ups]
+        erf = ", ".join(f"{s.erf['radius']} px" for s in ups if s.erf)
+        print(f"tiles of {tile_size} px, overlap {'/'.join(map(str, overlaps))} px"
+              + (f" (measured ERF radius: {erf})" if erf else ""))
     generator = torch.Generator().manual_seed(args.seed)
     try:
-        out = pipe.upscale(image, generator=generator, steps=args.steps, aug_level=args.aug_level)[0]
+        out = pipe.upscale(image, generator=generator, steps=args.steps, aug_level=args.aug_level, tile_size=tile_size,
+                           overlap=args.overlap, tile_batch=args.tile_batch, consistent=args.consistent or None)[0]
     except ValueError as e:
         raise CascadeError(f"{args.input}: {e}") from None
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    out.save(args.output)
+    partial = Path(args.output).with_name(Path(args.output).name + ".partial")
+    out.save(partial, format=Image.registered_extensions().get(Path(args.output).suffix.lower(), "PNG"))
+    partial.replace(args.output)  # never leave a half-written output file
     print(f"wrote {args.output}: {image.width}x{image.height} -> {out.width}x{out.height}")
 
 
@@ -63,6 +75,12 @@ def main(argv=None) -> None:
     up.add_argument("--steps", type=int, help="sampling steps per stage (default: each stage's setting)")
     up.add_argument("--aug-level", type=float, help="noise-augmentation level of the input (default: the stage's)")
     up.add_argument("--sampler", help="diffusers scheduler, e.g. dpm++, ddim, ddpm")
+    up.add_argument("--tile-size", type=int, help="denoise in overlapping tiles of this side (output px), with "
+                    "memory bounded by the tile; 0: the whole image at once (default: twice the stage's training size)")
+    up.add_argument("--overlap", type=int, help="tile overlap in output px (default: each stage's measured ERF radius)")
+    up.add_argument("--tile-batch", type=int, default=8, help="tiles per network call")
+    up.add_argument("--consistent", action="store_true",
+                    help="project every step so that the output downsamples exactly to the input")
     up.add_argument("--seed", type=int, default=0)
     up.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     up.set_defaults(run=upscale)

@@ -128,10 +128,11 @@ class TrainConfig:
 class SampleConfig:
     """How a stage samples by default (stored with the exported stage, overridable at call time)."""
 
-    sampler: Literal["ddpm", "ddim", "dpm++", "dpm++sde", "unipc", "euler"] = "dpm++"  # a diffusers scheduler
+    sampler: Literal["ddpm", "ddim", "dpm++", "dpm++sde", "unipc", "euler", "heun"] = "dpm++"  # a diffusers scheduler
     steps: int = 25  # network evaluations per image (x2 with guidance)
     guidance_scale: float = 1.0  # classifier-free guidance weight w: eps_u + w (eps_c - eps_u); 1 disables it
     aug_level: float = 0.0  # SR stages: noise-augmentation level s applied to the low-res input at sampling (CDM)
+    consistent: bool = False  # SR stages: project every step so that the output downsamples exactly to the input
     preview_per_class: int = 4  # images per class (base) or held-out crops (SR) in the training previews
 
     def validate(self) -> None:

@@ -32,12 +32,14 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .augment import noise_augment
 from .errors import CheckpointError
 from .images import from_unit, to_pil, to_rgb, to_unit
-from .resize import upsample
-from .sampling import SAMPLERS, guided, make_sampler, sample
+from .resize import project_onto_lowres, upsample
+from .sampling import SAMPLERS, constrained, guided, make_sampler, sample
+from .tiling import TiledDenoiser, effective_receptive_field
 from .unet import UNet
 
 CASCADE_FILE = "cascade.json"
@@ -56,6 +58,7 @@ class StageSettings:
     aug_level: float = 0.0  # upsamplers: noise-augmentation level s of the low-res input, in [0, 1]
     residual: bool = False  # upsamplers: the model generates (HR - upsample(LR)) * residual_scale
     residual_scale: float = 1.0  # ... which is divided by this and added to upsample(LR) after sampling
+    consistent: bool = False  # upsamplers: project every step's x0 estimate so that it downsamples to the input
 
 
 class Stage:
@@ -64,6 +67,7 @@ class Stage:
     def __init__(self, unet: UNet, noise_scheduler: DDPMScheduler, settings: StageSettings | None = None):
         self.unet, self.noise_scheduler = unet, noise_scheduler
         self.settings = settings or StageSettings()
+        self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap()
         if self.is_upsampler != bool(unet.config.cond_channels):
             raise ValueError(f"stage scale={self.settings.scale} does not fit a UNet with cond_channels="
                              f"{unet.config.cond_channels} (upsamplers need both)")
@@ -109,17 +113,43 @@ class Stage:
             labels.append(int(label))
         return torch.tensor(labels, dtype=torch.long)
 
+    def tile_overlap(self) -> int:
+        """Default overlap of tiles: the UNet's measured ERF radius, rounded up to `size_multiple`.
+
+        Measured once per stage (cascade.tiling.effective_receptive_field, at twice the training size)
+        and cached; `self.erf` keeps the measurement.
+        """
+        if self.erf is None:
+            t = self.noise_scheduler.config.num_train_timesteps
+            cond = {"aug_level": torch.zeros(1, device=self.device)} if self.unet.config.use_aug_level else {}
+            if self.unet.config.num_classes:
+                cond["class_labels"] = torch.full((1,), self.unet.null_class, device=self.device)
+            self.erf = effective_receptive_field(self.unet, 2 * self.resolution, [t // 10, t // 2, 9 * t // 10],
+                                                 cond, seeds=4)
+        m = self.size_multiple
+        return max(m, math.ceil(self.erf["radius"] / m) * m)
+
     @torch.no_grad()
     def sample(self, class_labels=None, num_images: int | None = None, generator: torch.Generator | None = None,
                steps: int | None = None, guidance_scale: float | None = None, sampler: str | None = None,
-               lowres: torch.Tensor | None = None, aug_level: float | None = None,
+               lowres: torch.Tensor | None = None, aug_level: float | None = None, tile_size: int | None = None,
+               overlap: int | None = None, tile_batch: int = 8, consistent: bool | None = None,
                progress: bool = True) -> torch.Tensor:
         """Images [N x 3 x H x W] in [-1, 1]. Arguments left as None take the stage's settings.
 
         Upsamplers need `lowres` [N x 3 x h x w] in [-1, 1]; they return (h*scale) x (w*scale)
         images, where h*scale and w*scale must be multiples of `size_multiple`.
+        Upsamplers only:
+        - `tile_size`: denoise jointly in overlapping tiles of this side (output pixels), `tile_batch`
+          tiles at a time, keeping the full-size state on the CPU (cascade.tiling); `overlap`
+          defaults to `tile_overlap()`. None: the whole image at once on the stage's device.
+        - `consistent`: at every step, project the clean-image estimate so that downsampling it gives
+          `lowres` exactly (cascade.resize.project_onto_lowres); None: `settings.consistent`.
         """
-        cond = {}
+        steps = steps or self.settings.steps
+        tiled = self.is_upsampler and tile_size is not None
+        device = torch.device("cpu") if tiled else self.device  # where the full-size images live
+        cond, offset, project = {}, None, None
         if self.is_upsampler:
             if lowres is None:
                 raise ValueError("an upsampler stage needs `lowres` images")
@@ -129,27 +159,66 @@ class Stage:
                 raise ValueError(f"output size {size[0]}x{size[1]} is not a multiple of {self.size_multiple}; "
                                  f"use Pipeline.upscale, which pads")
             level = self.settings.aug_level if aug_level is None else aug_level
-            lowres = lowres.to(self.device)
+            lowres = lowres.to(device)
             offset = upsample(lowres, size) if self.settings.residual else None
             augmented = noise_augment(lowres, level, self.noise_scheduler.alphas_cumprod, generator)
             cond["cond_image"] = upsample(augmented, size)
             if self.unet.config.use_aug_level:
-                cond["aug_level"] = torch.full((n,), float(level), device=self.device)
+                cond["aug_level"] = torch.full((n,), float(level), device=device)
+            if self.settings.consistent if consistent is None else consistent:
+                project = self._projection(lowres, offset)
+        elif tile_size is not None or consistent:
+            raise ValueError("tile_size and consistent apply to upsampler stages only")
         else:
-            n, size, offset = None, (self.resolution, self.resolution), None
+            n, size = None, (self.resolution, self.resolution)
         labels = self.label_tensor(class_labels, num_images or n)
         n = n or (len(labels) if labels is not None else (num_images or 1))
         if labels is not None:
             if len(labels) != n:
                 raise ValueError(f"{len(labels)} class labels for {n} images")
-            cond["class_labels"] = labels.to(self.device)
+            cond["class_labels"] = labels.to(device)
         scale = self.settings.guidance_scale if guidance_scale is None else guidance_scale
         denoiser = guided(self.unet, scale, self.unet.null_class if self.unet.config.num_classes else None)
         scheduler = make_sampler(sampler or self.settings.sampler, self.noise_scheduler.config)
+        bar = None
+        if tiled:
+            tile, overlap = self.tile_geometry(tile_size, overlap)
+            denoiser = TiledDenoiser(denoiser, *size, tile, overlap, self.size_multiple, tile_batch, self.device)
+            scheduler.set_timesteps(steps)
+            evaluations = len(scheduler.timesteps)  # steps, or more for second-order schedulers
+            denoiser.bar = bar = tqdm(total=evaluations * n * len(denoiser.tiles), unit="tile", leave=False,
+                                      desc=f"{len(denoiser.tiles)} tiles x {evaluations} steps", disable=not progress)
+        if project is not None:
+            config = self.noise_scheduler.config
+            denoiser = constrained(denoiser, project, self.noise_scheduler.alphas_cumprod, config.prediction_type)
         shape = (n, self.unet.config.in_channels, *size)
-        images = sample(denoiser, scheduler, shape, steps or self.settings.steps, generator=generator,
-                        device=self.device, progress=progress, **cond)
+        try:
+            images = sample(denoiser, scheduler, shape, steps, generator=generator, device=device,
+                            progress=progress and not tiled, **cond)
+        finally:
+            if bar is not None:
+                bar.close()
+        if project is not None:  # the last step's output is the last x0 estimate up to round-off: make it exact
+            images = project(images)
         return images if offset is None else images / self.settings.residual_scale + offset
+
+    def tile_geometry(self, tile_size: int, overlap: int | None) -> tuple[int, int]:
+        """(tile side rounded down to `size_multiple`, overlap or the default), checked."""
+        m = self.size_multiple
+        tile = int(tile_size) // m * m
+        if tile < m:
+            raise ValueError(f"tile_size={tile_size}: must be at least {m} (tiles are multiples of {m} px)")
+        overlap = self.tile_overlap() if overlap is None else int(overlap)
+        if not 0 <= overlap < tile:
+            raise ValueError(f"overlap={overlap}: must be in [0, tile_size) with tile_size {tile}")
+        return tile, overlap
+
+    def _projection(self, lowres: torch.Tensor, offset: torch.Tensor | None):
+        """x0 in the model's space -> the nearest x0 whose image downsamples to `lowres` exactly."""
+        factor, rs = self.settings.scale, self.settings.residual_scale
+        if offset is None:
+            return lambda x0: project_onto_lowres(x0, lowres, factor)
+        return lambda x0: (project_onto_lowres(x0 / rs + offset, lowres, factor) - offset) * rs
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -239,13 +308,14 @@ class Pipeline:
                 stage.unet.to("cpu")
 
     def _cascade(self, stages: list[Stage], images: torch.Tensor | None, class_labels, num_images, generator, steps,
-                 guidance_scale, progress, aug_level=None) -> list[torch.Tensor]:
+                 guidance_scale, progress, aug_level=None, **upsampling) -> list[torch.Tensor]:
         outputs = []
         for stage in stages:
             labels = class_labels if stage.unet.config.num_classes else None
+            extra = upsampling if stage.is_upsampler else {}
             images = self._run(stage, class_labels=labels, num_images=num_images, generator=generator, steps=steps,
                                guidance_scale=guidance_scale, lowres=None if images is None else images.clamp(-1, 1),
-                               aug_level=aug_level, progress=progress)
+                               aug_level=aug_level, progress=progress, **extra)
             outputs.append(images.clamp(-1, 1))
         return outputs
 
@@ -267,13 +337,21 @@ class Pipeline:
 
     def upscale(self, images, class_labels=None, generator: torch.Generator | None = None, steps: int | None = None,
                 guidance_scale: float | None = None, aug_level: float | None = None, start_at: int | None = None,
-                output_type: str = "pil", return_intermediates: bool = False, progress: bool = True):
+                tile_size: int | None = None, overlap: int | None = None, tile_batch: int = 8,
+                consistent: bool | None = None, output_type: str = "pil", return_intermediates: bool = False,
+                progress: bool = True):
         """Super-resolve the user's images with the upsamplers from `start_at` (default: the first).
 
         `images`: a PIL image, an HxWx3 array (uint8, or float in [0, 1]), a [3 x H x W] or
         [N x 3 x H x W] tensor in [0, 1], or a list of these; any size (inputs are padded by
         reflection to a size the UNet takes, and the output cropped back). `aug_level` overrides
         the stages' noise-augmentation level. Returns one output per input.
+
+        Large images: `tile_size` (output pixels of each stage) denoises overlapping tiles jointly at
+        every step, `tile_batch` at a time, so accelerator memory depends on the tile, not the image
+        (the full-size state stays on the CPU); `overlap` defaults to each stage's measured ERF radius
+        (`Stage.tile_overlap()`). `consistent` (default: each stage's setting) makes every output
+        downsample exactly to its input (see `Stage.sample`).
         """
         _check_output_type(output_type)
         start = start_at if start_at is not None else (1 if self.base is not None else 0)
@@ -289,7 +367,8 @@ class Pipeline:
         for batch in _as_batches(images):
             n, (h, w) = batch.shape[0], batch.shape[-2:]
             outputs = self._cascade(stages, _pad_to_multiple(batch, multiple), class_labels, n, generator, steps,
-                                    guidance_scale, progress, aug_level)
+                                    guidance_scale, progress, aug_level, tile_size=tile_size, overlap=overlap,
+                                    tile_batch=tile_batch, consistent=consistent)
             scale, cropped = 1, []
             for stage, out in zip(stages, outputs):
                 scale *= stage.settings.scale

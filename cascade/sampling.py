@@ -1,4 +1,4 @@
-"""Sampling: a short loop over any diffusers scheduler, and classifier-free guidance as a wrapper.
+"""Sampling: a short loop over any diffusers scheduler; guidance and constraints as denoiser wrappers.
 
 A *denoiser* here is any callable with the UNet's contract, `denoiser(x, t, **cond) -> prediction`
 (see `cascade.unet`). Guidance wraps a denoiser into another one; the loop never branches on it.
@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       UniPCMultistepScheduler)
+                       HeunDiscreteScheduler, UniPCMultistepScheduler)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
 
@@ -24,6 +24,9 @@ SAMPLERS: dict[str, tuple[type, dict]] = {
     "dpm++sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
     "unipc": (UniPCMultistepScheduler, {}),
     "euler": (EulerDiscreteScheduler, {}),
+    # EDM's 2nd-order sampler (2 network evaluations per step but the last) on Karras sigmas: with the
+    # trailing grid its first step spans sigma 2e4 -> 3 (cosine schedule) and the correction blows up.
+    "heun": (HeunDiscreteScheduler, {"use_karras_sigmas": True}),
 }
 
 
@@ -77,6 +80,37 @@ def guided(denoiser: Callable, scale: float, null_class: int | None) -> Callable
         return pred_u + scale * (pred_c - pred_u)
 
     return guided_denoiser
+
+
+def constrained(denoiser: Callable, project: Callable, alphas_cumprod: torch.Tensor, prediction_type: str) -> Callable:
+    """Wrap a denoiser so that the clean image it implies, x0, is replaced by `project(x0)` at every step.
+
+    The prediction is converted to x0 with the training schedule (x_t = a x0 + s eps, a^2 = abar_t,
+    s^2 = 1 - abar_t), projected, and converted back to the same prediction type given the same x_t,
+    so any scheduler steps from the projected estimate (DDNM/ILVR-style guidance; see
+    `cascade.resize.project_onto_lowres`). Timesteps between grid points interpolate abar linearly.
+    """
+    grid = alphas_cumprod.double().cpu()
+
+    def constrained_denoiser(x, t, **cond):
+        prediction = denoiser(x, t, **cond)
+        pos = torch.as_tensor(t, dtype=torch.float64).cpu().clamp(0, len(grid) - 1)
+        lo = pos.floor().long().clamp(max=len(grid) - 2)
+        abar = grid[lo] + (grid[lo + 1] - grid[lo]) * (pos - lo)
+        abar = abar.view(-1, 1, 1, 1).to(x.device) if abar.ndim else abar.item()
+        a, s = abar ** 0.5, (1 - abar) ** 0.5
+        xd, pd = x.double(), prediction.double()
+        if prediction_type == "epsilon":
+            x0 = project((xd - s * pd) / a)
+            return ((xd - a * x0) / s).to(prediction.dtype)
+        if prediction_type == "v_prediction":
+            x0 = project(a * xd - s * pd)
+            return ((a * xd - x0) / s).to(prediction.dtype)
+        if prediction_type == "sample":
+            return project(pd).to(prediction.dtype)
+        raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+    return constrained_denoiser
 
 
 @torch.no_grad()

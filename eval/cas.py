@@ -25,23 +25,8 @@ from accelerate import Accelerator
 from cascade.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
 from cascade.cli import run_cli
 from cascade.errors import DataError
-from cascade.metrics.sources import (balanced_subset, collect, describe_source, load_real, pipeline_batches,
-                                     real_batches)
+from cascade.metrics.sources import collect, describe_source, labelled_set, pipeline_batches
 from cascade.pipeline import Pipeline
-
-
-def real_set(spec, per_class: int | None, num_classes: int, size: int, crop_scale, seed: int):
-    """(uint8 images, labels) of a real source at `size`: crops for the built-in photos, else centre squares."""
-    source = load_real(spec)
-    if len(source.class_names) != num_classes:
-        raise DataError(f"{source.name}: {len(source.class_names)} classes, the pipeline has {num_classes}")
-    crops = spec.kind == "photos"
-    if crops:
-        num = (per_class or 50) * num_classes
-        return collect(real_batches(source, num, 256, size, True, crop_scale, seed))
-    if per_class is not None:
-        source = balanced_subset(source, per_class, seed)
-    return collect(real_batches(source, None, 256, size, False, crop_scale, seed))
 
 
 def main(argv=None):
@@ -75,9 +60,9 @@ def main(argv=None):
     crop_scale = tuple(args.crop_scale)
 
     # real held-out test set and real training set (the upper bound), at the pipeline's size
-    test_x, test_y = real_set(describe_source(args.data, args.split), args.test_per_class, num_classes, size,
+    test_x, test_y = labelled_set(describe_source(args.data, args.split), args.test_per_class, num_classes, size,
                               crop_scale, args.seed + 1)
-    real_x, real_y = real_set(describe_source(args.data, args.train_split), args.per_class, num_classes, size,
+    real_x, real_y = labelled_set(describe_source(args.data, args.train_split), args.per_class, num_classes, size,
                               crop_scale, args.seed + 2)
     # generated training set: per_class samples of every class
     gen_x, gen_y = collect(pipeline_batches(pipe, args.per_class * num_classes, args.batch_size, args.seed, args.stage,

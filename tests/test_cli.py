@@ -167,6 +167,11 @@ def test_assemble_sample_and_upscale_clis(trained, trained_sr, tmp_path):
     proc = run("-m", "cascade", "upscale", tmp_path / "in.png", tmp_path / "out.png", "--pipeline", tmp_path / "cascade",
                "--steps", "2")
     assert Image.open(tmp_path / "out.png").size == (42, 26) and "21x13 -> 42x26" in proc.stdout
+    assert "tiles of 64 px" in proc.stdout and "measured ERF radius" in proc.stdout  # default: 2 x 32 px
+    proc = run("-m", "cascade", "upscale", tmp_path / "in.png", tmp_path / "tiled.jpg", "--pipeline", tmp_path / "cascade",
+               "--steps", "2", "--tile-size", "16", "--overlap", "8", "--tile-batch", "3", "--consistent")
+    assert Image.open(tmp_path / "tiled.jpg").size == (42, 26) and "tiles of 16 px, overlap 8 px" in proc.stdout
+    assert not list(tmp_path.glob("*.partial"))
     (tmp_path / "bad.png").write_bytes(b"not an image")
     bad = run("-m", "cascade", "upscale", tmp_path / "bad.png", tmp_path / "o.png", "--pipeline", sr, check=False)
     assert bad.returncode == 2 and "bad.png: cannot read image" in bad.stderr

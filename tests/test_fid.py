@@ -163,3 +163,18 @@ def test_sr_cli_reports_bicubic_and_each_level_on_crops_and_folders(tmp_path):
     folder = photo_crops(tmp_path / "imgs", 3)  # whole 96 x 96 images
     proc = run("eval/sr.py", "--pipeline", tmp_path / "up", "--data", folder, "--steps", "2", "--out", tmp_path / "f.png")
     assert json.loads((tmp_path / "f.json").read_text())["num"] == 3
+
+
+def test_sr_cli_tiled_consistent_and_fid_rows(tmp_path):
+    Pipeline([tiny_stage(16, 2)]).save_pretrained(tmp_path / "up")
+    proc = run("eval/sr.py", "--pipeline", tmp_path / "up", "--num", "3", "--steps", "2", "--crop-size", "40",
+               "--tile-size", "16", "--overlap", "8", "--consistent", "--fid", "--out", tmp_path / "t.png")
+    report = json.loads((tmp_path / "t.json").read_text())
+    rows = report["rows"]
+    assert list(rows) == ["bicubic", "SR s=0", "SR s=0 consistent", "SR s=0 tiled", "SR s=0 tiled consistent",
+                          "independent tiles"]
+    assert report["tile_size"] == 16 and report["overlap"] == 8 and "tiles 16 px, overlap 8 px" in proc.stdout
+    assert all("seam_ratio" in r and r["fid"] >= 0 for r in rows.values())
+    assert all(("psnr_vs_whole" in r) == (" tiled" in name) for name, r in rows.items())
+    assert rows["SR s=0 consistent"]["consistency"] < rows["SR s=0"]["consistency"]
+    assert rows["SR s=0 tiled consistent"]["consistency"] < rows["SR s=0 tiled"]["consistency"]

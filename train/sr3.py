@@ -63,7 +63,8 @@ def main(argv=None):
     # --- previews: fixed held-out crops as rows of (low-res, nearest-upsampled | SR sample | high-res)
     settings = StageSettings(cfg.sample.sampler, cfg.sample.steps, cfg.sample.guidance_scale, source.class_names,
                              scale=sr.scale, aug_level=cfg.sample.aug_level, residual=sr.residual,
-                             residual_scale=sr.residual_scale if sr.residual else 1.0)
+                             residual_scale=sr.residual_scale if sr.residual else 1.0,
+                             consistent=cfg.sample.consistent)
     hr_preview = data.fixed_crops(cfg.data, cfg.model.sample_size, cfg.sample.preview_per_class)
 
     def preview_fn(ema_model, step):

@@ -169,3 +169,17 @@ def collect(batches) -> Batch:
     """Concatenate an iterator of (images, labels) of one size into one pair."""
     images, labels = zip(*batches)
     return torch.cat(images), torch.cat(labels)
+
+
+def labelled_set(spec, per_class: int | None, num_classes: int, size: int, crop_scale, seed: int):
+    """(uint8 images, labels) of a real source at `size`: crops for the built-in photos, else centre squares."""
+    source = load_real(spec)
+    if len(source.class_names) != num_classes:
+        raise DataError(f"{source.name}: {len(source.class_names)} classes, the pipeline has {num_classes}")
+    crops = spec.kind == "photos"
+    if crops:
+        num = (per_class or 50) * num_classes
+        return collect(real_batches(source, num, 256, size, True, crop_scale, seed))
+    if per_class is not None:
+        source = balanced_subset(source, per_class, seed)
+    return collect(real_batches(source, None, 256, size, False, crop_scale, seed))

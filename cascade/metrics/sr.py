@@ -14,6 +14,9 @@
 - `high_frequency_energy`: mean squared response to a 3x3 Laplacian; sharper images have more. An SR
   output that is sharper than bicubic has energy closer to the ground truth's.
 - `colour_shift`: per-channel difference of means between output and input (in [0, 1] units).
+- `seam_ratio`: for tiled outputs, the mean squared difference between neighbouring pixels across
+  the tile edges divided by that everywhere else; ~1.0 means the tiling is invisible, a visible
+  seam is a jump across the edge and gives a ratio well above 1.
 """
 
 from __future__ import annotations
@@ -87,3 +90,51 @@ def quality(sr: torch.Tensor, hr: torch.Tensor, border: int) -> dict[str, torch.
         "psnr_y": peak_signal_noise_ratio(sr_y, hr_y, data_range=255.0, dim=(1, 2, 3), reduction="none"),
         "ssim_y": ssim(sr_y, hr_y),
     }
+
+
+def seam_ratio(x: torch.Tensor, rows: list[int], cols: list[int], period: int = 1) -> torch.Tensor:
+    """[N] gradient energy across the horizontal lines at `rows` and vertical lines at `cols` (a value p
+    means "between pixel p-1 and p"; 0 and the image size are ignored) over that across the other lines
+    at positions that are multiples of `period`. Edges of tiles placed on an 8-pixel grid should be
+    compared with other lines of the grid: upsampling by k makes the gradient energy k-periodic."""
+    x = x.double()
+    h, w = x.shape[-2:]
+    dy = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean(dim=(1, 3))  # [N x H-1], entry p-1: between rows p-1, p
+    dx = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean(dim=(1, 2))  # [N x W-1]
+    if any(p % period for p in [*rows, *cols]):
+        raise ValueError(f"tile edges {rows}, {cols} are not all multiples of the period {period}")
+
+    def lines(edges, length):
+        on = torch.zeros(length - 1, dtype=torch.bool)
+        on[[p - 1 for p in set(edges) if 0 < p < length]] = True
+        grid = torch.zeros(length - 1, dtype=torch.bool)
+        grid[period - 1::period] = True
+        return on, grid & ~on
+
+    (on_y, off_y), (on_x, off_x) = lines(rows, h), lines(cols, w)
+    if not (on_y.any() or on_x.any()):
+        raise ValueError("no tile edge inside the image: one tile covers it")
+
+    def energy(sel_y, sel_x):  # mean over every pixel pair across the selected lines
+        return (dy[:, sel_y].sum(1) * w + dx[:, sel_x].sum(1) * h) / (sel_y.sum() * w + sel_x.sum() * h)
+
+    return energy(on_y, on_x) / energy(off_y, off_x)
+
+
+def per_image(out: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, torch.Tensor]:
+    """Every number above for uint8 output / low-res input / truth [N x 3 x H x W] (eval/sr.py's columns)."""
+    row = quality(out, hr, border=scale)
+    row["consistency"] = consistency(out.double() / 255, lr.double() / 255)
+    row["hf_energy"] = high_frequency_energy(out.double() / 255)
+    row["hf_energy_truth"] = high_frequency_energy(hr.double() / 255)
+    row["colour_shift"] = colour_shift(out.double(), lr.double()).abs().amax(dim=1)  # on the 0..255 scale
+    return row
+
+
+def summarise(rows: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Per-image values collected over batches -> means (HF energy: ratio of totals to the truth's)."""
+    cat = {k: torch.cat(v) for k, v in rows.items()}
+    summary = {k: cat[k].mean().item() for k in ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "consistency",
+                                                  "colour_shift", "seam_ratio", "psnr_vs_whole") if k in cat}
+    summary["hf_energy_vs_truth"] = (cat["hf_energy"].sum() / cat["hf_energy_truth"].sum()).item()
+    return summary

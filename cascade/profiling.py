@@ -1,0 +1,99 @@
+"""Measuring tools for the benchmarks (eval/bench.py, eval/bench_tiling.py): time, FLOPs, peak memory.
+
+- `timed(fn)`: median wall time over repeats after warm-up, synchronising CUDA.
+- `count_flops(fn)`: FLOPs of one call, from torch.utils.flop_counter (matmuls, convolutions,
+  attention; a multiply-add counts 2), so "achieved GFLOP/s" = FLOPs / time.
+- `matmul_gflops(device)`: the float32 matrix-multiply rate of this machine, the practical ceiling.
+- `LiveTensorBytes` / `peak_memory(fn)`: the peak of tensor memory alive during `fn` beyond what was
+  alive before it. On CUDA that is torch.cuda.max_memory_allocated; on the CPU the same count is
+  kept by a dispatch mode that sees every tensor an op returns (resident-memory readings mostly
+  show the allocator's cache, which keeps freed memory).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import weakref
+from typing import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def _sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable, device: torch.device | str = "cpu", warmup: int = 2, repeats: int = 5,
+          min_seconds: float = 0.0) -> float:
+    """Median seconds per call of `fn()` over `repeats` calls (at least `min_seconds` in all)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    while len(times) < repeats or sum(times) < min_seconds:
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def count_flops(fn: Callable) -> int:
+    """FLOPs of one call of `fn()` (forward and, if `fn` calls it, backward)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_gflops(device: torch.device | str = "cpu", n: int = 2048, dtype: torch.dtype = torch.float32,
+                  repeats: int = 10) -> float:
+    """GFLOP/s of an n x n x n matrix product (2 n^3 FLOPs) in `dtype` on `device`."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n ** 3 / timed(lambda: a @ b, device, warmup=3, repeats=repeats) / 1e9
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Counts the bytes of CPU tensor storage created inside the mode and still alive, and their peak."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak, self.refs = 0, 0, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else [out]):
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                key, nbytes = storage.data_ptr(), storage.nbytes()
+                if key not in self.refs:  # a new storage (views and in-place results reuse one)
+                    self.refs[key] = 0
+                    self.live += nbytes
+                    self.peak = max(self.peak, self.live)
+                self.refs[key] += 1
+                weakref.finalize(t, self._release, key, nbytes)
+        return out
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self.refs[key] -= 1
+        if not self.refs[key]:
+            del self.refs[key]
+            self.live -= nbytes
+
+
+def peak_memory(fn: Callable, device: torch.device | str = "cpu") -> int:
+    """Peak bytes of tensor memory allocated during `fn()` beyond what was allocated when it started."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - start
+    with LiveTensorBytes() as mode:
+        fn()
+    return mode.peak

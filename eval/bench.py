@@ -1,0 +1,382 @@
+"""The benchmark: sampling steps vs quality, network throughput against diffusers, sampling memory.
+
+    python eval/bench.py                                  # everything; writes bench.md and bench.json
+    python eval/bench.py --only throughput memory         # the network sections only (minutes)
+    python eval/bench.py --only sr --num 64               # a quicker, noisier quality table
+
+Models: the demo presets (configs/sr3_photos.yaml, configs/base_photos.yaml) trained on the built-in
+photos, ~6 minutes each on 2 CPU cores. They are trained into `--runs` (default runs/bench) by
+`train/*.py` the first time and reused afterwards (`--sr` / `--base` take other stage folders).
+
+1. sr: the SR3 stage on `--num` held-out 64 px crops (the eval/sr.py protocol: uint8 low-res input,
+   PSNR/SSIM on Y with the border cropped, consistency, FID of the outputs against the truths), for
+   DDPM ancestral sampling at 1000 steps (the reference, run with two seeds: their difference is
+   the noise floor of every column) and each sampler at 5, 10, 20 and 50 steps. NFE = network
+   evaluations per image; Δ columns are against the reference's first seed.
+2. base: the base stage's FID against `--base-num` real crops of the training photos (the README's
+   eval/fid.py row) and CAS (eval/cas.py's classifier and schedule trained on the samples, top-1 on
+   500 real held-out crops) vs steps, from `--base-num` class-balanced samples per row.
+3. throughput: forward and training-step images/s of our UNet and diffusers' UNet2DModel built to
+   the same widths, depth and attention levels (parameter counts printed; equal within 5%), at 32,
+   64 and 128 px, in fp32 and with our performance settings (channels-last, bf16 autocast where
+   the device supports it); achieved GFLOP/s (torch.utils.flop_counter) against the float32 matmul
+   rate measured in the same run.
+4. memory: peak tensor memory of sampling each stage at batch 1 and 16 (cascade.profiling).
+"""
+
+import argparse
+import functools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+
+from cascade.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
+from cascade.cli import run_cli
+from cascade.images import unit_to_uint8
+from cascade.metrics import sr as metrics
+from cascade.metrics.fid import FeatureStats, fid_from_stats
+from cascade.metrics.inception import load_feature_network
+from cascade.metrics.sources import collect, describe_source, labelled_set, load_real, pipeline_batches, real_batches
+from cascade.pipeline import Pipeline
+from cascade.profiling import count_flops, matmul_gflops, peak_memory, timed
+from cascade.resize import downsample
+from cascade.unet import UNet
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLERS = ["ddim", "dpm++", "dpm++sde", "unipc", "euler", "heun"]
+STEPS = [5, 10, 20, 50]
+REFERENCE = ("ddpm", 1000)
+
+
+# ---------------------------------------------------------------- models
+
+
+def trained_stage(kind: str, args) -> str:
+    """The stage folder to benchmark: --sr/--base, else the preset trained into --runs (once)."""
+    given = getattr(args, kind)
+    if given:
+        return given
+    folder = Path(args.runs) / f"{kind}_photos"
+    if not (folder / "pipeline" / "cascade.json").is_file():
+        script = {"sr": "train/sr3.py", "base": "train/base.py"}[kind]
+        config = {"sr": "configs/sr3_photos.yaml", "base": "configs/base_photos.yaml"}[kind]
+        print(f"training {config} into {folder} (once; reused by later runs)", flush=True)
+        subprocess.run([sys.executable, str(ROOT / script), "--config", str(ROOT / config),
+                        f"train.output_dir={folder}"], check=True)
+    return str(folder / "pipeline")
+
+
+# ---------------------------------------------------------------- 1. SR quality vs steps
+
+
+def sr_quality(args, device) -> list[dict]:
+    pipe = Pipeline.from_pretrained(trained_stage("sr", args), device=device)
+    stage = pipe.upsamplers[-1]
+    scale, network = stage.settings.scale, load_feature_network(args.weights, device)
+    crops = list(real_batches(load_real(describe_source("photos")), args.num, args.batch_size, stage.resolution, True,
+                              (0.15, 0.4), args.seed))
+    truth = FeatureStats()
+    for hr, _ in crops:
+        truth.update(network(hr.to(device))[0])
+
+    def run(sampler: str, steps: int, seed: int) -> dict:
+        collected, stats, seconds = {}, FeatureStats(), 0.0
+        for k, (hr, _) in enumerate(crops):
+            lr = unit_to_uint8(downsample(hr.double() / 255, scale))
+            start = time.perf_counter()
+            sr = stage.sample(lowres=lr.float().to(device) / 127.5 - 1, sampler=sampler, steps=steps,
+                              generator=torch.Generator().manual_seed(seed + k), progress=False)
+            seconds += time.perf_counter() - start
+            out = unit_to_uint8(((sr.clamp(-1, 1) + 1) / 2).cpu())
+            for key, value in metrics.per_image(out, lr, hr, scale).items():
+                collected.setdefault(key, []).append(value)
+            stats.update(network(out.to(device))[0])
+        row = metrics.summarise(collected)
+        nfe = len(_timesteps(stage, sampler, steps))
+        return {"sampler": sampler, "steps": steps, "seed": seed, "nfe": nfe, "fid": fid_from_stats(stats, truth),
+                "seconds_per_image": seconds / args.num, **row}
+
+    rows = [run(*REFERENCE, args.seed), run(*REFERENCE, args.seed + 10_000)]
+    print(f"  reference done: PSNR Y {rows[0]['psnr_y']:.2f}, FID {rows[0]['fid']:.2f}", flush=True)
+    for sampler in args.samplers:
+        for steps in args.steps:
+            rows.append(run(sampler, steps, args.seed))
+            r = rows[-1]
+            print(f"  {sampler} {steps}: PSNR Y {r['psnr_y']:.2f} SSIM Y {r['ssim_y']:.4f} FID {r['fid']:.2f}", flush=True)
+    return rows
+
+
+def _timesteps(stage, sampler: str, steps: int):
+    from cascade.sampling import make_sampler
+
+    scheduler = make_sampler(sampler, stage.noise_scheduler.config)
+    scheduler.set_timesteps(steps)
+    return scheduler.timesteps
+
+
+def sr_table(rows: list[dict]) -> str:
+    ref = rows[0]
+    lines = ["| sampler | steps | NFE | PSNR Y | Δ dB | SSIM Y | Δ SSIM | consistency | FID | Δ FID | s/img |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = r["sampler"] + (" (2nd seed)" if r is rows[1] else "")
+        lines.append(f"| {name} | {r['steps']} | {r['nfe']} | {r['psnr_y']:.2f} | {r['psnr_y'] - ref['psnr_y']:+.2f} | "
+                     f"{r['ssim_y']:.4f} | {r['ssim_y'] - ref['ssim_y']:+.4f} | {r['consistency']:.2e} | "
+                     f"{r['fid']:.2f} | {100 * (r['fid'] / ref['fid'] - 1):+.1f}% | {r['seconds_per_image']:.2f} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- 2. base FID and CAS vs steps
+
+
+def base_quality(args, device) -> list[dict]:
+    pipe = Pipeline.from_pretrained(trained_stage("base", args), device=device)
+    stage, network = pipe.base, load_feature_network(args.weights, device)
+    k, size, per_class = stage.unet.config.num_classes, stage.resolution, max(1, args.base_num // 10)
+    photos = load_real(describe_source("photos", "train"))
+    real = FeatureStats()  # the reference of eval/fid.py's README row: crops of the training photos
+    for images, _ in real_batches(photos, args.base_num, 100, size, True, (0.15, 0.4), args.seed):
+        real.update(network(images.to(device))[0])
+    test_x, test_y = labelled_set(describe_source("photos", "test"), 50, k, size, (0.15, 0.4), args.seed + 1)
+    rows = []
+    for sampler, steps in [REFERENCE, *[(args.base_sampler, s) for s in args.steps]]:
+        stage.settings.sampler = sampler
+        start = time.perf_counter()
+        gen_x, gen_y = collect(pipeline_batches(pipe, per_class * k, args.batch_size, args.seed, steps=steps))
+        seconds = (time.perf_counter() - start) / len(gen_x)
+        stats = FeatureStats()
+        for i in range(0, len(gen_x), 100):
+            stats.update(network(gen_x[i:i + 100].to(device))[0])
+        torch.manual_seed(args.seed)  # the classifier's initial weights, as eval/cas.py
+        classifier = ResNetClassifier(k, width=32, resolution=size).to(device)
+        train_classifier(classifier, gen_x, gen_y, epochs=30, batch_size=64, seed=args.seed, desc="CAS classifier")
+        cas = top_k_accuracy(predict_logits(classifier, test_x), test_y, 1)
+        nfe = len(_timesteps(stage, sampler, steps)) * (2 if stage.settings.guidance_scale != 1 else 1)
+        rows.append({"sampler": sampler, "steps": steps, "nfe": nfe, "images": len(gen_x),
+                     "fid": fid_from_stats(stats, real), "cas_top1": cas, "seconds_per_image": seconds})
+        print(f"  base {sampler} {steps}: FID {rows[-1]['fid']:.2f} CAS {100 * cas:.1f}%", flush=True)
+    return rows
+
+
+def base_table(rows: list[dict]) -> str:
+    ref = rows[0]
+    lines = [f"{ref['images']} samples per row (guided: 2 network evaluations per step)", "",
+             "| sampler | steps | NFE | FID | Δ FID | CAS top-1 | s/img |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['fid']:.2f} | {100 * (r['fid'] / ref['fid'] - 1):+.1f}% "
+              f"| {100 * r['cas_top1']:.1f}% | {r['seconds_per_image']:.3f} |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- 3. throughput
+
+
+ARCH = dict(base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_size=16, head_channels=32)
+BATCH = {32: 32, 64: 16, 128: 4}
+
+
+def build(kind: str, size: int) -> torch.nn.Module:
+    """Our UNet or UNet2DModel with the same widths, depth, attention level and head size."""
+    widths = [ARCH["base_channels"] * m for m in ARCH["channel_mult"]]
+    attention = [size // 2 ** i == ARCH["attention_size"] for i in range(len(widths))]
+    if kind == "ours":
+        return UNet(sample_size=size, base_channels=ARCH["base_channels"], channel_mult=ARCH["channel_mult"],
+                    num_res_blocks=ARCH["num_res_blocks"], attention_resolutions=(ARCH["attention_size"],),
+                    head_channels=ARCH["head_channels"], dropout=0.0)
+    return UNet2DModel(sample_size=size, block_out_channels=widths, layers_per_block=ARCH["num_res_blocks"],
+                       down_block_types=["AttnDownBlock2D" if a else "DownBlock2D" for a in attention],
+                       up_block_types=["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
+                       attention_head_dim=ARCH["head_channels"], norm_num_groups=32,
+                       resnet_time_scale_shift="scale_shift", dropout=0.0)
+
+
+def throughput(args, device) -> dict:
+    rate = matmul_gflops(device)
+    bf16 = device.type == "cuda" or _cpu_has_bf16()
+    print(f"  float32 matmul: {rate:.0f} GFLOP/s; bf16 autocast: {'yes' if bf16 else 'no (no bf16 instructions)'}",
+          flush=True)
+    rows = []
+    settings = [("fp32 NCHW", False, False, False), ("fp32 channels-last", True, False, False)]
+    settings += [("bf16 channels-last", True, True, False)] if bf16 else []
+    settings += [("fp32 channels-last compiled", True, False, True)] if args.compile else []
+    for size in args.sizes:
+        for kind in ("diffusers", "ours"):
+            model = build(kind, size).to(device)
+            params = sum(p.numel() for p in model.parameters())
+            for name, channels_last, autocast, compiled in settings:
+                row = measure(model, size, BATCH[size], device, channels_last, autocast, rate, compiled)
+                rows.append({"model": kind, "size": size, "setting": name, "params": params, **row})
+                print(f"  {kind} {size}px {name}: forward {row['forward_img_s']:.1f} img/s "
+                      f"({row['forward_pct']:.0f}%), train {row['train_img_s']:.1f} img/s ({row['train_pct']:.0f}%)",
+                      flush=True)
+    return {"matmul_gflops": rate, "rows": rows}
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def measure(model, size: int, batch: int, device, channels_last: bool, autocast: bool, rate: float,
+            compiled: bool = False) -> dict:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    if isinstance(model, UNet):
+        model.memory_format = fmt  # our UNet converts its activations to this format itself
+    x = torch.randn(batch, 3, size, size, device=device).to(memory_format=fmt)
+    t = torch.randint(0, 1000, (batch,), device=device)
+    target = torch.randn_like(x)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    run = torch.compile(model) if compiled else model
+
+    def predict():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = run(x, t)
+        return out.sample if hasattr(out, "sample") else out
+
+    def forward():
+        with torch.no_grad():
+            predict()
+
+    def train_step():
+        loss = F.mse_loss(predict().float(), target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    compile_s = 0.0
+    model.eval()
+    if compiled:  # the first calls compile (forward, then forward + backward); their time is reported apart
+        start = time.perf_counter()
+        forward()
+        compile_s = time.perf_counter() - start
+    forward_flops, forward_s = count_flops(forward), timed(forward, device, min_seconds=1.0)
+    model.train()
+    if compiled:
+        start = time.perf_counter()
+        train_step()
+        compile_s += time.perf_counter() - start
+    train_flops, train_s = count_flops(train_step), timed(train_step, device, repeats=3, min_seconds=2.0)
+    model.to(memory_format=torch.contiguous_format)
+    return {"batch": batch, "compile_s": compile_s, "forward_img_s": batch / forward_s, "train_img_s": batch / train_s,
+            "forward_gflops": forward_flops / forward_s / 1e9, "train_gflops": train_flops / train_s / 1e9,
+            "forward_pct": 100 * forward_flops / forward_s / 1e9 / rate,
+            "train_pct": 100 * train_flops / train_s / 1e9 / rate}
+
+
+def throughput_table(result: dict) -> str:
+    rows = result["rows"]
+    lines = [f"float32 matmul rate: {result['matmul_gflops']:.0f} GFLOP/s", "",
+             "| size | model | params | setting | batch | forward img/s | forward GFLOP/s (% matmul) | "
+             "train img/s | train GFLOP/s (% matmul) | train vs diffusers NCHW |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = next(q for q in rows if q["size"] == r["size"] and q["model"] == "diffusers" and q["setting"] == "fp32 NCHW")
+        lines.append(f"| {r['size']} | {r['model']} | {r['params'] / 1e6:.2f} M | {r['setting']} | {r['batch']} | "
+                     f"{r['forward_img_s']:.1f} | {r['forward_gflops']:.0f} ({r['forward_pct']:.0f}%) | "
+                     f"{r['train_img_s']:.1f} | {r['train_gflops']:.0f} ({r['train_pct']:.0f}%) | "
+                     f"{r['train_img_s'] / ref['train_img_s']:.2f}x |")
+    compiled = [r for r in rows if r["compile_s"]]
+    lines += ["\nCompile time: " + ", ".join(f"{r['model']} {r['size']} px {r['compile_s']:.0f} s" for r in compiled)
+              ] if compiled else []
+    lines += ["", "Ours is used channels-last (cascade.unet.UNet.memory_format); UNet2DModel as diffusers ships it "
+              "is the NCHW row."]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- 4. memory
+
+
+def memory(args, device) -> list[dict]:
+    rows = []
+    for kind in ("base", "sr"):
+        stage = Pipeline.from_pretrained(trained_stage(kind, args), device=device).stages[-1]
+        for batch in (1, 16):
+            run = functools.partial(_sample_once, stage, batch, device)
+            run()  # warm-up: lazily built kernels and caches are not sampling memory
+            rows.append({"stage": kind, "resolution": stage.resolution, "batch": batch,
+                         "peak_mib": peak_memory(run, device) / 2 ** 20,
+                         "weights_mib": sum(p.numel() * p.element_size() for p in stage.unet.parameters()) / 2 ** 20})
+    return rows
+
+
+def _sample_once(stage, batch: int, device) -> None:
+    g = torch.Generator().manual_seed(0)
+    if stage.is_upsampler:
+        lowres = torch.rand(batch, 3, stage.input_resolution, stage.input_resolution, generator=g) * 2 - 1
+        stage.sample(lowres=lowres.to(device), steps=2, generator=g, progress=False)
+    else:
+        stage.sample(class_labels=[0] * batch, steps=2, generator=g, progress=False)
+
+
+def memory_table(rows: list[dict]) -> str:
+    lines = ["| stage | px | batch | sampling peak MiB (beyond weights) | weights MiB |", "|---|---|---|---|---|"]
+    lines += [f"| {r['stage']} | {r['resolution']} | {r['batch']} | {r['peak_mib']:.1f} | {r['weights_mib']:.1f} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=["sr", "base", "throughput", "memory"],
+                        default=["sr", "base", "throughput", "memory"])
+    parser.add_argument("--runs", default="runs/bench", help="where the benchmark's models are trained and kept")
+    parser.add_argument("--sr", help="SR stage or pipeline folder (default: train configs/sr3_photos.yaml once)")
+    parser.add_argument("--base", help="base stage or pipeline folder (default: train configs/base_photos.yaml once)")
+    parser.add_argument("--num", type=int, default=256, help="held-out crops for the SR table")
+    parser.add_argument("--base-num", type=int, default=200, help="base samples per FID/CAS row")
+    parser.add_argument("--samplers", nargs="+", default=SAMPLERS)
+    parser.add_argument("--base-sampler", default="dpm++", help="the base stage's steps sweep uses this sampler")
+    parser.add_argument("--steps", type=int, nargs="+", default=STEPS)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--compile", action="store_true", help="throughput: add torch.compile rows (compile time shown)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", help="FID Inception weights (see eval/fid.py)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default="bench", help="writes OUT.md and OUT.json")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+
+    report = {"device": device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    sections = [f"Device: {report['device']}, {report['threads']} threads, torch {report['torch']}"]
+    jobs = [("sr", "SR3 stage: steps vs quality", sr_quality, sr_table),
+            ("base", "Base stage: steps vs FID and CAS", base_quality, base_table),
+            ("throughput", "Network throughput", throughput, throughput_table),
+            ("memory", "Sampling memory", memory, memory_table)]
+    for key, title, run, table in jobs:
+        if key not in args.only:
+            continue
+        print(f"{title} ...", flush=True)
+        start = time.perf_counter()
+        report[key] = run(args, device)
+        sections.append(f"## {title}\n\n{table(report[key])}\n\n({time.perf_counter() - start:.0f} s)")
+        print(sections[-1], flush=True)
+        Path(args.out + ".json").write_text(json.dumps(report, indent=2))
+        Path(args.out + ".md").write_text("\n\n".join(sections) + "\n")
+    print(f"wrote {args.out}.md and {args.out}.json")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "CPU"
+    return f"{model} (CPU)"
+
+
+if __name__ == "__main__":
+    run_cli(main)
