@@ -31,6 +31,8 @@ def exact_denoiser(scheduler, prediction_type):
     ("dpm++", 200, "epsilon", "linear"),
     ("dpm++", 200, "v_prediction", "cosine"),
     ("unipc", 200, "epsilon", "cosine"),
+    ("dpm++sde", 20, "v_prediction", "cosine"),  # the SR presets' default
+    ("heun", 200, "v_prediction", "cosine"),  # converges, slowly on this schedule (see README "Performance")
 ])
 @pytest.mark.filterwarnings("ignore:.*numerically unstable")  # the exact denoiser has no eps error to amplify
 def test_samplers_recover_an_analytic_gaussian(sampler, steps, prediction_type, schedule):
@@ -59,7 +61,7 @@ def test_guidance_formula():
                                rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++", "dpm++sde", "unipc", "euler"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++", "dpm++sde", "unipc", "euler", "heun"])
 def test_seeded_sampling_is_reproducible(sampler):
     model = randomize(tiny_unet(), scale=0.05).eval()
     train = diffusion.make_noise_scheduler(DiffusionConfig())
