@@ -38,7 +38,7 @@ from diffusers import UNet2DModel
 
 from cascade.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
 from cascade.cli import run_cli
-from cascade.images import unit_to_uint8
+from cascade.images import from_unit, to_unit, unit_to_uint8
 from cascade.metrics import sr as metrics
 from cascade.metrics.fid import FeatureStats, fid_from_stats
 from cascade.metrics.inception import load_feature_network
@@ -46,6 +46,7 @@ from cascade.metrics.sources import collect, describe_source, labelled_set, load
 from cascade.pipeline import Pipeline
 from cascade.profiling import count_flops, matmul_gflops, peak_memory, timed
 from cascade.resize import downsample
+from cascade.sampling import make_sampler
 from cascade.unet import UNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,10 +91,10 @@ def sr_quality(args, device) -> list[dict]:
         for k, (hr, _) in enumerate(crops):
             lr = unit_to_uint8(downsample(hr.double() / 255, scale))
             start = time.perf_counter()
-            sr = stage.sample(lowres=lr.float().to(device) / 127.5 - 1, sampler=sampler, steps=steps,
+            sr = stage.sample(lowres=from_unit(lr.float().to(device) / 255), sampler=sampler, steps=steps,
                               generator=torch.Generator().manual_seed(seed + k), progress=False)
             seconds += time.perf_counter() - start
-            out = unit_to_uint8(((sr.clamp(-1, 1) + 1) / 2).cpu())
+            out = unit_to_uint8(to_unit(sr).cpu())
             for key, value in metrics.per_image(out, lr, hr, scale).items():
                 collected.setdefault(key, []).append(value)
             stats.update(network(out.to(device))[0])
@@ -113,8 +114,6 @@ def sr_quality(args, device) -> list[dict]:
 
 
 def _timesteps(stage, sampler: str, steps: int):
-    from cascade.sampling import make_sampler
-
     scheduler = make_sampler(sampler, stage.noise_scheduler.config)
     scheduler.set_timesteps(steps)
     return scheduler.timesteps
@@ -219,7 +218,8 @@ def throughput(args, device) -> dict:
 
 def _cpu_has_bf16() -> bool:
     try:
-        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
+        flags = Path("/proc/cpuinfo").read_text()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
     except OSError:
         return False
 
