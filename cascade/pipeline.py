@@ -149,28 +149,12 @@ class Stage:
         steps = steps or self.settings.steps
         tiled = self.is_upsampler and tile_size is not None
         device = torch.device("cpu") if tiled else self.device  # where the full-size images live
-        cond, offset, project = {}, None, None
         if self.is_upsampler:
-            if lowres is None:
-                raise ValueError("an upsampler stage needs `lowres` images")
-            n, (h, w) = lowres.shape[0], lowres.shape[-2:]
-            size = (h * self.settings.scale, w * self.settings.scale)
-            if size[0] % self.size_multiple or size[1] % self.size_multiple:
-                raise ValueError(f"output size {size[0]}x{size[1]} is not a multiple of {self.size_multiple}; "
-                                 f"use Pipeline.upscale, which pads")
-            level = self.settings.aug_level if aug_level is None else aug_level
-            lowres = lowres.to(device)
-            offset = upsample(lowres, size) if self.settings.residual else None
-            augmented = noise_augment(lowres, level, self.noise_scheduler.alphas_cumprod, generator)
-            cond["cond_image"] = upsample(augmented, size)
-            if self.unet.config.use_aug_level:
-                cond["aug_level"] = torch.full((n,), float(level), device=device)
-            if self.settings.consistent if consistent is None else consistent:
-                project = self._projection(lowres, offset)
+            n, size, cond, offset, project = self._upsampler_inputs(lowres, aug_level, consistent, generator, device)
         elif tile_size is not None or consistent:
             raise ValueError("tile_size and consistent apply to upsampler stages only")
         else:
-            n, size = None, (self.resolution, self.resolution)
+            n, size, cond, offset, project = None, (self.resolution, self.resolution), {}, None, None
         labels = self.label_tensor(class_labels, num_images or n)
         n = n or (len(labels) if labels is not None else (num_images or 1))
         if labels is not None:
@@ -201,6 +185,28 @@ class Stage:
         if project is not None:  # the last step's output is the last x0 estimate up to round-off: make it exact
             images = project(images)
         return images if offset is None else images / self.settings.residual_scale + offset
+
+    def _upsampler_inputs(self, lowres, aug_level, consistent, generator, device):
+        """(batch size, output size, UNet conditioning, residual offset or None, x0 projection or None)
+        of an upsampler for `lowres`: the noise-augmented low-res image upsampled to the output size
+        (SR3 + CDM conditioning augmentation) and the level it was augmented at."""
+        if lowres is None:
+            raise ValueError("an upsampler stage needs `lowres` images")
+        n, (h, w) = lowres.shape[0], lowres.shape[-2:]
+        size = (h * self.settings.scale, w * self.settings.scale)
+        if size[0] % self.size_multiple or size[1] % self.size_multiple:
+            raise ValueError(f"output size {size[0]}x{size[1]} is not a multiple of {self.size_multiple}; "
+                             f"use Pipeline.upscale, which pads")
+        level = self.settings.aug_level if aug_level is None else aug_level
+        lowres = lowres.to(device)
+        offset = upsample(lowres, size) if self.settings.residual else None
+        augmented = noise_augment(lowres, level, self.noise_scheduler.alphas_cumprod, generator)
+        cond = {"cond_image": upsample(augmented, size)}
+        if self.unet.config.use_aug_level:
+            cond["aug_level"] = torch.full((n,), float(level), device=device)
+        consistent = self.settings.consistent if consistent is None else consistent
+        project = self._projection(lowres, offset) if consistent else None
+        return n, size, cond, offset, project
 
     def tile_geometry(self, tile_size: int, overlap: int | None) -> tuple[int, int]:
         """(tile side rounded down to `size_multiple`, overlap or the default), checked."""

@@ -8,10 +8,13 @@
   alive before it. On CUDA that is torch.cuda.max_memory_allocated; on the CPU the same count is
   kept by a dispatch mode that sees every tensor an op returns (resident-memory readings mostly
   show the allocator's cache, which keeps freed memory).
+- `time_by_kind(fn)`: where one call's time goes (convolutions, normalisation, attention, other
+  matmuls, optimizer, elementwise and copies), from torch.profiler's per-operator self time.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 import weakref
@@ -97,3 +100,39 @@ def peak_memory(fn: Callable, device: torch.device | str = "cpu") -> int:
     with LiveTensorBytes() as mode:
         fn()
     return mode.peak
+
+
+# Operator kinds by name (torch.profiler's aten:: names), checked in this order.
+OP_KINDS = {
+    "convolution": r"conv",
+    "normalisation": r"(group|layer|batch)_norm",
+    "attention": r"attention|softmax|^bmm$|^baddbmm$",
+    "other matmul": r"^(mm|addmm|matmul|linear|addmv|mv)$",
+    "optimizer": r"adam|^_foreach",
+}
+
+
+def time_by_kind(fn: Callable, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Share of one call of `fn()`'s operator time spent in each of OP_KINDS, plus "elementwise and
+    other" (activations, additions, concatenations, copies, ...). Shares sum to 1."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.device(device).type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    fn()  # warm-up
+    _sync(device)
+    with profile(activities=activities) as prof:
+        fn()
+        _sync(device)
+    totals = dict.fromkeys([*OP_KINDS, "elementwise and other"], 0.0)
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue  # autograd nodes and record_function ranges: their aten ops carry the self time
+        kind, node = "elementwise and other", event
+        while node is not None:  # an op's time belongs to the outermost op of a kind that called it
+            if node.name.startswith("aten::"):  # (the softmax, masks and copies inside attention are attention)
+                kind = next((k for k, pattern in OP_KINDS.items() if re.search(pattern, node.name[6:])), kind)
+            node = node.cpu_parent
+        totals[kind] += event.self_device_time_total if cuda else event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {k: v / whole for k, v in totals.items()}

@@ -15,18 +15,23 @@ photos, ~6 minutes each on 2 CPU cores. They are trained into `--runs` (default 
    evaluations per image; Δ columns are against the reference's first seed.
 2. base: the base stage's FID against `--base-num` real crops of the training photos (the README's
    eval/fid.py row) and CAS (eval/cas.py's classifier and schedule trained on the samples, top-1 on
-   500 real held-out crops) vs steps, from `--base-num` class-balanced samples per row.
+   500 real held-out crops) vs steps, from `--base-num` class-balanced samples per row: guided
+   DDPM at 1000 steps (the reference), then each of `--base-samplers` at `--steps`; the last row
+   is repeated with other seeds as the noise floor.
 3. throughput: forward and training-step images/s of our UNet and diffusers' UNet2DModel built to
    the same widths, depth and attention levels (parameter counts printed; equal within 5%), at 32,
    64 and 128 px, in fp32 and with our performance settings (channels-last, bf16 autocast where
    the device supports it); achieved GFLOP/s (torch.utils.flop_counter) against the float32 matmul
-   rate measured in the same run.
+   rate measured in the same run (before and after each size; the fastest is the ceiling). The two
+   models take turns over 3 rounds; medians are reported, with each step's time by operator kind. The training step is the training scripts' (fused AdamW, MSE).
+   `--compile` adds torch.compile rows for both models, with the compile time.
 4. memory: peak tensor memory of sampling each stage at batch 1 and 16 (cascade.profiling).
 """
 
 import argparse
 import functools
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -35,24 +40,27 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
+from tqdm.auto import tqdm
 
 from cascade.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
 from cascade.cli import run_cli
+from cascade.config import TrainConfig
 from cascade.images import from_unit, to_unit, unit_to_uint8
 from cascade.metrics import sr as metrics
 from cascade.metrics.fid import FeatureStats, fid_from_stats
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.sources import collect, describe_source, labelled_set, load_real, pipeline_batches, real_batches
 from cascade.pipeline import Pipeline
-from cascade.profiling import count_flops, matmul_gflops, peak_memory, timed
+from cascade.profiling import OP_KINDS, count_flops, matmul_gflops, peak_memory, time_by_kind, timed
 from cascade.resize import downsample
 from cascade.sampling import make_sampler
+from cascade.training import make_optimizer
 from cascade.unet import UNet
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ["ddim", "dpm++", "dpm++sde", "unipc", "euler", "heun"]
 STEPS = [5, 10, 20, 50]
-REFERENCE = ("ddpm", 1000)
+REFERENCE = "ddpm"  # ancestral sampling at --reference-steps (1000: the training schedule's every step)
 
 
 # ---------------------------------------------------------------- models
@@ -88,7 +96,7 @@ def sr_quality(args, device) -> list[dict]:
 
     def run(sampler: str, steps: int, seed: int) -> dict:
         collected, stats, seconds = {}, FeatureStats(), 0.0
-        for k, (hr, _) in enumerate(crops):
+        for k, (hr, _) in enumerate(tqdm(crops, desc=f"SR {sampler} {steps}", unit="batch", leave=False)):
             lr = unit_to_uint8(downsample(hr.double() / 255, scale))
             start = time.perf_counter()
             sr = stage.sample(lowres=from_unit(lr.float().to(device) / 255), sampler=sampler, steps=steps,
@@ -103,7 +111,7 @@ def sr_quality(args, device) -> list[dict]:
         return {"sampler": sampler, "steps": steps, "seed": seed, "nfe": nfe, "fid": fid_from_stats(stats, truth),
                 "seconds_per_image": seconds / args.num, **row}
 
-    rows = [run(*REFERENCE, args.seed), run(*REFERENCE, args.seed + 10_000)]
+    rows = [run(REFERENCE, args.reference_steps, args.seed), run(REFERENCE, args.reference_steps, args.seed + 10_000)]
     print(f"  reference done: PSNR Y {rows[0]['psnr_y']:.2f}, FID {rows[0]['fid']:.2f}", flush=True)
     for sampler in args.samplers:
         for steps in args.steps:
@@ -143,11 +151,12 @@ def base_quality(args, device) -> list[dict]:
     for images, _ in real_batches(photos, args.base_num, 100, size, True, (0.15, 0.4), args.seed):
         real.update(network(images.to(device))[0])
     test_x, test_y = labelled_set(describe_source("photos", "test"), 50, k, size, (0.15, 0.4), args.seed + 1)
-    rows = []
-    for sampler, steps in [REFERENCE, *[(args.base_sampler, s) for s in args.steps]]:
+
+    def run(sampler: str, steps: int, seed: int) -> dict:
         stage.settings.sampler = sampler
         start = time.perf_counter()
-        gen_x, gen_y = collect(pipeline_batches(pipe, per_class * k, args.batch_size, args.seed, steps=steps))
+        batches = pipeline_batches(pipe, per_class * k, args.batch_size, seed, steps=steps, progress=True)
+        gen_x, gen_y = collect(batches)
         seconds = (time.perf_counter() - start) / len(gen_x)
         stats = FeatureStats()
         for i in range(0, len(gen_x), 100):
@@ -157,18 +166,27 @@ def base_quality(args, device) -> list[dict]:
         train_classifier(classifier, gen_x, gen_y, epochs=30, batch_size=64, seed=args.seed, desc="CAS classifier")
         cas = top_k_accuracy(predict_logits(classifier, test_x), test_y, 1)
         nfe = len(_timesteps(stage, sampler, steps)) * (2 if stage.settings.guidance_scale != 1 else 1)
-        rows.append({"sampler": sampler, "steps": steps, "nfe": nfe, "images": len(gen_x),
-                     "fid": fid_from_stats(stats, real), "cas_top1": cas, "seconds_per_image": seconds})
-        print(f"  base {sampler} {steps}: FID {rows[-1]['fid']:.2f} CAS {100 * cas:.1f}%", flush=True)
+        row = {"sampler": sampler, "steps": steps, "seed": seed, "nfe": nfe, "images": len(gen_x),
+               "fid": fid_from_stats(stats, real), "cas_top1": cas, "seconds_per_image": seconds}
+        print(f"  base {sampler} {steps} (seed {seed}): FID {row['fid']:.2f} CAS {100 * cas:.1f}%", flush=True)
+        return row
+
+    rows = [run(REFERENCE, args.reference_steps, args.seed)]
+    for sampler in args.base_samplers:
+        rows += [run(sampler, steps, args.seed) for steps in args.steps]
+    # The noise floor: the last row again with other seeds (a second 1000-step reference costs as
+    # much as the whole sweep; any seed-to-seed difference at this N is noise).
+    rows.append({**run(rows[-1]["sampler"], rows[-1]["steps"], args.seed + 10_000), "noise_floor": True})
     return rows
 
 
 def base_table(rows: list[dict]) -> str:
     ref = rows[0]
     lines = [f"{ref['images']} samples per row (guided: 2 network evaluations per step)", "",
-             "| sampler | steps | NFE | FID | Δ FID | CAS top-1 | s/img |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['fid']:.2f} | {100 * (r['fid'] / ref['fid'] - 1):+.1f}% "
-              f"| {100 * r['cas_top1']:.1f}% | {r['seconds_per_image']:.3f} |" for r in rows]
+             "| sampler | steps | NFE | FID | Δ FID | CAS top-1 | Δ CAS | s/img |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['sampler']}{' (2nd seed)' if r.get('noise_floor') else ''} | {r['steps']} | {r['nfe']} | "
+              f"{r['fid']:.2f} | {100 * (r['fid'] / ref['fid'] - 1):+.1f}% | {100 * r['cas_top1']:.1f}% | "
+              f"{100 * (r['cas_top1'] - ref['cas_top1']):+.1f} | {r['seconds_per_image']:.3f} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -177,6 +195,7 @@ def base_table(rows: list[dict]) -> str:
 
 ARCH = dict(base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_size=16, head_channels=32)
 BATCH = {32: 32, 64: 16, 128: 4}
+ROUNDS = 3  # timing rounds per setting; the median is reported
 
 
 def build(kind: str, size: int) -> torch.nn.Module:
@@ -195,25 +214,44 @@ def build(kind: str, size: int) -> torch.nn.Module:
 
 
 def throughput(args, device) -> dict:
-    rate = matmul_gflops(device)
+    rates = [matmul_gflops(device)]  # measured again after every size: the ceiling is the fastest of them
     bf16 = device.type == "cuda" or _cpu_has_bf16()
-    print(f"  float32 matmul: {rate:.0f} GFLOP/s; bf16 autocast: {'yes' if bf16 else 'no (no bf16 instructions)'}",
+    print(f"  float32 matmul: {rates[0]:.0f} GFLOP/s; bf16 autocast: {'yes' if bf16 else 'no (no bf16 instructions)'}",
           flush=True)
     rows = []
     settings = [("fp32 NCHW", False, False, False), ("fp32 channels-last", True, False, False)]
     settings += [("bf16 channels-last", True, True, False)] if bf16 else []
     settings += [("fp32 channels-last compiled", True, False, True)] if args.compile else []
     for size in args.sizes:
-        for kind in ("diffusers", "ours"):
-            model = build(kind, size).to(device)
-            params = sum(p.numel() for p in model.parameters())
-            for name, channels_last, autocast, compiled in settings:
-                row = measure(model, size, BATCH[size], device, channels_last, autocast, rate, compiled)
-                rows.append({"model": kind, "size": size, "setting": name, "params": params, **row})
+        models = {kind: build(kind, size).to(device) for kind in ("diffusers", "ours")}
+        for name, channels_last, autocast, compiled in settings:
+            cases = {kind: Case(model, size, BATCH[size], device, channels_last, autocast, compiled)
+                     for kind, model in models.items()}
+            times = {kind: ([], []) for kind in cases}
+            failed = {kind: case.error for kind, case in cases.items() if case.error}
+            for kind, error in failed.items():
+                rows.append({"model": kind, "size": size, "setting": name, "error": error})
+                print(f"  {kind} {size}px {name}: FAILED {error}", flush=True)
+            cases = {kind: case for kind, case in cases.items() if kind not in failed}
+            for _ in range(ROUNDS):  # the two models take turns, so a slow spell of the machine hits both
+                for kind, case in cases.items():
+                    times[kind][0].append(timed(case.forward, device, warmup=1, min_seconds=0.5))
+                    times[kind][1].append(timed(case.train_step, device, warmup=1, repeats=2, min_seconds=1.0))
+            for kind, case in cases.items():
+                row = case.result(statistics.median(times[kind][0]), statistics.median(times[kind][1]))
+                rows.append({"model": kind, "size": size, "setting": name,
+                             "params": sum(p.numel() for p in models[kind].parameters()), **row})
                 print(f"  {kind} {size}px {name}: forward {row['forward_img_s']:.1f} img/s "
-                      f"({row['forward_pct']:.0f}%), train {row['train_img_s']:.1f} img/s ({row['train_pct']:.0f}%)",
-                      flush=True)
-    return {"matmul_gflops": rate, "rows": rows}
+                      f"({row['forward_gflops']:.0f} GFLOP/s), train {row['train_img_s']:.1f} img/s "
+                      f"({row['train_gflops']:.0f} GFLOP/s)", flush=True)
+        rates.append(matmul_gflops(device))
+        print(f"  float32 matmul: {rates[-1]:.0f} GFLOP/s", flush=True)
+    rate = max(rates)
+    for row in rows:
+        if "error" not in row:
+            row["forward_pct"] = 100 * row["forward_gflops"] / rate
+            row["train_pct"] = 100 * row["train_gflops"] / rate
+    return {"matmul_gflops": rate, "matmul_gflops_measured": rates, "rounds": ROUNDS, "rows": rows}
 
 
 def _cpu_has_bf16() -> bool:
@@ -224,56 +262,69 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
-def measure(model, size: int, batch: int, device, channels_last: bool, autocast: bool, rate: float,
-            compiled: bool = False) -> dict:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    if isinstance(model, UNet):
-        model.memory_format = fmt  # our UNet converts its activations to this format itself
-    x = torch.randn(batch, 3, size, size, device=device).to(memory_format=fmt)
-    t = torch.randint(0, 1000, (batch,), device=device)
-    target = torch.randn_like(x)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    run = torch.compile(model) if compiled else model
+class Case:
+    """One model in one setting (memory format, autocast, compiled): its inputs, the training
+    scripts' optimizer, and the two calls that are timed: a forward pass and a training step."""
 
-    def predict():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = run(x, t)
+    def __init__(self, model, size: int, batch: int, device, channels_last: bool, autocast: bool, compiled: bool):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.model, self.batch, self.device, self.autocast = model.to(memory_format=fmt), batch, device, autocast
+        if isinstance(model, UNet):
+            model.memory_format = fmt  # our UNet converts its activations to this format itself
+        self.x = torch.randn(batch, 3, size, size, device=device).to(memory_format=fmt)
+        self.t = torch.randint(0, 1000, (batch,), device=device)
+        self.target = torch.randn_like(self.x)
+        self.optimizer = make_optimizer(model.parameters(), TrainConfig(lr=1e-4))
+        # FLOPs are counted on the eager model (a compiled one runs the same operations).
+        self.forward_flops = count_flops(lambda: self._forward(model))
+        self.train_flops = count_flops(lambda: self._train_step(model))
+        self.net, self.compile_s, self.error = model, 0.0, None
+        if compiled:  # the first calls compile (forward, then forward + backward); their time is reported apart
+            self.net = torch.compile(model)
+            start = time.perf_counter()
+            try:
+                self.forward()
+                self.train_step()
+            except Exception as e:  # a compiler bug must not cost the rest of the table
+                self.error = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+            self.compile_s = time.perf_counter() - start
+
+    def _predict(self, net):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = net(self.x, self.t)
         return out.sample if hasattr(out, "sample") else out
 
-    def forward():
+    def _forward(self, net):
+        self.model.eval()
         with torch.no_grad():
-            predict()
+            self._predict(net)
 
-    def train_step():
-        loss = F.mse_loss(predict().float(), target)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def _train_step(self, net):
+        self.model.train()
+        F.mse_loss(self._predict(net).float(), self.target).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
-    compile_s = 0.0
-    model.eval()
-    if compiled:  # the first calls compile (forward, then forward + backward); their time is reported apart
-        start = time.perf_counter()
-        forward()
-        compile_s = time.perf_counter() - start
-    forward_flops, forward_s = count_flops(forward), timed(forward, device, min_seconds=1.0)
-    model.train()
-    if compiled:
-        start = time.perf_counter()
-        train_step()
-        compile_s += time.perf_counter() - start
-    train_flops, train_s = count_flops(train_step), timed(train_step, device, repeats=3, min_seconds=2.0)
-    model.to(memory_format=torch.contiguous_format)
-    return {"batch": batch, "compile_s": compile_s, "forward_img_s": batch / forward_s, "train_img_s": batch / train_s,
-            "forward_gflops": forward_flops / forward_s / 1e9, "train_gflops": train_flops / train_s / 1e9,
-            "forward_pct": 100 * forward_flops / forward_s / 1e9 / rate,
-            "train_pct": 100 * train_flops / train_s / 1e9 / rate}
+    def forward(self):
+        self._forward(self.net)
+
+    def train_step(self):
+        self._train_step(self.net)
+
+    def result(self, forward_s: float, train_s: float) -> dict:
+        shares = time_by_kind(self.train_step, self.device)
+        self.model.to(memory_format=torch.contiguous_format)
+        return {"batch": self.batch, "compile_s": self.compile_s, "forward_img_s": self.batch / forward_s,
+                "train_img_s": self.batch / train_s, "forward_gflops": self.forward_flops / forward_s / 1e9,
+                "train_gflops": self.train_flops / train_s / 1e9, "train_time_by_kind": shares}
 
 
 def throughput_table(result: dict) -> str:
-    rows = result["rows"]
-    lines = [f"float32 matmul rate: {result['matmul_gflops']:.0f} GFLOP/s", "",
+    failed, rows = [r for r in result["rows"] if "error" in r], [r for r in result["rows"] if "error" not in r]
+    measured = ", ".join(f"{r:.0f}" for r in result.get("matmul_gflops_measured", []))
+    lines = [f"float32 matmul rate: {result['matmul_gflops']:.0f} GFLOP/s, the fastest of the measurements before "
+             f"and after each size ({measured}); % matmul is against it. Each img/s is the median of "
+             f"{result.get('rounds', 1)} rounds in which the two models take turns.", "",
              "| size | model | params | setting | batch | forward img/s | forward GFLOP/s (% matmul) | "
              "train img/s | train GFLOP/s (% matmul) | train vs diffusers NCHW |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -283,11 +334,16 @@ def throughput_table(result: dict) -> str:
                      f"{r['forward_img_s']:.1f} | {r['forward_gflops']:.0f} ({r['forward_pct']:.0f}%) | "
                      f"{r['train_img_s']:.1f} | {r['train_gflops']:.0f} ({r['train_pct']:.0f}%) | "
                      f"{r['train_img_s'] / ref['train_img_s']:.2f}x |")
+    lines += [f"| {r['size']} | {r['model']} | | {r['setting']} | failed: {r['error']} | | | | | |" for r in failed]
     compiled = [r for r in rows if r["compile_s"]]
     lines += ["\nCompile time: " + ", ".join(f"{r['model']} {r['size']} px {r['compile_s']:.0f} s" for r in compiled)
               ] if compiled else []
     lines += ["", "Ours is used channels-last (cascade.unet.UNet.memory_format); UNet2DModel as diffusers ships it "
-              "is the NCHW row."]
+              "is the NCHW row.", "", "Where a training step's time goes (torch.profiler, share of operator time):", "",
+              "| size | model | setting | " + " | ".join(OP_KINDS) + " | elementwise and other |",
+              "|---|---|---|" + "---|" * (len(OP_KINDS) + 1)]
+    lines += [f"| {r['size']} | {r['model']} | {r['setting']} | "
+              + " | ".join(f"{100 * v:.0f}%" for v in r["train_time_by_kind"].values()) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -336,8 +392,10 @@ def main(argv=None):
     parser.add_argument("--num", type=int, default=256, help="held-out crops for the SR table")
     parser.add_argument("--base-num", type=int, default=200, help="base samples per FID/CAS row")
     parser.add_argument("--samplers", nargs="+", default=SAMPLERS)
-    parser.add_argument("--base-sampler", default="dpm++", help="the base stage's steps sweep uses this sampler")
+    parser.add_argument("--base-samplers", nargs="+", default=["dpm++", "dpm++sde"],
+                        help="the base stage's steps sweep uses these samplers")
     parser.add_argument("--steps", type=int, nargs="+", default=STEPS)
+    parser.add_argument("--reference-steps", type=int, default=1000, help="DDPM steps of the reference rows")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--compile", action="store_true", help="throughput: add torch.compile rows (compile time shown)")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -178,3 +178,25 @@ def test_sr_cli_tiled_consistent_and_fid_rows(tmp_path):
     assert all(("psnr_vs_whole" in r) == (" tiled" in name) for name, r in rows.items())
     assert rows["SR s=0 consistent"]["consistency"] < rows["SR s=0"]["consistency"]
     assert rows["SR s=0 tiled consistent"]["consistency"] < rows["SR s=0 tiled"]["consistency"]
+
+
+def test_bench_writes_quality_and_memory_tables(tmp_path):
+    """eval/bench.py end to end on tiny stages (its network-throughput section: tests/test_profiling.py's tools)."""
+    Pipeline([tiny_stage(16, 2)]).save_pretrained(tmp_path / "up")
+    Pipeline([tiny_stage(16, num_classes=10)]).save_pretrained(tmp_path / "base")
+    run("eval/bench.py", "--only", "sr", "base", "memory", "--sr", tmp_path / "up", "--base", tmp_path / "base",
+        "--num", "2", "--base-num", "10", "--steps", "1", "3", "--samplers", "ddim", "--base-samplers", "dpm++sde",
+        "--reference-steps", "4", "--out", tmp_path / "b")
+    report = json.loads((tmp_path / "b.json").read_text())
+    sr = [(r["sampler"], r["steps"], r["nfe"], r["seed"]) for r in report["sr"]]
+    assert sr == [("ddpm", 4, 4, 0), ("ddpm", 4, 4, 10_000), ("ddim", 1, 1, 0), ("ddim", 3, 3, 0)]
+    assert all(r["fid"] >= 0 and -1 <= r["ssim_y"] <= 1 and r["psnr_y"] > 0 for r in report["sr"])
+    base = [(r["sampler"], r["steps"], r["nfe"], r["seed"], r["images"]) for r in report["base"]]
+    assert base == [("ddpm", 4, 8, 0, 10), ("dpm++sde", 1, 2, 0, 10), ("dpm++sde", 3, 6, 0, 10),
+                    ("dpm++sde", 3, 6, 10_000, 10)]  # guided: 2 evaluations per step; the last row is the noise floor
+    assert all(0 <= r["cas_top1"] <= 1 for r in report["base"])
+    memory = {(r["stage"], r["batch"]): r["peak_mib"] for r in report["memory"]}
+    assert set(memory) == {("base", 1), ("base", 16), ("sr", 1), ("sr", 16)}
+    assert memory["base", 16] > 4 * memory["base", 1] and memory["sr", 16] > 4 * memory["sr", 1]
+    table = (tmp_path / "b.md").read_text()
+    assert "| dpm++sde (2nd seed) | 3 | 6 |" in table and "| ddpm (2nd seed) | 4 | 4 |" in table

@@ -1,8 +1,9 @@
 """The benchmark's measuring tools (cascade.profiling) on cases whose answer is known."""
 
+import pytest
 import torch
 
-from cascade.profiling import count_flops, peak_memory
+from cascade.profiling import count_flops, peak_memory, time_by_kind
 
 
 def test_peak_memory_counts_live_tensors_not_the_allocator_cache():
@@ -26,3 +27,28 @@ def test_flop_counts_match_the_analytic_counts():
     conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
     x = torch.randn(2, 3, 10, 10)
     assert count_flops(lambda: conv(x)) == 2 * (2 * 10 * 10) * 8 * (3 * 3 * 3)
+
+
+X = torch.randn(8, 16, 64, 64)
+WEIGHT, MATRIX, TOKENS = torch.randn(32, 16, 3, 3), torch.randn(16 * 64 * 64, 64), X.flatten(2).transpose(1, 2).contiguous()
+
+
+@pytest.mark.parametrize("work, kind", [
+    (lambda: torch.nn.functional.conv2d(X, WEIGHT), "convolution"),
+    (lambda: torch.nn.functional.group_norm(X, 4), "normalisation"),
+    (lambda: torch.nn.functional.scaled_dot_product_attention(TOKENS, TOKENS, TOKENS), "attention"),
+    (lambda: X.flatten(1) @ MATRIX, "other matmul"),
+    (lambda: torch.sigmoid(X) * X + 1, "elementwise and other"),
+])
+def test_time_by_kind_puts_an_operators_time_in_its_kind(work, kind):
+    shares = time_by_kind(work)
+    assert abs(sum(shares.values()) - 1) < 1e-9
+    assert shares[kind] > 0.8, shares
+
+
+def test_time_by_kind_counts_the_fused_optimizer_step():
+    model = torch.nn.Linear(2048, 2048)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    assert time_by_kind(optimizer.step)["optimizer"] > 0.8
