@@ -23,7 +23,8 @@ photos, ~6 minutes each on 2 CPU cores. They are trained into `--runs` (default 
    64 and 128 px, in fp32 and with our performance settings (channels-last, bf16 autocast where
    the device supports it); achieved GFLOP/s (torch.utils.flop_counter) against the float32 matmul
    rate measured in the same run (before and after each size; the fastest is the ceiling). The two
-   models take turns over 3 rounds; medians are reported, with each step's time by operator kind. The training step is the training scripts' (fused AdamW, MSE).
+   models take turns over 3 rounds; medians are reported, with each step's time by operator kind.
+   The training step is the training scripts' (fused AdamW, MSE).
    `--compile` adds torch.compile rows for both models, with the compile time.
 4. memory: peak tensor memory of sampling each stage at batch 1 and 16 (cascade.profiling).
 """
