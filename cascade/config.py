@@ -37,6 +37,7 @@ class ModelConfig:
     num_classes: int = 0  # 0: unconditional; otherwise labels 0..num_classes-1 plus a learned null class
     use_aug_level: bool = False  # embed a conditioning-augmentation level (SR3 stages)
     norm_groups: int = 32  # GroupNorm groups (clamped to divide the channel count)
+    layout: Literal["standard", "efficient"] = "standard"  # SR3/ADM, or Imagen's Efficient U-Net (see cascade.unet)
 
     def validate(self) -> None:
         _positive(self, "sample_size", "in_channels", "out_channels", "base_channels", "num_res_blocks", "head_channels")
@@ -45,9 +46,12 @@ class ModelConfig:
         _check(len(self.channel_mult) > 0 and all(m > 0 for m in self.channel_mult), "channel_mult",
                self.channel_mult, "must be a non-empty list of positive integers")
         _check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
-        levels = len(self.channel_mult) - 1
-        _check(self.sample_size % (2 ** levels) == 0, "sample_size", self.sample_size,
-               f"must be divisible by 2**(len(channel_mult)-1) = {2 ** levels}")
+        from .unet import size_multiple  # here: the config module stays free of torch at import time
+
+        multiple = size_multiple(self.channel_mult, self.layout)
+        _check(self.sample_size % multiple == 0, "sample_size", self.sample_size,
+               f"must be divisible by {multiple} (2 ** downsamplings of layout {self.layout!r} with "
+               f"{len(self.channel_mult)} levels)")
 
 
 @dataclass

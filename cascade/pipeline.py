@@ -88,8 +88,8 @@ class Stage:
 
     @property
     def size_multiple(self) -> int:
-        """Output sides must be multiples of this (the UNet halves the size len(channel_mult)-1 times)."""
-        return 2 ** (len(self.unet.config.channel_mult) - 1)
+        """Output sides must be multiples of this (2 to the number of the UNet's downsamplings)."""
+        return self.unet.size_multiple
 
     @property
     def device(self) -> torch.device:

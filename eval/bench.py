@@ -19,13 +19,14 @@ photos, ~6 minutes each on 2 CPU cores. They are trained into `--runs` (default 
    DDPM at 1000 steps (the reference), then each of `--base-samplers` at `--steps`; the last row
    is repeated with other seeds as the noise floor.
 3. throughput: forward and training-step images/s of our UNet and diffusers' UNet2DModel built to
-   the same widths, depth and attention levels (parameter counts printed; equal within 5%), at 32,
+   the same widths, depth and attention levels (parameter counts printed; equal within 5%), and of
+   our UNet with layout="efficient" (same widths and depth, within 5% of the parameters), at 32,
    64 and 128 px, in fp32 and with our performance settings (channels-last, bf16 autocast where
    the device supports it); achieved GFLOP/s (torch.utils.flop_counter) against the float32 matmul
-   rate measured in the same run (before and after each size; the fastest is the ceiling). The two
+   rate measured in the same run (before and after each size; the fastest is the ceiling). The
    models take turns over 3 rounds; medians are reported, with each step's time by operator kind.
    The training step is the training scripts' (fused AdamW, MSE).
-   `--compile` adds torch.compile rows for both models, with the compile time.
+   `--compile` adds torch.compile rows for the models, with the compile time.
 4. memory: peak tensor memory of sampling each stage at batch 1 and 16 (cascade.profiling).
 """
 
@@ -199,14 +200,18 @@ BATCH = {32: 32, 64: 16, 128: 4}
 ROUNDS = 3  # timing rounds per setting; the median is reported
 
 
+MODELS = ("diffusers", "ours", "ours efficient")  # the last: our UNet's layout="efficient" (cascade/unet.py)
+
+
 def build(kind: str, size: int) -> torch.nn.Module:
-    """Our UNet or UNet2DModel with the same widths, depth, attention level and head size."""
+    """Our UNet (either layout) or UNet2DModel with the same widths, depth, attention level and head size."""
     widths = [ARCH["base_channels"] * m for m in ARCH["channel_mult"]]
     attention = [size // 2 ** i == ARCH["attention_size"] for i in range(len(widths))]
-    if kind == "ours":
+    if kind.startswith("ours"):
         return UNet(sample_size=size, base_channels=ARCH["base_channels"], channel_mult=ARCH["channel_mult"],
                     num_res_blocks=ARCH["num_res_blocks"], attention_resolutions=(ARCH["attention_size"],),
-                    head_channels=ARCH["head_channels"], dropout=0.0)
+                    head_channels=ARCH["head_channels"], dropout=0.0,
+                    layout="efficient" if kind == "ours efficient" else "standard")
     return UNet2DModel(sample_size=size, block_out_channels=widths, layers_per_block=ARCH["num_res_blocks"],
                        down_block_types=["AttnDownBlock2D" if a else "DownBlock2D" for a in attention],
                        up_block_types=["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
@@ -220,21 +225,24 @@ def throughput(args, device) -> dict:
     print(f"  float32 matmul: {rates[0]:.0f} GFLOP/s; bf16 autocast: {'yes' if bf16 else 'no (no bf16 instructions)'}",
           flush=True)
     rows = []
-    settings = [("fp32 NCHW", False, False, False), ("fp32 channels-last", True, False, False)]
-    settings += [("bf16 channels-last", True, True, False)] if bf16 else []
-    settings += [("fp32 channels-last compiled", True, False, True)] if args.compile else []
+    # (name, channels-last, bf16 autocast, compiled, models): the efficient layout only in its own
+    # best setting, the two same-layout models in every one
+    same = MODELS[:2]
+    settings = [("fp32 NCHW", False, False, False, same), ("fp32 channels-last", True, False, False, MODELS)]
+    settings += [("bf16 channels-last", True, True, False, same)] if bf16 else []
+    settings += [("fp32 channels-last compiled", True, False, True, MODELS)] if args.compile else []
     for size in args.sizes:
-        models = {kind: build(kind, size).to(device) for kind in ("diffusers", "ours")}
-        for name, channels_last, autocast, compiled in settings:
-            cases = {kind: Case(model, size, BATCH[size], device, channels_last, autocast, compiled)
-                     for kind, model in models.items()}
+        models = {kind: build(kind, size).to(device) for kind in MODELS}
+        for name, channels_last, autocast, compiled, kinds in settings:
+            cases = {kind: Case(models[kind], size, BATCH[size], device, channels_last, autocast, compiled)
+                     for kind in kinds}
             times = {kind: ([], []) for kind in cases}
             failed = {kind: case.error for kind, case in cases.items() if case.error}
             for kind, error in failed.items():
                 rows.append({"model": kind, "size": size, "setting": name, "error": error})
                 print(f"  {kind} {size}px {name}: FAILED {error}", flush=True)
             cases = {kind: case for kind, case in cases.items() if kind not in failed}
-            for _ in range(ROUNDS):  # the two models take turns, so a slow spell of the machine hits both
+            for _ in range(ROUNDS):  # the models take turns, so a slow spell of the machine hits all
                 for kind, case in cases.items():
                     times[kind][0].append(timed(case.forward, device, warmup=1, min_seconds=0.5))
                     times[kind][1].append(timed(case.train_step, device, warmup=1, repeats=2, min_seconds=1.0))
@@ -325,7 +333,7 @@ def throughput_table(result: dict) -> str:
     measured = ", ".join(f"{r:.0f}" for r in result.get("matmul_gflops_measured", []))
     lines = [f"float32 matmul rate: {result['matmul_gflops']:.0f} GFLOP/s, the fastest of the measurements before "
              f"and after each size ({measured}); % matmul is against it. Each img/s is the median of "
-             f"{result.get('rounds', 1)} rounds in which the two models take turns.", "",
+             f"{result.get('rounds', 1)} rounds in which the models take turns.", "",
              "| size | model | params | setting | batch | forward img/s | forward GFLOP/s (% matmul) | "
              "train img/s | train GFLOP/s (% matmul) | train vs diffusers NCHW |",
              "|---|---|---|---|---|---|---|---|---|---|"]

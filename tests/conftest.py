@@ -31,14 +31,14 @@ def randomize(model, scale=0.2, seed=1):
     return model
 
 
-def tiny_stage(size, scale=1, num_classes=0, seed=1, aug_level=0.0):
+def tiny_stage(size, scale=1, num_classes=0, seed=1, aug_level=0.0, layout="standard"):
     """A Stage around a tiny random UNet: a base stage (scale 1) or an upsampler (scale > 1)."""
     from cascade.config import DiffusionConfig
     from cascade.diffusion import make_noise_scheduler
     from cascade.pipeline import Stage, StageSettings
 
     unet = randomize(tiny_unet(sample_size=size, num_classes=num_classes, cond_channels=3 if scale > 1 else 0,
-                               use_aug_level=scale > 1), scale=0.05, seed=seed).eval()
+                               use_aug_level=scale > 1, layout=layout), scale=0.05, seed=seed).eval()
     settings = StageSettings(sampler="dpm++", steps=3, guidance_scale=1.5 if num_classes else 1.0,
                              class_names=["a", "b", "c", *map(str, range(3, num_classes))][:num_classes],
                              scale=scale, aug_level=aug_level)

@@ -39,6 +39,16 @@ def test_upscale_non_square_inputs_of_any_size(cascade3):
     assert [tuple(t.shape) for t in inter] == [(1, 3, 10, 12), (1, 3, 20, 24)]
 
 
+def test_efficient_layout_stage_upscales_any_size():
+    # The "efficient" UNet halves the size once more than "standard" (multiple 4, not 2, here), so
+    # the padding of odd-sized inputs must follow the UNet's own size_multiple.
+    pipe = Pipeline([stage(16, 2, layout="efficient")])
+    assert pipe.stages[0].size_multiple == 4 == 2 * stage(16, 2).size_multiple
+    out = pipe.upscale(torch.rand(2, 3, 5, 7), generator=torch.Generator().manual_seed(0), output_type="pt",
+                       progress=False)
+    assert out.shape == (2, 3, 10, 14) and torch.isfinite(out).all()
+
+
 def test_upscale_rejects_bad_images(cascade3):
     with pytest.raises(ValueError, match="empty image"):
         cascade3.upscale(torch.zeros(1, 3, 0, 5), progress=False)

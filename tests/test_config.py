@@ -35,11 +35,19 @@ def test_unknown_section(tmp_path):
     ("model.channel_mult=3", "model.channel_mult=3 must be a list"),
     ("diffusion.schedule=quadratic", "diffusion.schedule='quadratic' is not one of"),
     ("model.sample_size=30", "model.sample_size=30 must be divisible by"),
+    ("model.layout=fancy", "model.layout='fancy' is not one of"),
     ("train.lr", "expected key=value"),
 ])
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_config(BaseStageConfig, None, [override])
+
+
+def test_size_check_follows_the_layout():
+    # [1, 2, 2]: "standard" halves twice (multiple 4), "efficient" three times (multiple 8)
+    assert load_config(BaseStageConfig, None, ["model.sample_size=36"]).model.layout == "standard"
+    with pytest.raises(ConfigError, match="model.sample_size=36 must be divisible by 8"):
+        load_config(BaseStageConfig, None, ["model.sample_size=36", "model.layout=efficient"])
 
 
 def test_overrides_are_typed():

@@ -200,3 +200,15 @@ def test_bench_writes_quality_and_memory_tables(tmp_path):
     assert memory["base", 16] > 4 * memory["base", 1] and memory["sr", 16] > 4 * memory["sr", 1]
     table = (tmp_path / "b.md").read_text()
     assert "| dpm++sde (2nd seed) | 3 | 6 |" in table and "| ddpm (2nd seed) | 4 | 4 |" in table
+
+
+def test_bench_models_have_equal_parameters():
+    """The throughput section's claim: UNet2DModel and both our layouts within 5% of each other's size."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "eval" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for size in (32, 64, 128):
+        params = {kind: sum(p.numel() for p in bench.build(kind, size).parameters()) for kind in bench.MODELS}
+        assert all(abs(n / params["diffusers"] - 1) < 0.05 for n in params.values()), (size, params)
