@@ -259,6 +259,6 @@ class UNet(ModelMixin, ConfigMixin):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        if self.out_block is not None:  # "efficient": the full-resolution skip from the input convolution
+        if efficient:  # the full-resolution block joins the input convolution's skip
             h = self.out_block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.conv_out(F.silu(self.norm_out(h))).contiguous()
