@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .cli import run_cli
+from .cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from .errors import CascadeError, DataError
 from .pipeline import Pipeline
 
@@ -32,9 +32,7 @@ def upscale(args) -> None:
     if args.pipeline == DEFAULT_PIPELINE and not Path(args.pipeline).is_dir():
         raise CascadeError(f"no pipeline at {DEFAULT_PIPELINE}: run `make demo` first, or pass --pipeline FOLDER")
     pipe = Pipeline.from_pretrained(args.pipeline, device=args.device)
-    if args.sampler:
-        for stage in pipe.stages:
-            stage.settings.sampler = args.sampler
+    apply_sampling_arguments(pipe, args)
     ups = pipe.upsamplers
     # Tiles: --tile-size 0 is the whole image; the default is twice the last stage's training size.
     tile_size = 2 * ups[-1].resolution if args.tile_size is None else (args.tile_size or None)
@@ -45,7 +43,7 @@ def upscale(args) -> None:
               + (f" (measured ERF radius: {erf})" if erf else ""))
     generator = torch.Generator().manual_seed(args.seed)
     try:
-        out = pipe.upscale(image, generator=generator, steps=args.steps, aug_level=args.aug_level, tile_size=tile_size,
+        out = pipe.upscale(image, generator=generator, aug_level=args.aug_level, tile_size=tile_size,
                            overlap=args.overlap, tile_batch=args.tile_batch, consistent=args.consistent or None)[0]
     except ValueError as e:
         raise CascadeError(f"{args.input}: {e}") from None
@@ -72,9 +70,8 @@ def main(argv=None) -> None:
     up.add_argument("output")
     up.add_argument("--pipeline", default=DEFAULT_PIPELINE,
                     help=f"a pipeline folder; its upsamplers are used (default: {DEFAULT_PIPELINE}, made by `make demo`)")
-    up.add_argument("--steps", type=int, help="sampling steps per stage (default: each stage's setting)")
     up.add_argument("--aug-level", type=float, help="noise-augmentation level of the input (default: the stage's)")
-    up.add_argument("--sampler", help="diffusers scheduler, e.g. dpm++, ddim, ddpm")
+    add_sampling_arguments(up)
     up.add_argument("--tile-size", type=int, help="denoise in overlapping tiles of this side (output px), with "
                     "memory bounded by the tile; 0: the whole image at once (default: twice the stage's training size)")
     up.add_argument("--overlap", type=int, help="tile overlap in output px (default: each stage's measured ERF radius)")

@@ -23,7 +23,7 @@ import torch
 from accelerate import Accelerator
 
 from cascade.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
-from cascade.cli import run_cli
+from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from cascade.errors import DataError
 from cascade.metrics.sources import collect, describe_source, labelled_set, pipeline_batches
 from cascade.pipeline import Pipeline
@@ -40,7 +40,7 @@ def main(argv=None):
     parser.add_argument("--test-per-class", type=int, help="held-out images per class (photos: crops, default 50; "
                         "others: default all)")
     parser.add_argument("--crop-scale", type=float, nargs=2, default=[0.15, 0.4], help="photos: crop side / shorter side")
-    parser.add_argument("--steps", type=int, help="sampling steps (default: each stage's setting)")
+    add_sampling_arguments(parser)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--width", type=int, default=32, help="classifier width (channels of its first stage)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -53,6 +53,7 @@ def main(argv=None):
 
     device = Accelerator(cpu=args.cpu).device
     pipe = Pipeline.from_pretrained(args.pipeline, device=device)
+    apply_sampling_arguments(pipe, args)
     if pipe.base is None or not pipe.base.unet.config.num_classes:
         raise DataError(f"{args.pipeline}: CAS needs a class-conditional base stage")
     num_classes = pipe.base.unet.config.num_classes
@@ -66,7 +67,7 @@ def main(argv=None):
                               crop_scale, args.seed + 2)
     # generated training set: per_class samples of every class
     gen_x, gen_y = collect(pipeline_batches(pipe, args.per_class * num_classes, args.batch_size, args.seed, args.stage,
-                                            args.steps, progress=True))
+                                            progress=True))
 
     out = Path(args.out)
     results = {}
@@ -91,6 +92,7 @@ def main(argv=None):
         print(f"| {label} | {100 * r['top1']:.1f}% | {100 * r['top5']:.1f}% |")
     report = {"pipeline": args.pipeline, "data": args.data, "split": args.split, "num_classes": num_classes,
               "per_class": args.per_class, "test_images": len(test_x), "resolution": size, "seed": args.seed,
+              "samplers": [s.settings.sampler for s in pipe.stages], "steps": [s.settings.steps for s in pipe.stages],
               "cas": results["generated"], "real": results["real"]}
     (out / "cas.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'cas.json'} and the classifiers {out}/classifier_generated, {out}/classifier_real")

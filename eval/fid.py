@@ -22,8 +22,7 @@ import argparse
 from accelerate import Accelerator
 
 from cascade.cli import run_cli
-from cascade.metrics.extract import (add_source_arguments, default_cache_dir, emit_json, extract, pipeline_resolution,
-                                     source_options)
+from cascade.metrics.extract import add_source_arguments, default_cache_dir, emit_json, extract, source_options
 from cascade.metrics.fid import fid_from_stats
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.sources import describe_source
@@ -46,7 +45,7 @@ def main(argv=None):
     device = Accelerator(cpu=args.cpu).device
     network = load_feature_network(args.weights, device)
     specs = [describe_source(args.a, args.split_a or args.split), describe_source(args.b, args.split_b or args.split)]
-    opts = source_options(args, device, pipeline_resolution(specs, args.stage, device))
+    opts = source_options(args, device, specs)
     results = [extract(spec, network, opts, cache_dir=None if args.no_cache else args.stats_dir, label=name)
                for spec, name in zip(specs, "AB")]
     fid = fid_from_stats(results[0].stats, results[1].stats)

@@ -20,8 +20,7 @@ from tqdm import tqdm
 from cascade.classifier import ResNetClassifier, predict_logits
 from cascade.cli import run_cli
 from cascade.errors import CheckpointError
-from cascade.metrics.extract import (add_source_arguments, batches_of, emit_json, extract, pipeline_resolution,
-                                     source_options)
+from cascade.metrics.extract import add_source_arguments, batches_of, emit_json, extract, source_options
 from cascade.metrics.fid import inception_score
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.sources import describe_source
@@ -38,7 +37,7 @@ def main(argv=None):
 
     device = Accelerator(cpu=args.cpu).device
     spec = describe_source(args.source, args.split)
-    opts = source_options(args, device, pipeline_resolution([spec], args.stage, device))
+    opts = source_options(args, device, [spec])
     if args.classifier:
         model = ResNetClassifier.from_pretrained(args.classifier).to(device)
         iterator, total, description = batches_of(spec, opts)

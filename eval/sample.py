@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 
-from cascade.cli import run_cli
+from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from cascade.errors import CascadeError
 from cascade.images import label_rows, make_grid
 from cascade.pipeline import Pipeline
-from cascade.sampling import SAMPLERS
 
 
 def main(argv=None):
@@ -27,21 +26,18 @@ def main(argv=None):
     parser.add_argument("--pipeline", required=True, help="folder written by a training script (…/pipeline)")
     parser.add_argument("--classes", nargs="*", help="class indices or names (default: all classes)")
     parser.add_argument("--per-class", type=int, default=8, help="images per row")
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the stage's setting)")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
-    parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="diffusers scheduler to sample with")
+    add_sampling_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--zoom", type=int, default=2, help="integer nearest-neighbour enlargement of the grid")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", required=True, help="PNG file to write")
     args = parser.parse_args(argv)
-    if args.per_class < 1 or args.zoom < 1 or (args.steps is not None and args.steps < 1):
-        parser.error("--per-class, --zoom and --steps must be >= 1")
+    if args.per_class < 1 or args.zoom < 1:
+        parser.error("--per-class and --zoom must be >= 1")
 
     pipe = Pipeline.from_pretrained(args.pipeline, device=args.device)
-    for stage in pipe.stages:
-        if args.sampler:
-            stage.settings.sampler = args.sampler
+    apply_sampling_arguments(pipe, args)
     names = pipe.class_names
     classes = args.classes if args.classes else (list(range(len(names))) if names else [None])
     classes = [int(c) if isinstance(c, str) and c.isdigit() else c for c in classes]
@@ -53,7 +49,7 @@ def main(argv=None):
         generator = torch.Generator().manual_seed(args.seed * 100003 + row)
         labels = None if label is None else [label] * args.per_class
         try:
-            stages = pipe(labels, num_images=args.per_class, generator=generator, steps=args.steps,
+            stages = pipe(labels, num_images=args.per_class, generator=generator,
                           guidance_scale=args.guidance, output_type="pt", return_intermediates=True)
         except ValueError as e:
             raise CascadeError(f"--classes {label!r}: {e}") from None

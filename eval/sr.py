@@ -41,7 +41,7 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from cascade.cli import run_cli
+from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from cascade.errors import DataError
 from cascade.images import from_unit, make_grid, unit_to_uint8
 from cascade.metrics import sr as metrics
@@ -64,8 +64,7 @@ def main(argv=None):
     parser.add_argument("--crop-size", type=int, help="side of the high-res crops (default: the last stage's size)")
     parser.add_argument("--crop-scale", type=float, nargs=2, default=[0.15, 0.4], help="crop side / shorter side")
     parser.add_argument("--aug-levels", type=float, nargs="+", help="noise-augmentation levels (default: the stage's)")
-    parser.add_argument("--steps", type=int, help="sampling steps (default: each stage's setting)")
-    parser.add_argument("--sampler", help="sampler for every stage (default: each stage's setting)")
+    add_sampling_arguments(parser)
     parser.add_argument("--consistent", action="store_true", help="add rows with the exact-consistency projection")
     parser.add_argument("--tile-size", type=int, help="add tiled rows (tile side in output pixels) and seam columns")
     parser.add_argument("--overlap", type=int, help="tile overlap (default: each stage's measured ERF radius)")
@@ -86,9 +85,7 @@ def main(argv=None):
     ups = pipe.stages[start:]
     if not ups or not all(s.is_upsampler for s in ups):
         parser.error(f"{args.pipeline}: no upsampler stages from stage {start}")
-    if args.sampler:
-        for stage in ups:
-            stage.settings.sampler = args.sampler
+    apply_sampling_arguments(pipe, args)
     scale = math.prod(s.settings.scale for s in ups)
     levels = args.aug_levels or [ups[0].settings.aug_level]
     network = load_feature_network(args.weights, device) if args.fid else None
@@ -127,7 +124,7 @@ def main(argv=None):
             outputs = {"bicubic": unit_to_uint8(upsample(lr_unit.double(), (h, w)))}
             for name, kwargs in methods.items():
                 generator = torch.Generator().manual_seed(args.seed + k)
-                sr = pipe.upscale(lr_unit, generator=generator, steps=args.steps, start_at=start, output_type="pt",
+                sr = pipe.upscale(lr_unit, generator=generator, start_at=start, output_type="pt",
                                   progress=False, **kwargs)
                 outputs[name] = unit_to_uint8(sr.cpu())
             if args.tile_size:
@@ -163,7 +160,8 @@ def main(argv=None):
     write_picture(shown, args.rows, scale, args.zoom, args.out)
     with open(args.out.rsplit(".", 1)[0] + ".json", "w") as f:
         json.dump({"pipeline": args.pipeline, "data": args.data, "split": spec.split, "num": count, "scale": scale,
-                   "border": scale, "steps": args.steps, "tile_size": args.tile_size,
+                   "border": scale, "samplers": [s.settings.sampler for s in ups],
+                   "steps": [s.settings.steps for s in ups], "tile_size": args.tile_size,
                    "overlap": overlap if args.tile_size else None, "rows": rows}, f, indent=2)
     print(f"wrote {args.out} (rows: low-res | bicubic | {next(iter(methods))} | ground truth)")
 
@@ -218,7 +216,7 @@ def independent_tiles(pipe, lr_unit, tiles, multiple, scale, args, start, level,
                 raise ValueError(f"tile at ({top}, {left}) is not on the x{scale} grid")
             crop = lr_unit[..., top // scale:(top + size_h) // scale, left // scale:(left + size_w) // scale]
             generator = torch.Generator().manual_seed(args.seed + k + 1000 * (i * len(lefts) + j + 1))
-            sr = unit_to_uint8(pipe.upscale(crop, generator=generator, steps=args.steps, start_at=start,
+            sr = unit_to_uint8(pipe.upscale(crop, generator=generator, start_at=start,
                                             aug_level=level, output_type="pt", progress=False).cpu())
             out[..., y0s[i]:y1s[i], x0s[j]:x1s[j]] = sr[..., y0s[i] - top:y1s[i] - top, x0s[j] - left:x1s[j] - left]
     return out

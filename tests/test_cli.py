@@ -275,3 +275,37 @@ def test_corrupt_latest_checkpoint_is_named_on_resume(tmp_path):
     proc = run(*common, "train.max_steps=6", "--resume", check=False)
     assert proc.returncode == 2 and "step_00000004: cannot load checkpoint" in proc.stderr
     assert (tmp_path / "checkpoints" / "step_00000002" / "model.safetensors").is_file()  # nothing else touched
+
+
+def test_sampling_arguments_set_every_stage_or_one_and_name_bad_values():
+    import argparse
+
+    from cascade import Pipeline
+    from cascade.cli import add_sampling_arguments, apply_sampling_arguments
+    from cascade.errors import CascadeError
+    from conftest import tiny_stage
+
+    def applied(*argv):
+        parser = argparse.ArgumentParser()
+        add_sampling_arguments(parser)
+        pipe = Pipeline([tiny_stage(8, num_classes=3), tiny_stage(16, 2)])
+        apply_sampling_arguments(pipe, parser.parse_args(list(argv)))
+        return pipe, [(s.settings.sampler, s.settings.steps) for s in pipe.stages]
+
+    assert applied()[1] == [("dpm++", 3), ("dpm++", 3)]  # the stages' own settings
+    # a value for one stage wins over a value for all, whatever the order on the command line
+    assert applied("--sampler", "1=ddpm", "--sampler", "euler", "--steps=-1=7", "--steps", "4")[1] == \
+        [("euler", 4), ("ddpm", 7)]
+    # `--steps N` for all stages samples exactly like the call-time override it replaces
+    pipe, _ = applied("--steps", "2")
+    kwargs = dict(class_labels=[0, 2], generator=None, output_type="pt", progress=False)
+    expected = Pipeline([tiny_stage(8, num_classes=3), tiny_stage(16, 2)])(
+        **{**kwargs, "generator": torch.Generator().manual_seed(0)}, steps=2)
+    torch.testing.assert_close(pipe(**{**kwargs, "generator": torch.Generator().manual_seed(0)}), expected,
+                               rtol=0, atol=0)
+    for argv, message in [(["--sampler", "1=nope"], "--sampler 1=nope: unknown sampler 'nope'"),
+                          (["--steps", "0"], "--steps 0: steps must be an integer >= 1"),
+                          (["--steps", "1=x"], "--steps 1=x: steps must be an integer >= 1, got 'x'"),
+                          (["--sampler", "5=ddim"], "--sampler 5=ddim: no stage '5'; the pipeline has stages 0..1")]:
+        with pytest.raises(CascadeError, match=message.replace("+", r"\+")):
+            applied(*argv)

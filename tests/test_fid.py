@@ -113,9 +113,10 @@ def test_fid_cli_is_zero_for_a_set_against_itself_and_grows_with_a_shift(tmp_pat
 
 def test_fid_cli_samples_a_pipeline_and_names_bad_sources(tmp_path):
     Pipeline([tiny_stage(16, num_classes=3)]).save_pretrained(tmp_path / "pipe")
-    result, out = fid_of(tmp_path / "pipe", "photos", tmp_path, "--num-samples", "6", "--crops", "--batch-size", "4")
+    result, out = fid_of(tmp_path / "pipe", "photos", tmp_path, "--num-samples", "6", "--crops", "--batch-size", "4",
+                         "--sampler", "0=ddim", "--steps", "2")
     assert result["a"]["count"] == 6 and result["b"]["count"] == 6 and result["fid"] > 0
-    assert "16 px" in result["a"]["description"] and "16 px crops" in result["b"]["description"]
+    assert "16 px, ddim 2," in result["a"]["description"] and "16 px crops" in result["b"]["description"]
     bad = run("eval/fid.py", tmp_path / "pipe", tmp_path / "nothing.npz", "--num-samples", "2", check=False)
     assert bad.returncode == 2 and "nothing.npz: statistics file not found" in bad.stderr
     no_num = run("eval/fid.py", tmp_path / "pipe", "photos", check=False)
@@ -137,8 +138,9 @@ def test_inception_score_cli_refuses_featureless_weights_and_uses_a_classifier(t
 def test_cas_cli_trains_on_samples_and_on_real_images(tmp_path):
     Pipeline([tiny_stage(16, num_classes=10)]).save_pretrained(tmp_path / "pipe")
     proc = run("eval/cas.py", "--pipeline", tmp_path / "pipe", "--per-class", "3", "--test-per-class", "4",
-               "--epochs", "2", "--out", tmp_path / "cas")
+               "--epochs", "2", "--sampler", "ddim", "--steps", "0=2", "--out", tmp_path / "cas")
     report = json.loads((tmp_path / "cas" / "cas.json").read_text())
+    assert report["samplers"] == ["ddim"] and report["steps"] == [2]
     assert report["test_images"] == 40 and report["cas"]["train_images"] == 30 == report["real"]["train_images"]
     for row in (report["cas"], report["real"]):
         assert 0 <= row["top1"] <= row["top5"] <= 1

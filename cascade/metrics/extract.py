@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..cli import add_sampling_arguments, apply_sampling_arguments
 from ..errors import DataError
 from .fid import FeatureStats
 from .inception import FeatureNetwork
@@ -39,7 +40,6 @@ class SourceOptions:
     crop_scale: tuple[float, float] = (0.15, 0.4)
     seed: int = 0
     stage: int = -1  # pipelines: which stage's output
-    steps: int | None = None  # pipelines: sampling steps (None: each stage's setting)
     device: str | torch.device = "cpu"  # pipelines: where to sample
 
 
@@ -66,9 +66,10 @@ def batches_of(spec: SourceSpec, opts: SourceOptions):
         if opts.num is None:
             raise DataError(f"{spec.path}: say how many samples to draw from a pipeline (--num-samples)")
         pipe = load_pipeline(spec.path, str(opts.device))
-        stage = pipe.stages[opts.stage]
-        text = f"pipeline {spec.path} (stage {opts.stage % len(pipe.stages)}, {stage.resolution} px, seed {opts.seed})"
-        return pipeline_batches(pipe, opts.num, opts.batch_size, opts.seed, opts.stage, opts.steps), opts.num, text
+        last = opts.stage % len(pipe.stages)
+        samplers = " -> ".join(f"{s.settings.sampler} {s.settings.steps}" for s in pipe.stages[:last + 1])
+        text = f"pipeline {spec.path} (stage {last}, {pipe.stages[last].resolution} px, {samplers}, seed {opts.seed})"
+        return pipeline_batches(pipe, opts.num, opts.batch_size, opts.seed, opts.stage), opts.num, text
     source = load_real(spec)
     total = opts.num if opts.crops else min(opts.num or len(source), len(source))
     how = f", {opts.size} px crops" if opts.crops else (f", centre {opts.size} px" if opts.size else "")
@@ -119,7 +120,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                         "side --size (for a few large photos, like the built-in ones)")
     parser.add_argument("--crop-scale", type=float, nargs=2, default=[0.15, 0.4], help="crop side / shorter side")
     parser.add_argument("--stage", type=int, default=-1, help="pipelines: evaluate this stage's output (default: last)")
-    parser.add_argument("--steps", type=int, help="pipelines: sampling steps (default: each stage's setting)")
+    add_sampling_arguments(parser)  # pipelines: --sampler, --steps (per stage or all)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", help="FID Inception weights: pt_inception-2015-12-05-6726825d.pth or a "
@@ -127,18 +128,19 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
 
 
-def source_options(args, device, resolution=None) -> SourceOptions:
-    return SourceOptions(num=args.num_samples, batch_size=args.batch_size, size=args.size or resolution,
-                         crops=args.crops, crop_scale=tuple(args.crop_scale), seed=args.seed, stage=args.stage,
-                         steps=args.steps, device=device)
-
-
-def pipeline_resolution(specs, stage: int, device) -> int | None:
-    """The output side of the first pipeline among `specs`: real images are brought to it."""
+def source_options(args, device, specs) -> SourceOptions:
+    """The options that add_source_arguments parsed. Pipelines among `specs` are loaded (once per
+    process) with --sampler/--steps applied, and real images are brought to the first pipeline's
+    output side unless --size says otherwise."""
+    resolution = None
     for spec in specs:
         if spec.kind == "pipeline":
-            return load_pipeline(spec.path, str(device)).stages[stage].resolution
-    return None
+            pipe = load_pipeline(spec.path, str(device))
+            apply_sampling_arguments(pipe, args)
+            resolution = resolution or pipe.stages[args.stage].resolution
+    return SourceOptions(num=args.num_samples, batch_size=args.batch_size, size=args.size or resolution,
+                         crops=args.crops, crop_scale=tuple(args.crop_scale), seed=args.seed, stage=args.stage,
+                         device=device)
 
 
 def emit_json(report: dict, path: str | None) -> None:
