@@ -26,7 +26,8 @@ photos, ~6 minutes each on 2 CPU cores. They are trained into `--runs` (default 
    rate measured in the same run (before and after each size; the fastest is the ceiling). The
    models take turns over 3 rounds; medians are reported, with each step's time by operator kind.
    The training step is the training scripts' (fused AdamW, MSE).
-   `--compile` adds torch.compile rows for the models, with the compile time.
+   `--compile` adds torch.compile rows for the models (static shapes, Dynamo's caches emptied per
+   size), with the compile time (Inductor's on-disk cache shortens it on later runs).
 4. memory: peak tensor memory of sampling each stage at batch 1 and 16 (cascade.profiling).
 """
 
@@ -234,6 +235,8 @@ def throughput(args, device) -> dict:
     for size in args.sizes:
         models = {kind: build(kind, size).to(device) for kind in MODELS}
         for name, channels_last, autocast, compiled, kinds in settings:
+            if compiled:  # the sizes share forward code objects: start each size's compiled models from empty caches
+                torch._dynamo.reset()
             cases = {kind: Case(models[kind], size, BATCH[size], device, channels_last, autocast, compiled)
                      for kind in kinds}
             times = {kind: ([], []) for kind in cases}
@@ -289,7 +292,7 @@ class Case:
         self.train_flops = count_flops(lambda: self._train_step(model))
         self.net, self.compile_s, self.error = model, 0.0, None
         if compiled:  # the first calls compile (forward, then forward + backward); their time is reported apart
-            self.net = torch.compile(model)
+            self.net = torch.compile(model, dynamic=False)  # static shapes: the bench's shapes never change
             start = time.perf_counter()
             try:
                 self.forward()
