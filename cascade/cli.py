@@ -50,6 +50,11 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> None:
                 setattr(stage.settings, key, value)
 
 
+def sampling_report(stages) -> dict[str, list]:
+    """The samplers and steps the stages ran with (after `apply_sampling_arguments`), for a script's JSON."""
+    return {"samplers": [s.settings.sampler for s in stages], "steps": [s.settings.steps for s in stages]}
+
+
 def _sampler_name(text: str, where: str) -> str:
     if text not in SAMPLERS:
         raise CascadeError(f"{where}: unknown sampler {text!r}; choose one of {', '.join(SAMPLERS)}")

@@ -23,7 +23,7 @@ import torch
 from accelerate import Accelerator
 
 from cascade.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
-from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli
+from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
 from cascade.errors import DataError
 from cascade.metrics.sources import collect, describe_source, labelled_set, pipeline_batches
 from cascade.pipeline import Pipeline
@@ -92,7 +92,7 @@ def main(argv=None):
         print(f"| {label} | {100 * r['top1']:.1f}% | {100 * r['top5']:.1f}% |")
     report = {"pipeline": args.pipeline, "data": args.data, "split": args.split, "num_classes": num_classes,
               "per_class": args.per_class, "test_images": len(test_x), "resolution": size, "seed": args.seed,
-              "samplers": [s.settings.sampler for s in pipe.stages], "steps": [s.settings.steps for s in pipe.stages],
+              **sampling_report(pipe.stages),
               "cas": results["generated"], "real": results["real"]}
     (out / "cas.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'cas.json'} and the classifiers {out}/classifier_generated, {out}/classifier_real")

@@ -41,7 +41,7 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli
+from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
 from cascade.errors import DataError
 from cascade.images import from_unit, make_grid, unit_to_uint8
 from cascade.metrics import sr as metrics
@@ -160,8 +160,7 @@ def main(argv=None):
     write_picture(shown, args.rows, scale, args.zoom, args.out)
     with open(args.out.rsplit(".", 1)[0] + ".json", "w") as f:
         json.dump({"pipeline": args.pipeline, "data": args.data, "split": spec.split, "num": count, "scale": scale,
-                   "border": scale, "samplers": [s.settings.sampler for s in ups],
-                   "steps": [s.settings.steps for s in ups], "tile_size": args.tile_size,
+                   "border": scale, **sampling_report(ups), "tile_size": args.tile_size,
                    "overlap": overlap if args.tile_size else None, "rows": rows}, f, indent=2)
     print(f"wrote {args.out} (rows: low-res | bicubic | {next(iter(methods))} | ground truth)")
 

@@ -297,12 +297,11 @@ def test_sampling_arguments_set_every_stage_or_one_and_name_bad_values():
     assert applied("--sampler", "1=ddpm", "--sampler", "euler", "--steps=-1=7", "--steps", "4")[1] == \
         [("euler", 4), ("ddpm", 7)]
     # `--steps N` for all stages samples exactly like the call-time override it replaces
-    pipe, _ = applied("--steps", "2")
-    kwargs = dict(class_labels=[0, 2], generator=None, output_type="pt", progress=False)
-    expected = Pipeline([tiny_stage(8, num_classes=3), tiny_stage(16, 2)])(
-        **{**kwargs, "generator": torch.Generator().manual_seed(0)}, steps=2)
-    torch.testing.assert_close(pipe(**{**kwargs, "generator": torch.Generator().manual_seed(0)}), expected,
-                               rtol=0, atol=0)
+    def draw(pipe, **kwargs):
+        return pipe([0, 2], generator=torch.Generator().manual_seed(0), output_type="pt", progress=False, **kwargs)
+
+    expected = draw(Pipeline([tiny_stage(8, num_classes=3), tiny_stage(16, 2)]), steps=2)
+    torch.testing.assert_close(draw(applied("--steps", "2")[0]), expected, rtol=0, atol=0)
     for argv, message in [(["--sampler", "1=nope"], "--sampler 1=nope: unknown sampler 'nope'"),
                           (["--steps", "0"], "--steps 0: steps must be an integer >= 1"),
                           (["--steps", "1=x"], "--steps 1=x: steps must be an integer >= 1, got 'x'"),
