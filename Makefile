@@ -33,7 +33,7 @@ demo: setup
 		--zoom 3 --out $(DEMO)/heldout.png
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 clean:
 	rm -rf runs

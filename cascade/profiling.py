@@ -2,7 +2,9 @@
 
 - `timed(fn)`: median wall time over repeats after warm-up, synchronising CUDA.
 - `count_flops(fn)`: FLOPs of one call, from torch.utils.flop_counter (matmuls, convolutions,
-  attention; a multiply-add counts 2), so "achieved GFLOP/s" = FLOPs / time.
+  attention; a multiply-add counts 2), so "achieved GFLOP/s" = FLOPs / time. torch 2.13 has no
+  formula for the CPU's fused attention kernel (what scaled_dot_product_attention runs on the CPU
+  for contiguous heads): it is counted here with torch's own attention formulas.
 - `matmul_gflops(device)`: the float32 matrix-multiply rate of this machine, the practical ceiling.
 - `LiveTensorBytes` / `peak_memory(fn)`: the peak of tensor memory alive during `fn` beyond what was
   alive before it. On CUDA that is torch.cuda.max_memory_allocated; on the CPU the same count is
@@ -22,7 +24,7 @@ from typing import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 
 def _sync(device: torch.device | str) -> None:
@@ -45,9 +47,21 @@ def timed(fn: Callable, device: torch.device | str = "cpu", warmup: int = 2, rep
     return statistics.median(times)
 
 
+def _cpu_attention_formulas() -> dict:
+    """Formulas for the CPU flash-attention kernels, which torch.utils.flop_counter counts as 0:
+    the same counts as torch's for its CUDA kernels (the backward recomputes the scores)."""
+    aten = torch.ops.aten
+    if not hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        return {}
+    return {aten._scaled_dot_product_flash_attention_for_cpu:
+            lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v),
+            aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            lambda grad, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(grad, q, k, v)}
+
+
 def count_flops(fn: Callable) -> int:
     """FLOPs of one call of `fn()` (forward and, if `fn` calls it, backward)."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas()) as counter:
         fn()
     return counter.get_total_flops()
 

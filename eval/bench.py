@@ -1,7 +1,7 @@
 """The benchmark: sampling steps vs quality, network throughput against diffusers, sampling memory.
 
     python eval/bench.py                                  # everything; writes bench.md and bench.json
-    python eval/bench.py --only throughput memory         # the network sections only (minutes)
+    python eval/bench.py --only throughput memory         # the network sections only (~30 minutes here)
     python eval/bench.py --only sr --num 64               # a quicker, noisier quality table
 
 Models: the demo presets (configs/sr3_photos.yaml, configs/base_photos.yaml) trained on the built-in
@@ -21,10 +21,13 @@ photos, ~6 minutes each on 2 CPU cores. They are trained into `--runs` (default 
 3. throughput: forward and training-step images/s of our UNet and diffusers' UNet2DModel built to
    the same widths, depth and attention levels (parameter counts printed; equal within 5%), and of
    our UNet with layout="efficient" (same widths and depth, within 5% of the parameters), at 32,
-   64 and 128 px, in fp32 and with our performance settings (channels-last, bf16 autocast where
-   the device supports it); achieved GFLOP/s (torch.utils.flop_counter) against the float32 matmul
-   rate measured in the same run (before and after each size; the fastest is the ceiling). The
-   models take turns over 3 rounds; medians are reported, with each step's time by operator kind.
+   64 and 128 px and at each of `--widths` (base channels: 32, the demo presets' networks, and
+   128, configs/base_cifar10.yaml's; the batch shrinks as the width grows, so that every width
+   holds the same activation memory per step), in fp32 and with our performance settings
+   (channels-last, bf16 autocast where the device supports it); achieved GFLOP/s
+   (torch.utils.flop_counter) against the float32 matmul rate measured in the same rounds (each
+   round measures it first; a row's ceiling is the fastest of its rounds). The models take turns
+   over 3 rounds; medians are reported, with each step's time by operator kind.
    The training step is the training scripts' (fused AdamW, MSE).
    `--compile` adds torch.compile rows for the models (static shapes, Dynamo's caches emptied per
    size), with the compile time (Inductor's on-disk cache shortens it on later runs).
@@ -196,20 +199,21 @@ def base_table(rows: list[dict]) -> str:
 # ---------------------------------------------------------------- 3. throughput
 
 
-ARCH = dict(base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_size=16, head_channels=32)
-BATCH = {32: 32, 64: 16, 128: 4}
+ARCH = dict(channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_size=16, head_channels=32)
+WIDTHS = [32, 128]  # base channels: the demo presets' (2.4 M parameters) and configs/base_cifar10.yaml's (38 M)
+BATCH = {32: 32, 64: 16, 128: 4}  # at width 32; batch x width stays constant (batch_size below)
 ROUNDS = 3  # timing rounds per setting; the median is reported
 
 
 MODELS = ("diffusers", "ours", "ours efficient")  # the last: our UNet's layout="efficient" (cascade/unet.py)
 
 
-def build(kind: str, size: int) -> torch.nn.Module:
+def build(kind: str, size: int, width: int = WIDTHS[0]) -> torch.nn.Module:
     """Our UNet (either layout) or UNet2DModel with the same widths, depth, attention level and head size."""
-    widths = [ARCH["base_channels"] * m for m in ARCH["channel_mult"]]
+    widths = [width * m for m in ARCH["channel_mult"]]
     attention = [size // 2 ** i == ARCH["attention_size"] for i in range(len(widths))]
     if kind.startswith("ours"):
-        return UNet(sample_size=size, base_channels=ARCH["base_channels"], channel_mult=ARCH["channel_mult"],
+        return UNet(sample_size=size, base_channels=width, channel_mult=ARCH["channel_mult"],
                     num_res_blocks=ARCH["num_res_blocks"], attention_resolutions=(ARCH["attention_size"],),
                     head_channels=ARCH["head_channels"], dropout=0.0,
                     layout="efficient" if kind == "ours efficient" else "standard")
@@ -220,8 +224,15 @@ def build(kind: str, size: int) -> torch.nn.Module:
                        resnet_time_scale_shift="scale_shift", dropout=0.0)
 
 
+def batch_size(size: int, width: int) -> int:
+    """BATCH[size] at width 32, fewer images for wider networks: the same activation memory per step
+    (wider networks at the width-32 batch spill this CPU's 2 MiB L2 caches: at width 128, 64 px,
+    batch 16 trains at ~55% of the matmul rate, batch 4 at ~75%)."""
+    return max(1, BATCH[size] * 32 // width)
+
+
 def throughput(args, device) -> dict:
-    rates = [matmul_gflops(device)]  # measured again after every size: the ceiling is the fastest of them
+    rates = [matmul_gflops(device)]  # measured again in every round: a row's ceiling is the fastest of its rounds
     bf16 = device.type == "cuda" or _cpu_has_bf16()
     print(f"  float32 matmul: {rates[0]:.0f} GFLOP/s; bf16 autocast: {'yes' if bf16 else 'no (no bf16 instructions)'}",
           flush=True)
@@ -232,38 +243,37 @@ def throughput(args, device) -> dict:
     settings = [("fp32 NCHW", False, False, False, same), ("fp32 channels-last", True, False, False, MODELS)]
     settings += [("bf16 channels-last", True, True, False, same)] if bf16 else []
     settings += [("fp32 channels-last compiled", True, False, True, MODELS)] if args.compile else []
-    for size in args.sizes:
-        models = {kind: build(kind, size).to(device) for kind in MODELS}
+    for width, size in [(w, s) for w in args.widths for s in args.sizes]:
+        models = {kind: build(kind, size, width).to(device) for kind in MODELS}
         for name, channels_last, autocast, compiled, kinds in settings:
             if compiled:  # the sizes share forward code objects: start each size's compiled models from empty caches
                 torch._dynamo.reset()
-            cases = {kind: Case(models[kind], size, BATCH[size], device, channels_last, autocast, compiled)
+            cases = {kind: Case(models[kind], size, batch_size(size, width), device, channels_last, autocast, compiled)
                      for kind in kinds}
             times = {kind: ([], []) for kind in cases}
             failed = {kind: case.error for kind, case in cases.items() if case.error}
             for kind, error in failed.items():
-                rows.append({"model": kind, "size": size, "setting": name, "error": error})
-                print(f"  {kind} {size}px {name}: FAILED {error}", flush=True)
+                rows.append({"model": kind, "width": width, "size": size, "setting": name, "error": error})
+                print(f"  {kind} width {width} {size}px {name}: FAILED {error}", flush=True)
             cases = {kind: case for kind, case in cases.items() if kind not in failed}
+            ceilings = []  # the matmul rate in the same rounds: this machine's speed drifts by tens of percent
             for _ in range(ROUNDS):  # the models take turns, so a slow spell of the machine hits all
+                ceilings.append(matmul_gflops(device))
                 for kind, case in cases.items():
                     times[kind][0].append(timed(case.forward, device, warmup=1, min_seconds=0.5))
                     times[kind][1].append(timed(case.train_step, device, warmup=1, repeats=2, min_seconds=1.0))
             for kind, case in cases.items():
                 row = case.result(statistics.median(times[kind][0]), statistics.median(times[kind][1]))
-                rows.append({"model": kind, "size": size, "setting": name,
-                             "params": sum(p.numel() for p in models[kind].parameters()), **row})
-                print(f"  {kind} {size}px {name}: forward {row['forward_img_s']:.1f} img/s "
+                ceiling = max(ceilings)
+                rows.append({"model": kind, "width": width, "size": size, "setting": name,
+                             "params": sum(p.numel() for p in models[kind].parameters()), **row,
+                             "matmul_gflops": ceiling, "forward_pct": 100 * row["forward_gflops"] / ceiling,
+                             "train_pct": 100 * row["train_gflops"] / ceiling})
+                print(f"  {kind} width {width} {size}px {name}: forward {row['forward_img_s']:.1f} img/s "
                       f"({row['forward_gflops']:.0f} GFLOP/s), train {row['train_img_s']:.1f} img/s "
-                      f"({row['train_gflops']:.0f} GFLOP/s)", flush=True)
-        rates.append(matmul_gflops(device))
-        print(f"  float32 matmul: {rates[-1]:.0f} GFLOP/s", flush=True)
-    rate = max(rates)
-    for row in rows:
-        if "error" not in row:
-            row["forward_pct"] = 100 * row["forward_gflops"] / rate
-            row["train_pct"] = 100 * row["train_gflops"] / rate
-    return {"matmul_gflops": rate, "matmul_gflops_measured": rates, "rounds": ROUNDS, "rows": rows}
+                      f"({row['train_gflops']:.0f} GFLOP/s); matmul {ceiling:.0f} GFLOP/s", flush=True)
+            rates += ceilings
+    return {"matmul_gflops_measured": rates, "rounds": ROUNDS, "rows": rows}
 
 
 def _cpu_has_bf16() -> bool:
@@ -333,28 +343,32 @@ class Case:
 
 def throughput_table(result: dict) -> str:
     failed, rows = [r for r in result["rows"] if "error" in r], [r for r in result["rows"] if "error" not in r]
-    measured = ", ".join(f"{r:.0f}" for r in result.get("matmul_gflops_measured", []))
-    lines = [f"float32 matmul rate: {result['matmul_gflops']:.0f} GFLOP/s, the fastest of the measurements before "
-             f"and after each size ({measured}); % matmul is against it. Each img/s is the median of "
-             f"{result.get('rounds', 1)} rounds in which the models take turns.", "",
-             "| size | model | params | setting | batch | forward img/s | forward GFLOP/s (% matmul) | "
-             "train img/s | train GFLOP/s (% matmul) | train vs diffusers NCHW |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    measured = result["matmul_gflops_measured"]
+    lines = [f"Each img/s is the median of {result['rounds']} rounds in which the models take turns; every round "
+             f"first measures the float32 matmul rate, and a row's % matmul is against the fastest of its own "
+             f"rounds (the matmul column: this machine's speed drifts; {min(measured):.0f}–{max(measured):.0f} "
+             f"GFLOP/s in this run).", "",
+             "| width | size | model | params | setting | batch | forward img/s | forward GFLOP/s (% matmul) | "
+             "train img/s | train GFLOP/s (% matmul) | matmul GFLOP/s | train vs diffusers NCHW |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ref = next(q for q in rows if q["size"] == r["size"] and q["model"] == "diffusers" and q["setting"] == "fp32 NCHW")
-        lines.append(f"| {r['size']} | {r['model']} | {r['params'] / 1e6:.2f} M | {r['setting']} | {r['batch']} | "
+        ref = next(q for q in rows if (q["width"], q["size"], q["model"], q["setting"])
+                   == (r["width"], r["size"], "diffusers", "fp32 NCHW"))
+        lines.append(f"| {r['width']} | {r['size']} | {r['model']} | {r['params'] / 1e6:.2f} M | {r['setting']} | {r['batch']} | "
                      f"{r['forward_img_s']:.1f} | {r['forward_gflops']:.0f} ({r['forward_pct']:.0f}%) | "
                      f"{r['train_img_s']:.1f} | {r['train_gflops']:.0f} ({r['train_pct']:.0f}%) | "
-                     f"{r['train_img_s'] / ref['train_img_s']:.2f}x |")
-    lines += [f"| {r['size']} | {r['model']} | | {r['setting']} | failed: {r['error']} | | | | | |" for r in failed]
+                     f"{r['matmul_gflops']:.0f} | {r['train_img_s'] / ref['train_img_s']:.2f}x |")
+    lines += [f"| {r['width']} | {r['size']} | {r['model']} | | {r['setting']} | failed: {r['error']} | | | | | | |"
+              for r in failed]
     compiled = [r for r in rows if r["compile_s"]]
-    lines += ["\nCompile time: " + ", ".join(f"{r['model']} {r['size']} px {r['compile_s']:.0f} s" for r in compiled)
+    lines += ["\nCompile time: " + ", ".join(f"{r['model']} width {r['width']} {r['size']} px {r['compile_s']:.0f} s"
+                                          for r in compiled)
               ] if compiled else []
     lines += ["", "Ours is used channels-last (cascade.unet.UNet.memory_format); UNet2DModel as diffusers ships it "
               "is the NCHW row.", "", "Where a training step's time goes (torch.profiler, share of operator time):", "",
-              "| size | model | setting | " + " | ".join(OP_KINDS) + " | elementwise and other |",
-              "|---|---|---|" + "---|" * (len(OP_KINDS) + 1)]
-    lines += [f"| {r['size']} | {r['model']} | {r['setting']} | "
+              "| width | size | model | setting | " + " | ".join(OP_KINDS) + " | elementwise and other |",
+              "|---|---|---|---|" + "---|" * (len(OP_KINDS) + 1)]
+    lines += [f"| {r['width']} | {r['size']} | {r['model']} | {r['setting']} | "
               + " | ".join(f"{100 * v:.0f}%" for v in r["train_time_by_kind"].values()) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -409,6 +423,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, nargs="+", default=STEPS)
     parser.add_argument("--reference-steps", type=int, default=1000, help="DDPM steps of the reference rows")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--widths", type=int, nargs="+", default=WIDTHS,
+                        help="throughput: base channels of the measured networks (widths x1, x2, x2, x2)")
     parser.add_argument("--compile", action="store_true", help="throughput: add torch.compile rows (compile time shown)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -416,6 +432,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="bench", help="writes OUT.md and OUT.json")
     args = parser.parse_args(argv)
+    if bad := [w for w in args.widths if w < 32 or w % 32]:
+        parser.error(f"--widths {bad[0]}: widths must be multiples of 32 (GroupNorm with 32 groups)")
     device = torch.device(args.device)
 
     report = {"device": device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__}

@@ -211,6 +211,7 @@ def test_bench_models_have_equal_parameters():
     spec = importlib.util.spec_from_file_location("bench", ROOT / "eval" / "bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    for size in (32, 64, 128):
-        params = {kind: sum(p.numel() for p in bench.build(kind, size).parameters()) for kind in bench.MODELS}
-        assert all(abs(n / params["diffusers"] - 1) < 0.05 for n in params.values()), (size, params)
+    for width in bench.WIDTHS:
+        for size in (32, 64, 128):
+            params = {kind: sum(p.numel() for p in bench.build(kind, size, width).parameters()) for kind in bench.MODELS}
+            assert all(abs(n / params["diffusers"] - 1) < 0.05 for n in params.values()), (width, size, params)

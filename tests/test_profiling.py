@@ -29,6 +29,28 @@ def test_flop_counts_match_the_analytic_counts():
     assert count_flops(lambda: conv(x)) == 2 * (2 * 10 * 10) * 8 * (3 * 3 * 3)
 
 
+def test_attention_flops_are_counted_on_the_cpu_kernel_as_on_the_math_path():
+    """torch counts the CPU's fused attention kernel as 0 FLOPs; the forward must count as the
+    math path's two matrix products (QK^T and PV: 4 B H L^2 D), the backward as torch's formula."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    b, h, length, d = 2, 3, 40, 16
+    q, k, v = (torch.randn(b, h, length, d, requires_grad=True) for _ in range(3))
+
+    def attention(backend, backward=False):
+        with sdpa_kernel(backend):
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            if backward:
+                out.sum().backward()
+
+    forward = count_flops(lambda: attention(SDPBackend.FLASH_ATTENTION))
+    assert forward == count_flops(lambda: attention(SDPBackend.MATH)) == 4 * b * h * length ** 2 * d
+    shape = (b, h, length, d)
+    assert (count_flops(lambda: attention(SDPBackend.FLASH_ATTENTION, backward=True))
+            == forward + sdpa_backward_flop_count(shape, shape, shape, shape))
+
+
 X = torch.randn(8, 16, 64, 64)
 WEIGHT, MATRIX, TOKENS = torch.randn(32, 16, 3, 3), torch.randn(16 * 64 * 64, 64), X.flatten(2).transpose(1, 2).contiguous()
 
