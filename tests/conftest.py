@@ -49,3 +49,43 @@ def tiny_stage(size, scale=1, num_classes=0, seed=1, aug_level=0.0, layout="stan
 @pytest.fixture
 def root():
     return ROOT
+
+
+_SCRIPTS = {}
+
+
+def run_in_process(*args, check=True):
+    """`python ARGS` (a script's path, or `-m cascade`, then its arguments) without a new
+    interpreter: the script's main(argv) behind run_cli (its one-line errors and exit status 2),
+    stdout and stderr captured, returned as a CompletedProcess. Saves the ~4 s of importing torch
+    and diffusers per call; every script still has tests that run it as a real subprocess."""
+    import contextlib
+    import importlib
+    import importlib.util
+    import io
+    import subprocess
+
+    from cascade.cli import run_cli
+
+    args = [str(a) for a in args]
+    target, argv = (args[1] + ".__main__", args[2:]) if args[0] == "-m" else (args[0], args[1:])
+    if target not in _SCRIPTS:
+        if args[0] == "-m":
+            _SCRIPTS[target] = importlib.import_module(target)
+        else:
+            spec = importlib.util.spec_from_file_location(f"_script_{Path(target).stem}", ROOT / target)
+            _SCRIPTS[target] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(_SCRIPTS[target])
+    out, err, code, cwd = io.StringIO(), io.StringIO(), 0, os.getcwd()
+    try:
+        os.chdir(ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_cli(lambda: _SCRIPTS[target].main(argv))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        os.chdir(cwd)
+    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{args} failed ({code}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc

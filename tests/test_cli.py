@@ -1,4 +1,6 @@
-"""The scripts as users run them: subprocesses on the tiny preset."""
+"""The scripts as users run them: subprocesses on the tiny preset (repeat calls of a script that
+another test already runs as a subprocess go through conftest.run_in_process: same main, no new
+interpreter)."""
 
 import json
 import os
@@ -11,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 
 
 def run(*args, check=True):
@@ -62,8 +64,8 @@ def test_sample_cli_writes_a_labelled_grid(trained, tmp_path):
     assert "2 rows x 3 images" in proc.stdout
     grid = Image.open(tmp_path / "grid.png")
     assert grid.width > grid.height
-    bad = run("eval/sample.py", "--pipeline", out / "pipeline", "--classes", "unicorn", "--out", tmp_path / "x.png",
-              check=False)
+    bad = run_in_process("eval/sample.py", "--pipeline", out / "pipeline", "--classes", "unicorn",
+                         "--out", tmp_path / "x.png", check=False)
     assert bad.returncode == 2 and "unknown class name 'unicorn'" in bad.stderr
 
 
@@ -159,8 +161,8 @@ def test_assemble_sample_and_upscale_clis(trained, trained_sr, tmp_path):
     base, sr = trained[0] / "pipeline", trained_sr / "pipeline"
     proc = run("-m", "cascade", "assemble", tmp_path / "cascade", base, sr)
     assert "2 stages (16 px -> 32 px)" in proc.stdout
-    proc = run("eval/sample.py", "--pipeline", tmp_path / "cascade", "--classes", "0", "1", "--per-class", "2",
-               "--steps", "2", "--zoom", "1", "--out", tmp_path / "grid.png")
+    run_in_process("eval/sample.py", "--pipeline", tmp_path / "cascade", "--classes", "0", "1", "--per-class", "2",
+                   "--steps", "2", "--zoom", "1", "--out", tmp_path / "grid.png")
     grid = Image.open(tmp_path / "grid.png")
     assert grid.height == 2 + 2 * (32 + 2)  # two class rows at the final size
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (13, 21, 3), dtype=np.uint8)).save(tmp_path / "in.png")
@@ -168,14 +170,16 @@ def test_assemble_sample_and_upscale_clis(trained, trained_sr, tmp_path):
                "--steps", "2")
     assert Image.open(tmp_path / "out.png").size == (42, 26) and "21x13 -> 42x26" in proc.stdout
     assert "tiles of 64 px" in proc.stdout and "measured ERF radius" in proc.stdout  # default: 2 x 32 px
-    proc = run("-m", "cascade", "upscale", tmp_path / "in.png", tmp_path / "tiled.jpg", "--pipeline", tmp_path / "cascade",
-               "--steps", "2", "--tile-size", "16", "--overlap", "8", "--tile-batch", "3", "--consistent")
+    proc = run_in_process("-m", "cascade", "upscale", tmp_path / "in.png", tmp_path / "tiled.jpg",
+                          "--pipeline", tmp_path / "cascade", "--steps", "2", "--tile-size", "16", "--overlap", "8",
+                          "--tile-batch", "3", "--consistent")
     assert Image.open(tmp_path / "tiled.jpg").size == (42, 26) and "tiles of 16 px, overlap 8 px" in proc.stdout
     assert not list(tmp_path.glob("*.partial"))
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    bad = run("-m", "cascade", "upscale", tmp_path / "bad.png", tmp_path / "o.png", "--pipeline", sr, check=False)
+    bad = run_in_process("-m", "cascade", "upscale", tmp_path / "bad.png", tmp_path / "o.png", "--pipeline", sr,
+                         check=False)
     assert bad.returncode == 2 and "bad.png: cannot read image" in bad.stderr
-    mismatch = run("-m", "cascade", "assemble", tmp_path / "x", sr, base, check=False)
+    mismatch = run_in_process("-m", "cascade", "assemble", tmp_path / "x", sr, base, check=False)
     assert mismatch.returncode == 2 and "only stage 0 may be" in mismatch.stderr
 
 

@@ -15,7 +15,7 @@ from cascade import Pipeline
 from cascade.errors import CheckpointError
 from cascade.metrics import inception
 from cascade.metrics.inception import load_feature_network, preprocess, tf1_resize_bilinear
-from conftest import ROOT, tiny_stage
+from conftest import ROOT, run_in_process, tiny_stage
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +95,14 @@ def photo_crops(folder, count, brightness=0, seed=0):
     return folder
 
 
-def fid_of(a, b, tmp_path, *extra):
-    proc = run("eval/fid.py", a, b, "--stats-dir", tmp_path / "cache", *extra)
+def fid_of(a, b, tmp_path, *extra, runner=run_in_process):
+    proc = runner("eval/fid.py", a, b, "--stats-dir", tmp_path / "cache", *extra)
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout
 
 
 def test_fid_cli_is_zero_for_a_set_against_itself_and_grows_with_a_shift(tmp_path):
     real = photo_crops(tmp_path / "real", 16)
-    same, out = fid_of(real, real, tmp_path, "--json", tmp_path / "fid.json")
+    same, out = fid_of(real, real, tmp_path, "--json", tmp_path / "fid.json", runner=run)  # as users run it
     assert abs(same["fid"]) < 1e-3 and same["a"]["count"] == same["b"]["count"] == 16
     assert "saved" in out and "reused" in out  # B reuses the statistics A just cached
     assert json.loads((tmp_path / "fid.json").read_text())["network"]["sha256"] == same["network"]["sha256"]
@@ -117,9 +117,9 @@ def test_fid_cli_samples_a_pipeline_and_names_bad_sources(tmp_path):
                          "--sampler", "0=ddim", "--steps", "2")
     assert result["a"]["count"] == 6 and result["b"]["count"] == 6 and result["fid"] > 0
     assert "16 px, ddim 2," in result["a"]["description"] and "16 px crops" in result["b"]["description"]
-    bad = run("eval/fid.py", tmp_path / "pipe", tmp_path / "nothing.npz", "--num-samples", "2", check=False)
+    bad = run_in_process("eval/fid.py", tmp_path / "pipe", tmp_path / "nothing.npz", "--num-samples", "2", check=False)
     assert bad.returncode == 2 and "nothing.npz: statistics file not found" in bad.stderr
-    no_num = run("eval/fid.py", tmp_path / "pipe", "photos", check=False)
+    no_num = run_in_process("eval/fid.py", tmp_path / "pipe", "photos", check=False)
     assert no_num.returncode == 2 and "--num-samples" in no_num.stderr
 
 
@@ -127,10 +127,10 @@ def test_inception_score_cli_refuses_featureless_weights_and_uses_a_classifier(t
     proc = run("eval/inception_score.py", "photos", "--num-samples", "10", "--crops", "--size", "32", check=False)
     assert proc.returncode == 2 and "has no logits" in proc.stderr and "--weights" in proc.stderr
     Pipeline([tiny_stage(16, num_classes=10)]).save_pretrained(tmp_path / "pipe")
-    run("eval/cas.py", "--pipeline", tmp_path / "pipe", "--per-class", "2", "--test-per-class", "2", "--epochs", "1",
-        "--out", tmp_path / "cas")
-    proc = run("eval/inception_score.py", "photos", "--num-samples", "20", "--crops", "--size", "16",
-               "--classifier", tmp_path / "cas" / "classifier_real")
+    run_in_process("eval/cas.py", "--pipeline", tmp_path / "pipe", "--per-class", "2", "--test-per-class", "2",
+                   "--epochs", "1", "--out", tmp_path / "cas")
+    proc = run_in_process("eval/inception_score.py", "photos", "--num-samples", "20", "--crops", "--size", "16",
+                          "--classifier", tmp_path / "cas" / "classifier_real")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "NOT comparable" in report["metric"] and report["count"] == 20 and 1 <= report["mean"] <= 10
 
@@ -163,14 +163,14 @@ def test_sr_cli_reports_bicubic_and_each_level_on_crops_and_folders(tmp_path):
     assert bicubic["consistency"] < 1e-3 and 0 < bicubic["ssim_y"] <= 1 and bicubic["psnr_y"] > 15
     assert Image.open(tmp_path / "h.png").size == (2 * (4 * 16 + 5 * 2), 2 * (4 * 16 + 5 * 2))
     folder = photo_crops(tmp_path / "imgs", 3)  # whole 96 x 96 images
-    proc = run("eval/sr.py", "--pipeline", tmp_path / "up", "--data", folder, "--steps", "2", "--out", tmp_path / "f.png")
+    run_in_process("eval/sr.py", "--pipeline", tmp_path / "up", "--data", folder, "--steps", "2", "--out", tmp_path / "f.png")
     assert json.loads((tmp_path / "f.json").read_text())["num"] == 3
 
 
 def test_sr_cli_tiled_consistent_and_fid_rows(tmp_path):
     Pipeline([tiny_stage(16, 2)]).save_pretrained(tmp_path / "up")
-    proc = run("eval/sr.py", "--pipeline", tmp_path / "up", "--num", "3", "--steps", "2", "--crop-size", "40",
-               "--tile-size", "16", "--overlap", "8", "--consistent", "--fid", "--out", tmp_path / "t.png")
+    proc = run_in_process("eval/sr.py", "--pipeline", tmp_path / "up", "--num", "3", "--steps", "2", "--crop-size", "40",
+                          "--tile-size", "16", "--overlap", "8", "--consistent", "--fid", "--out", tmp_path / "t.png")
     report = json.loads((tmp_path / "t.json").read_text())
     rows = report["rows"]
     assert list(rows) == ["bicubic", "SR s=0", "SR s=0 consistent", "SR s=0 tiled", "SR s=0 tiled consistent",
