@@ -262,9 +262,9 @@ def throughput(args, device) -> dict:
                 for kind, case in cases.items():
                     times[kind][0].append(timed(case.forward, device, warmup=1, min_seconds=0.5))
                     times[kind][1].append(timed(case.train_step, device, warmup=1, repeats=2, min_seconds=1.0))
+            ceiling = max(ceilings)
             for kind, case in cases.items():
                 row = case.result(statistics.median(times[kind][0]), statistics.median(times[kind][1]))
-                ceiling = max(ceilings)
                 rows.append({"model": kind, "width": width, "size": size, "setting": name,
                              "params": sum(p.numel() for p in models[kind].parameters()), **row,
                              "matmul_gflops": ceiling, "forward_pct": 100 * row["forward_gflops"] / ceiling,

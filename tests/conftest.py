@@ -51,7 +51,36 @@ def root():
     return ROOT
 
 
+def run(*args, check=True):
+    """`python ARGS` as a user runs it: a subprocess in the repository, offline."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
 _SCRIPTS = {}
+
+
+def load_script(target: str):
+    """A script's module, imported once: a path under the repository (`eval/fid.py`) or a
+    package's `__main__` module (`cascade.__main__`)."""
+    import importlib
+    import importlib.util
+
+    if target not in _SCRIPTS:
+        if target.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(f"_script_{Path(target).stem}", ROOT / target)
+            _SCRIPTS[target] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(_SCRIPTS[target])
+        else:
+            _SCRIPTS[target] = importlib.import_module(target)
+    return _SCRIPTS[target]
 
 
 def run_in_process(*args, check=True):
@@ -60,8 +89,6 @@ def run_in_process(*args, check=True):
     stdout and stderr captured, returned as a CompletedProcess. Saves the ~4 s of importing torch
     and diffusers per call; every script still has tests that run it as a real subprocess."""
     import contextlib
-    import importlib
-    import importlib.util
     import io
     import subprocess
 
@@ -69,18 +96,12 @@ def run_in_process(*args, check=True):
 
     args = [str(a) for a in args]
     target, argv = (args[1] + ".__main__", args[2:]) if args[0] == "-m" else (args[0], args[1:])
-    if target not in _SCRIPTS:
-        if args[0] == "-m":
-            _SCRIPTS[target] = importlib.import_module(target)
-        else:
-            spec = importlib.util.spec_from_file_location(f"_script_{Path(target).stem}", ROOT / target)
-            _SCRIPTS[target] = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(_SCRIPTS[target])
+    script = load_script(target)
     out, err, code, cwd = io.StringIO(), io.StringIO(), 0, os.getcwd()
     try:
         os.chdir(ROOT)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            run_cli(lambda: _SCRIPTS[target].main(argv))
+            run_cli(lambda: script.main(argv))
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:

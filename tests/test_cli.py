@@ -13,16 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, run_in_process
-
-
-def run(*args, check=True):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc
+from conftest import ROOT, run, run_in_process
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,6 @@
 """The FID Inception network and the eval/ scripts (fid.py, inception_score.py, cas.py, sr.py) on tiny inputs."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,20 +12,12 @@ from cascade import Pipeline
 from cascade.errors import CheckpointError
 from cascade.metrics import inception
 from cascade.metrics.inception import load_feature_network, preprocess, tf1_resize_bilinear
-from conftest import ROOT, run_in_process, tiny_stage
+from conftest import load_script, run, run_in_process, tiny_stage
 
 
 @pytest.fixture(scope="module")
 def network():
     return load_feature_network()
-
-
-def run(*args, check=True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def test_eager_network_equals_the_shipped_torchscript(network):
@@ -206,11 +195,7 @@ def test_bench_writes_quality_and_memory_tables(tmp_path):
 
 def test_bench_models_have_equal_parameters():
     """The throughput section's claim: UNet2DModel and both our layouts within 5% of each other's size."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "eval" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("eval/bench.py")
     for width in bench.WIDTHS:
         for size in (32, 64, 128):
             params = {kind: sum(p.numel() for p in bench.build(kind, size, width).parameters()) for kind in bench.MODELS}
