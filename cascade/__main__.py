@@ -34,6 +34,10 @@ def upscale(args) -> None:
     pipe = Pipeline.from_pretrained(args.pipeline, device=args.device)
     apply_sampling_arguments(pipe, args)
     ups = pipe.upsamplers
+    if not ups:
+        raise CascadeError(f"--pipeline {args.pipeline}: has no upsampler, only a {pipe.stages[0].resolution} px base "
+                           f"stage; pass a pipeline with an SR3 stage (runs/sr3_photos/pipeline, or a cascade made "
+                           f"by `python -m cascade assemble`)")
     # Tiles: --tile-size 0 is the whole image; the default is twice the last stage's training size.
     tile_size = 2 * ups[-1].resolution if args.tile_size is None else (args.tile_size or None)
     if tile_size is not None:

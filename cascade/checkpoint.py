@@ -1,13 +1,19 @@
 """Training checkpoints: Accelerate's `save_state` written crash-safe, plus EMA weights and progress.
 
 Layout of `<output_dir>/checkpoints/step_00001000/`:
-    model.safetensors, optimizer.bin, scheduler.bin, random_states_<rank>.pkl   (Accelerate)
+    model.safetensors, optimizer.bin, scheduler.bin   (Accelerate; the .bin files are read with weights_only=True)
     ema.safetensors                 EMA weights (safetensors, not pickle)
+    rng_state_<rank>.safetensors    each process's torch/CUDA/numpy/Python RNG states (cascade.rng)
     trainer_state.json              {"step", "ema_updates", "batches_seen", "skipped_steps"}; written last
 
 A checkpoint is first written to `step_XXXXXXXX.tmp/`, its files are fsynced, and only then is the
 folder renamed into place, so a kill during a save leaves the previous checkpoint untouched; a folder
 without `trainer_state.json` is never picked up. The newest `keep_last` are kept.
+
+RNG states are ours, not Accelerate's: Accelerate pickles them (`random_states_<rank>.pkl`) and, on
+resume, logs a failure to read that file at INFO level and goes on, so a resumed run with dropout
+would silently stop being the run it continues. Each process replaces its pickle with a safetensors
+file, and a missing or unreadable one is an error that names it.
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from accelerate import Accelerator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import rng
 from .ema import EMA
 from .errors import CheckpointError
 
 STATE_FILE = "trainer_state.json"
+ACCELERATE_RNG_FILE = "random_states_{rank}.pkl"
+RNG_FILE = "rng_state_{rank}.safetensors"
 
 
 def checkpoint_dir(output_dir: str | Path) -> Path:
@@ -67,6 +76,10 @@ def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, 
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    rank = accelerator.process_index
+    (tmp / ACCELERATE_RNG_FILE.format(rank=rank)).unlink(missing_ok=True)
+    save_file(rng.global_state(), str(tmp / RNG_FILE.format(rank=rank)))
+    accelerator.wait_for_everyone()  # every process's RNG file is in place before the folder is renamed
     if accelerator.is_main_process:
         weights = {k: v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()}
         save_file(weights, str(tmp / "ema.safetensors"))
@@ -85,12 +98,24 @@ def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, 
 
 
 def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path) -> dict:
-    """Restore model, optimizer, LR schedule, RNG states (Accelerate) and the EMA; return trainer state."""
+    """Restore model, optimizer, LR schedule (Accelerate), the EMA and this process's RNG states;
+    return the trainer state."""
+    rng_file = path / RNG_FILE.format(rank=accelerator.process_index)
+    if not rng_file.is_file():
+        written = len(list(path.glob(RNG_FILE.format(rank="*"))))
+        why = (f"written by {written} processes, resumed with {accelerator.num_processes}" if written else
+               "a checkpoint from before cascade kept its own RNG states" if list(path.glob("random_states_*.pkl"))
+               else "deleted or never written")
+        raise CheckpointError(f"{rng_file}: missing ({why}); without it, dropout would not continue the run")
     try:
         state = json.loads((path / STATE_FILE).read_text())
         accelerator.load_state(str(path), load_kwargs={"weights_only": True})
         ema.model.load_state_dict(load_file(str(path / "ema.safetensors"), device=str(accelerator.device)))
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise CheckpointError(f"{path}: cannot load checkpoint ({' '.join(str(e).split())[:300]})") from None
+    try:
+        rng.set_global_state(load_file(str(rng_file)))
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as e:
+        raise CheckpointError(f"{rng_file}: unreadable RNG state ({' '.join(str(e).split())[:200]})") from None
     ema.updates = int(state["ema_updates"])
     return state

@@ -16,10 +16,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 from tqdm import tqdm
+
+from .weights import Model
 
 
 class Block(nn.Module):
@@ -38,7 +39,7 @@ class Block(nn.Module):
         return skip + self.conv2(F.relu(self.norm2(h)))
 
 
-class ResNetClassifier(ModelMixin, ConfigMixin):
+class ResNetClassifier(Model):
     """[N x 3 x H x W] in [-1, 1] -> class logits [N x num_classes]."""
 
     @register_to_config

@@ -17,13 +17,14 @@ flipped horizontally at random.
 from __future__ import annotations
 
 import io
-import warnings
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from .config import DataConfig
 from .errors import DataError
@@ -226,7 +227,8 @@ class CropDataset(torch.utils.data.Dataset):
                 if self.cfg.on_bad_image == "error":
                     raise
                 self.skipped.add(i)
-                warnings.warn(f"skipping {e} [{len(self.skipped)} skipped so far]", stacklevel=2)
+                # Our own line, above the progress bar (`warnings.warn` would put a torch-internal path before it).
+                tqdm.write(f"warning: skipping {e} [{len(self.skipped)} skipped so far]", file=sys.stderr)
                 continue
             crop_seed, draw_seed = self.seeds(index)
             generator = torch.Generator().manual_seed(crop_seed)

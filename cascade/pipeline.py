@@ -360,6 +360,9 @@ class Pipeline:
         downsample exactly to its input (see `Stage.sample`).
         """
         _check_output_type(output_type)
+        if not self.upsamplers:
+            raise ValueError(f"this pipeline has no upsampler, only a {self.stages[0].resolution} px base stage; "
+                             f"upscale with a pipeline that has an SR3 stage (e.g. runs/sr3_photos/pipeline)")
         start = start_at if start_at is not None else (1 if self.base is not None else 0)
         if not 0 <= start < len(self.stages) or not self.stages[start].is_upsampler:
             raise ValueError(f"start_at={start_at}: stage {start} is not an upsampler")

@@ -115,62 +115,62 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
         return ema
 
     # --- loop
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process,
-               dynamic_ncols=True)
-    model.train()
-    bad_window = False  # a non-finite loss in the current optimizer step's micro-batches ("skip" mode)
-    while step < cfg.max_steps:
-        epoch, skip = divmod(batches_seen, len(dataloader))
-        dataloader.set_epoch(epoch)
-        if hasattr(dataloader.dataset, "set_epoch"):  # per-epoch augmentation (cascade.data.CropDataset)
-            dataloader.dataset.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
-        for batch in batches:
-            batches_seen += 1
-            with accelerator.accumulate(model):
-                loss = loss_fn(model, batch)
-                if _any_nonfinite(accelerator, loss):
-                    if cfg.on_nonfinite_loss == "stop":
-                        raise TrainingError(f"step {step + 1}: loss is {loss.item()} (not finite); the last good "
-                                            f"checkpoint in {out / 'checkpoints'} is untouched; lower train.lr, "
-                                            f"check the data, or set train.on_nonfinite_loss=skip")
-                    bad_window = True
+    # The bar is closed before any error propagates, so the error is the last line on the terminal.
+    with tqdm(total=cfg.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process,
+              dynamic_ncols=True) as bar:
+        model.train()
+        bad_window = False  # a non-finite loss in the current optimizer step's micro-batches ("skip" mode)
+        while step < cfg.max_steps:
+            epoch, skip = divmod(batches_seen, len(dataloader))
+            dataloader.set_epoch(epoch)
+            if hasattr(dataloader.dataset, "set_epoch"):  # per-epoch augmentation (cascade.data.CropDataset)
+                dataloader.dataset.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+            for batch in batches:
+                batches_seen += 1
+                with accelerator.accumulate(model):
+                    loss = loss_fn(model, batch)
+                    if _any_nonfinite(accelerator, loss):
+                        if cfg.on_nonfinite_loss == "stop":
+                            raise TrainingError(f"step {step + 1}: loss is {loss.item()} (not finite); the last good "
+                                                f"checkpoint in {out / 'checkpoints'} is untouched; lower train.lr, "
+                                                f"check the data, or set train.on_nonfinite_loss=skip")
+                        bad_window = True
+                    else:
+                        accelerator.backward(loss)
+                    skip_update = accelerator.sync_gradients and bad_window  # weights and AdamW moments stay as they were
+                    if accelerator.sync_gradients and cfg.grad_clip > 0 and not bad_window:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    if not skip_update:
+                        optimizer.step()
+                    lr_schedule.step()
+                    optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                # --- one optimizer step done (or skipped: it still counts, so the data order is unchanged)
+                step += 1
+                if bad_window:
+                    skipped += 1
+                    bad_window = False
+                    accelerator.print(f"step {step}: non-finite loss, step skipped ({skipped} skipped so far)")
+                    if skipped >= cfg.max_skipped_steps:
+                        raise TrainingError(f"step {step}: {skipped} steps skipped for non-finite losses "
+                                            f"(train.max_skipped_steps={cfg.max_skipped_steps}); the run diverged")
                 else:
-                    accelerator.backward(loss)
-                skip_update = accelerator.sync_gradients and bad_window  # weights and AdamW moments stay as they were
-                if accelerator.sync_gradients and cfg.grad_clip > 0 and not bad_window:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if not skip_update:
-                    optimizer.step()
-                lr_schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            # --- one optimizer step done (or skipped: it still counts, so the data order is unchanged)
-            step += 1
-            if bad_window:
-                skipped += 1
-                bad_window = False
-                accelerator.print(f"step {step}: non-finite loss, step skipped ({skipped} skipped so far)")
-                if skipped >= cfg.max_skipped_steps:
-                    raise TrainingError(f"step {step}: {skipped} steps skipped for non-finite losses "
-                                        f"(train.max_skipped_steps={cfg.max_skipped_steps}); the run diverged")
-            else:
-                ema.update(accelerator.unwrap_model(model))
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
-                lr = lr_schedule.get_last_lr()[0]
-                accelerator.log({"loss": loss_value, "lr": lr, "skipped_steps": skipped}, step=step)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-            last = step == cfg.max_steps
-            if (cfg.sample_every and step % cfg.sample_every == 0) or last:
-                _preview(accelerator, preview_fn, ema, out, step)
-            if (cfg.save_every and step % cfg.save_every == 0) or last:
-                save_checkpoint(accelerator, ema, out, step, batches_seen, cfg.keep_last, skipped_steps=skipped)
-            if last:
-                break
-    bar.close()
+                    ema.update(accelerator.unwrap_model(model))
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+                    lr = lr_schedule.get_last_lr()[0]
+                    accelerator.log({"loss": loss_value, "lr": lr, "skipped_steps": skipped}, step=step)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                last = step == cfg.max_steps
+                if (cfg.sample_every and step % cfg.sample_every == 0) or last:
+                    _preview(accelerator, preview_fn, ema, out, step)
+                if (cfg.save_every and step % cfg.save_every == 0) or last:
+                    save_checkpoint(accelerator, ema, out, step, batches_seen, cfg.keep_last, skipped_steps=skipped)
+                if last:
+                    break
     if skipped:
         accelerator.print(f"{skipped} of {cfg.max_steps} steps were skipped for non-finite losses")
     accelerator.end_training()

@@ -36,10 +36,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from einops import rearrange
 from torch import nn
+
+from .weights import Model
 
 LAYOUTS = ("standard", "efficient")
 AUG_LEVEL_SPAN = 1000.0  # aug_level in [0, 1] is multiplied by this before its sinusoidal embedding
@@ -127,7 +128,7 @@ class Level(nn.Module):
             Attention(cout, head_channels, groups) if attention else nn.Identity() for _ in channels_in)
 
 
-class UNet(ModelMixin, ConfigMixin):
+class UNet(Model):
     """See the module docstring for the call contract. Saved as safetensors + config.json."""
 
     memory_format = torch.channels_last  # of the activations inside forward (a speed setting, not saved)

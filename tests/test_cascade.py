@@ -79,6 +79,8 @@ def test_cascade_round_trip_reproduces_samples(cascade3, tmp_path):
     loaded = Pipeline.from_pretrained(tmp_path / "c")
     a = cascade3(["b", "c"], generator=torch.Generator().manual_seed(5), output_type="pt", progress=False)
     b = loaded(["b", "c"], generator=torch.Generator().manual_seed(5), output_type="pt", progress=False)
+    # Exact: safetensors keeps float32 bit for bit, and the loaded weights get storage like the saved
+    # model's (cascade.weights), so the same kernels run on the same data.
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert loaded.stages[1].settings.aug_level == 0.1
 

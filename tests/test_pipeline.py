@@ -47,7 +47,7 @@ def test_save_load_round_trip_reproduces_samples(tmp_path):
     assert loaded.class_names == ["a", "b", "c"] and loaded.base.settings.steps == 3
     a = pipe([0, 1, 2], generator=torch.Generator().manual_seed(4), output_type="pt", progress=False)
     b = loaded([0, 1, 2], generator=torch.Generator().manual_seed(4), output_type="pt", progress=False)
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # exact: why, in tests/test_weights.py's docstring
 
 
 def test_bad_labels_and_folders(tmp_path):
