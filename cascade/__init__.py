@@ -2,7 +2,10 @@
 
 __version__ = "0.1.0"
 
-from .pipeline import Pipeline, Stage, StageSettings
+from .config import SampleConfig
+from .kinds import SR3, Base, StageKind
+from .pipeline import Pipeline
+from .stage import Stage, Tiling
 from .unet import UNet
 
-__all__ = ["Pipeline", "Stage", "StageSettings", "UNet"]
+__all__ = ["Base", "Pipeline", "SR3", "SampleConfig", "Stage", "StageKind", "Tiling", "UNet"]

@@ -32,7 +32,7 @@ def upscale(args) -> None:
     if args.pipeline == DEFAULT_PIPELINE and not Path(args.pipeline).is_dir():
         raise CascadeError(f"no pipeline at {DEFAULT_PIPELINE}: run `make demo` first, or pass --pipeline FOLDER")
     pipe = Pipeline.from_pretrained(args.pipeline, device=args.device)
-    apply_sampling_arguments(pipe, args)
+    pipe = apply_sampling_arguments(pipe, args)
     ups = pipe.upsamplers
     if not ups:
         raise CascadeError(f"--pipeline {args.pipeline}: has no upsampler, only a {pipe.stages[0].resolution} px base "
@@ -45,9 +45,8 @@ def upscale(args) -> None:
         erf = ", ".join(f"{s.erf['radius']} px" for s in ups if s.erf)
         print(f"tiles of {tile_size} px, overlap {'/'.join(map(str, overlaps))} px"
               + (f" (measured ERF radius: {erf})" if erf else ""))
-    generator = torch.Generator().manual_seed(args.seed)
     try:
-        out = pipe.upscale(image, generator=generator, aug_level=args.aug_level, tile_size=tile_size,
+        out = pipe.upscale(image, seed=args.seed, aug_level=args.aug_level, tile_size=tile_size,
                            overlap=args.overlap, tile_batch=args.tile_batch, consistent=args.consistent or None)[0]
     except ValueError as e:
         raise CascadeError(f"{args.input}: {e}") from None

@@ -19,15 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from . import rng
+from .diffusion import alpha_bar
 
 
 def alpha_bar_at(level: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """abar(s) for levels s [N] in [0, 1], linearly interpolated on the grid [1, abar_0, ..., abar_{T-1}]."""
-    grid = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod.double().cpu()])
-    pos = level.double().cpu().clamp(0, 1) * (len(grid) - 1)
-    lo = pos.floor().long().clamp(max=len(grid) - 2)
-    frac = pos - lo
-    return (grid[lo] * (1 - frac) + grid[lo + 1] * frac).to(level.device)
+    """abar(s) for levels s [N] in [0, 1]: the schedule at the continuous timestep s*T - 1
+    (cascade.diffusion.alpha_bar), so s = 0 is the clean image and s = 1 the last timestep."""
+    t = level.double().cpu().clamp(0, 1) * len(alphas_cumprod) - 1
+    return alpha_bar(t, alphas_cumprod).to(level.device)
 
 
 def noise_augment(lowres: torch.Tensor, level, alphas_cumprod: torch.Tensor,

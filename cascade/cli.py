@@ -21,7 +21,7 @@ def run_cli(main: Callable[[], None]) -> None:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """`--sampler` and `--steps`, each for every stage (`dpm++`, `20`) or for one stage (`1=ddpm`, `0=10`),
-    repeatable; `apply_sampling_arguments` writes them into a loaded pipeline."""
+    repeatable; `apply_sampling_arguments` gives the pipeline to sample with them."""
     parser.add_argument("--sampler", action="append", default=[], metavar="[STAGE=]NAME",
                         help=f"diffusers scheduler for every stage, or for stage STAGE (`--sampler 1=ddpm`); "
                         f"repeatable; one of {', '.join(SAMPLERS)} (default: each stage's stage.json)")
@@ -30,29 +30,36 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         "repeatable (default: each stage's stage.json)")
 
 
-def apply_sampling_arguments(pipe, args: argparse.Namespace) -> None:
-    """Write `--sampler` / `--steps` into the pipeline's stage settings for this run (a value without a
+def sampling_settings(pipe, args: argparse.Namespace) -> dict[int, dict]:
+    """`--sampler` / `--steps` as per-stage settings {stage index: {field: value}} (a value without a
     stage applies to every stage, then `STAGE=` values override it; STAGE may be negative: -1 = last)."""
+    settings: dict[int, dict] = {i: {} for i in range(len(pipe.stages))}
     for flag, key, parse in (("--sampler", "sampler", _sampler_name), ("--steps", "steps", _positive_int)):
-        items = getattr(args, key) or []
-        for item in sorted(items, key=lambda text: "=" in text):  # every-stage values first
+        for item in sorted(getattr(args, key) or [], key=lambda text: "=" in text):  # every-stage values first
             index, _, text = item.rpartition("=")
             value = parse(text, f"{flag} {item}")
             if not index:
-                stages = pipe.stages
+                targets = range(len(pipe.stages))
             else:
                 try:
-                    stages = [pipe.stages[int(index)]]
+                    targets = [range(len(pipe.stages))[int(index)]]
                 except (ValueError, IndexError):
                     raise CascadeError(f"{flag} {item}: no stage {index!r}; the pipeline has stages "
                                        f"0..{len(pipe.stages) - 1}") from None
-            for stage in stages:
-                setattr(stage.settings, key, value)
+            for i in targets:
+                settings[i][key] = value
+    return settings
+
+
+def apply_sampling_arguments(pipe, args: argparse.Namespace):
+    """The pipeline to sample with: `pipe`'s models with `--sampler` / `--steps` as their defaults
+    (a new Pipeline; `pipe` is unchanged)."""
+    return pipe.with_settings(sampling_settings(pipe, args))
 
 
 def sampling_report(stages) -> dict[str, list]:
-    """The samplers and steps the stages ran with (after `apply_sampling_arguments`), for a script's JSON."""
-    return {"samplers": [s.settings.sampler for s in stages], "steps": [s.settings.steps for s in stages]}
+    """The samplers and steps the stages sample with, for a script's JSON."""
+    return {"samplers": [s.defaults.sampler for s in stages], "steps": [s.defaults.steps for s in stages]}
 
 
 def _sampler_name(text: str, where: str) -> str:

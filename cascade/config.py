@@ -128,11 +128,12 @@ class TrainConfig:
         _check(0 <= self.label_dropout < 1, "label_dropout", self.label_dropout, "must be in [0, 1)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SampleConfig:
-    """How a stage samples by default (stored with the exported stage, overridable at call time)."""
+    """How a stage samples: its defaults are saved in stage.json; a call overrides single fields
+    (`stage.sample(..., settings=dict(steps=50))`, `pipe(..., settings={1: dict(steps=50)})`)."""
 
-    sampler: Literal["ddpm", "ddim", "dpm++", "dpm++sde", "unipc", "euler", "heun"] = "dpm++"  # a diffusers scheduler
+    sampler: str = "dpm++"  # a key of cascade.sampling.SAMPLERS (diffusers schedulers)
     steps: int = 25  # network evaluations per image (x2 with guidance)
     guidance_scale: float = 1.0  # classifier-free guidance weight w: eps_u + w (eps_c - eps_u); 1 disables it
     aug_level: float = 0.0  # SR stages: noise-augmentation level s applied to the low-res input at sampling (CDM)
@@ -140,9 +141,27 @@ class SampleConfig:
     preview_per_class: int = 4  # images per class (base) or held-out crops (SR) in the training previews
 
     def validate(self) -> None:
+        from .sampling import SAMPLERS  # here: the config module stays free of torch at import time
+
+        _check(self.sampler in SAMPLERS, "sampler", self.sampler, f"is not one of {', '.join(SAMPLERS)}")
         _positive(self, "steps", "preview_per_class")
         _check(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "must be >= 0")
         _check(0 <= self.aug_level <= 1, "aug_level", self.aug_level, "must be in [0, 1]")
+
+    def replace(self, changes: dict | None, where: str = "settings") -> "SampleConfig":
+        """A copy with some fields changed, checked (ValueError names the key or value at fault)."""
+        if not changes:
+            return self
+        valid = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise ValueError(f"{where}: unknown sampling setting {unknown[0]!r} (valid: {', '.join(valid)})")
+        new = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        try:
+            new.validate()
+        except _Invalid as e:
+            raise ValueError(f"{where}: {e.key}={e.value!r} {e.reason}") from None
+        return new
 
 
 @dataclass

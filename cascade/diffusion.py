@@ -38,6 +38,17 @@ def make_noise_scheduler(cfg: DiffusionConfig, clip_sample: bool = True) -> DDPM
     )
 
 
+def alpha_bar(t, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """abar at continuous timesteps t (scalar or [N], float64, CPU): linear interpolation on the grid
+    [1, abar_0, ..., abar_{T-1}] placed at t = -1, 0, ..., T-1, so t = -1 is the clean image (abar = 1)
+    and integer t gives the schedule's own value. The one interpolation that conditioning
+    augmentation (levels between the timesteps) and the consistency projection (any sampler's t) use."""
+    grid = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod.double().cpu()])
+    pos = (torch.as_tensor(t, dtype=torch.float64).cpu() + 1).clamp(0, len(grid) - 1)
+    lo = pos.floor().long().clamp(max=len(grid) - 2)
+    return grid[lo] + (grid[lo + 1] - grid[lo]) * (pos - lo)
+
+
 def add_noise(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for integer timesteps t [N] (q(x_t | x_0))."""
     return scheduler.add_noise(x0, noise, t.to(x0.device))

@@ -13,7 +13,7 @@ class EMA:
 
     With `warmup`, the decay is min(decay, (1 + n) / (10 + n)) at update n, so the average is not
     dominated by the random initial weights early in short runs. Buffers are copied, not averaged.
-    `state_dict` / `load_state_dict` make it checkpointable by Accelerate.
+    Checkpoints keep `model`'s weights and `updates` (cascade.checkpoint).
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
@@ -33,10 +33,3 @@ class EMA:
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
         self.updates += 1
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.updates = int(state["updates"])

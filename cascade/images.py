@@ -1,4 +1,5 @@
-"""Image conversions, kept in one place: PIL of any mode -> RGB, uint8 <-> [0, 1] <-> [-1, 1], grids.
+"""Image conversions, kept in one place: PIL of any mode -> RGB, uint8 <-> [0, 1] <-> [-1, 1], grids,
+and users' images to batches (and back) for the pipeline.
 
 Conventions: models see float tensors in [-1, 1] shaped [N x 3 x H x W]; users get PIL images or
 float tensors in [0, 1]; files hold uint8.
@@ -10,6 +11,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 
@@ -98,3 +100,64 @@ def upscale_nearest(image: Image.Image, min_side: int = 256) -> Image.Image:
     """Enlarge a small image by an integer factor (nearest) so its pixels can be seen in a viewer."""
     factor = max(1, math.ceil(min_side / min(image.size)))
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
+
+
+# --- users' images <-> pipeline batches
+
+def check_output_type(output_type: str) -> None:
+    if output_type not in ("pil", "pt"):
+        raise ValueError(f"output_type={output_type!r}: use 'pil' or 'pt'")
+
+
+def convert(images: torch.Tensor, output_type: str):
+    """[-1, 1] images -> PIL images ("pil") or a [0, 1] CPU tensor ("pt")."""
+    return to_pil(images) if output_type == "pil" else to_unit(images).cpu()
+
+
+def convert_list(batches: list[torch.Tensor], output_type: str):
+    """[-1, 1] batches -> one list of PIL images, or one [0, 1] tensor (a list where sizes differ)."""
+    if output_type == "pil":
+        return [img for b in batches for img in to_pil(b)]
+    tensors = [to_unit(b).cpu() for b in batches]
+    same = len({tuple(t.shape[-2:]) for t in tensors}) == 1
+    return torch.cat(tensors) if same else [t for b in tensors for t in b]
+
+
+def as_batches(images) -> list[torch.Tensor]:
+    """User images (PIL, HxWx3 arrays uint8 or float in [0, 1], [3 x H x W] / [N x 3 x H x W] tensors
+    in [0, 1], or a list of these) -> list of [-1, 1] tensors [n x 3 x h x w], one per distinct input."""
+    if isinstance(images, (list, tuple)):
+        return [b for item in images for b in as_batches(item)]
+    if isinstance(images, Image.Image):
+        tensor = torch.from_numpy(np.asarray(to_rgb(images), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    elif isinstance(images, np.ndarray):
+        array = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=-1)
+        if array.ndim != 3:
+            raise ValueError(f"expected an HxWx3 array, got shape {images.shape}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
+    elif isinstance(images, torch.Tensor):
+        tensor = images[None] if images.ndim == 3 else images
+        if tensor.ndim != 4:
+            raise ValueError(f"expected a [3 x H x W] or [N x 3 x H x W] tensor, got shape {tuple(images.shape)}")
+        tensor = tensor.float()
+    else:
+        raise ValueError(f"cannot upscale a {type(images).__name__}; give PIL images, arrays or tensors")
+    if tensor.shape[1] != 3:
+        raise ValueError(f"expected 3 colour channels, got {tensor.shape[1]} (shape {tuple(tensor.shape)})")
+    if tensor.shape[-1] == 0 or tensor.shape[-2] == 0 or tensor.shape[0] == 0:
+        raise ValueError(f"empty image (shape {tuple(tensor.shape)})")
+    if not torch.isfinite(tensor).all():
+        raise ValueError("the image contains NaN or infinite values")
+    return [from_unit(tensor.clamp(0, 1))]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad [N x C x H x W] at the bottom and right (by reflection where it fits) to multiples of `multiple`."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not ph and not pw:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)

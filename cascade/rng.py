@@ -56,6 +56,14 @@ def randint(high: int, n: int, generator: Generators = None) -> torch.Tensor:
     return torch.randint(0, high, (n,), generator=generator)
 
 
+def per_image(seed, n: int) -> list[torch.Generator]:
+    """One generator per image: `seed` an int (image i gets seed + i) or a sequence of n seeds."""
+    seeds = [int(seed) + i for i in range(n)] if isinstance(seed, int) else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} images")
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
 def example_generators(seeds: torch.Tensor) -> list[torch.Generator]:
     """One generator per example from a batch's `seed` column [N] (int64)."""
     return [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]

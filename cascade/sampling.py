@@ -16,6 +16,9 @@ from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
 
+from . import rng
+from .diffusion import alpha_bar
+
 # sampler name -> (scheduler class, settings that differ from the training schedule's config)
 SAMPLERS: dict[str, tuple[type, dict]] = {
     "ddpm": (DDPMScheduler, {}),  # ancestral sampling (Ho et al. 2020, Alg. 2)
@@ -88,15 +91,12 @@ def constrained(denoiser: Callable, project: Callable, alphas_cumprod: torch.Ten
     The prediction is converted to x0 with the training schedule (x_t = a x0 + s eps, a^2 = abar_t,
     s^2 = 1 - abar_t), projected, and converted back to the same prediction type given the same x_t,
     so any scheduler steps from the projected estimate (DDNM/ILVR-style guidance; see
-    `cascade.resize.project_onto_lowres`). Timesteps between grid points interpolate abar linearly.
+    `cascade.resize.project_onto_lowres`). Timesteps between grid points interpolate abar linearly
+    (cascade.diffusion.alpha_bar).
     """
-    grid = alphas_cumprod.double().cpu()
-
     def constrained_denoiser(x, t, **cond):
         prediction = denoiser(x, t, **cond)
-        pos = torch.as_tensor(t, dtype=torch.float64).cpu().clamp(0, len(grid) - 1)
-        lo = pos.floor().long().clamp(max=len(grid) - 2)
-        abar = grid[lo] + (grid[lo + 1] - grid[lo]) * (pos - lo)
+        abar = alpha_bar(torch.as_tensor(t, dtype=torch.float64).clamp(min=0), alphas_cumprod)
         abar = abar.view(-1, 1, 1, 1).to(x.device) if abar.ndim else abar.item()
         a, s = abar ** 0.5, (1 - abar) ** 0.5
         xd, pd = x.double(), prediction.double()
@@ -115,17 +115,20 @@ def constrained(denoiser: Callable, project: Callable, alphas_cumprod: torch.Ten
 
 @torch.no_grad()
 def sample(denoiser: Callable, scheduler: SchedulerMixin, shape: tuple[int, ...], steps: int,
-           generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+           generator: rng.Generators = None, device: torch.device | str = "cpu",
            progress: bool = True, **cond) -> torch.Tensor:
     """Draw samples [shape] by running `scheduler` for `steps` network evaluations.
 
-    The initial noise is drawn on the CPU from `generator`, so a seed gives the same images on any
-    device. `cond` (class_labels, cond_image, aug_level) is passed to the denoiser at every step.
+    `generator`: one torch.Generator for the batch, or one per image (cascade.rng), which makes
+    every image independent of the batch it is in: the initial noise and the noise that stochastic
+    schedulers inject draw from it (diffusers' `randn_tensor` takes a list of generators, one per
+    image). Noise is drawn on the CPU, so a seed gives the same images on any device. `cond`
+    (class_labels, cond_image, aug_level) is passed to the denoiser at every step.
     """
     # 1. choose the timesteps t_1 > ... > t_steps
     scheduler.set_timesteps(steps, device=device)
     # 2. x_T ~ N(0, sigma_max^2 I)  (sigma_max = 1 for variance-preserving schedulers)
-    x = torch.randn(shape, generator=generator, device="cpu").to(device) * scheduler.init_noise_sigma
+    x = rng.randn(shape, generator).to(device) * scheduler.init_noise_sigma
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for t in tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not progress):
         # 3. predict with the network (some schedulers rescale x_t first), then 4. step to t_{i+1}

@@ -85,13 +85,15 @@ class TiledDenoiser:
     """A denoiser over full-size host tensors that runs `denoiser` on batches of tiles on `device`.
 
     Same contract as the network: `tiled(x, t, **cond) -> prediction`, x [N x C x H x W]. Per-image
-    conditioning ([N] tensors: class labels, aug level) follows its image; `cond_image`
-    [N x C' x H x W] is cropped like x. `bar`, if given, advances by one per tile evaluated.
+    conditioning ([N] tensors: class labels, aug level) follows its image; the `spatial` entries
+    (images [N x C' x H x W], as the stage's kind names them) are cropped like x. `bar`, if given,
+    advances by one per tile evaluated.
     """
 
     def __init__(self, denoiser: Callable, height: int, width: int, tile: int, overlap: int, multiple: int,
-                 batch: int, device: torch.device | str, bar: tqdm | None = None):
+                 batch: int, device: torch.device | str, bar: tqdm | None = None, spatial=("cond_image",)):
         self.denoiser, self.device, self.batch, self.bar = denoiser, torch.device(device), max(1, batch), bar
+        self.spatial = tuple(spatial)
         self.tiles = make_tiles(height, width, tile, overlap, multiple)
         self.weights = [tile_weight(t, height, width, overlap) for t in self.tiles]
         self.norm = torch.zeros(height, width)
@@ -108,7 +110,7 @@ class TiledDenoiser:
             crops = torch.stack([x[i][(slice(None), *self.tiles[k].slices)] for i, k in chunk]).to(self.device)
             tile_cond = {}
             for key, value in cond.items():
-                if key == "cond_image":
+                if key in self.spatial:
                     value = torch.stack([value[i][(slice(None), *self.tiles[k].slices)] for i, k in chunk])
                 elif isinstance(value, torch.Tensor) and value.ndim > 0:
                     value = value[index]
@@ -122,13 +124,14 @@ class TiledDenoiser:
 
 
 @torch.enable_grad()
-def effective_receptive_field(unet, size: int, timesteps: list[int], cond: dict | None = None, seeds: int = 2,
-                              floor_factor: float = 2.0) -> dict:
+def effective_receptive_field(unet, size: int, timesteps: list[int], cond: Callable | None = None,
+                              spatial=(), seeds: int = 2, floor_factor: float = 2.0) -> dict:
     """ERF of `unet` on [1 x C x size x size] Gaussian inputs: the gradient of the centre output pixel
-    (summed over channels) with respect to x_t and cond_image, |.| summed over channels, averaged over
-    `timesteps` and `seeds`. Returns {"radius": in pixels (see below), "rings": mean |grad| at each
-    distance relative to the centre's, "global_fraction": the share of the gradient spread evenly over
-    the whole input, "size": size}.
+    (summed over channels) with respect to x_t and the `spatial` conditioning images, |.| summed over
+    channels, averaged over `timesteps` and `seeds`. `cond(generator)` returns the conditioning of one
+    draw (a stage kind's `erf_inputs`). Returns {"radius": in pixels (see below), "rings": mean |grad|
+    at each distance relative to the centre's, "global_fraction": the share of the gradient spread
+    evenly over the whole input, "size": size}.
     """
     params = next(unet.parameters())
     device, dtype = params.device, params.dtype
@@ -138,12 +141,10 @@ def effective_receptive_field(unet, size: int, timesteps: list[int], cond: dict 
         g = torch.Generator().manual_seed(seed)
         for t in timesteps:
             x = torch.randn(1, cfg.in_channels, size, size, generator=g).to(device, dtype).requires_grad_()
-            kwargs = dict(cond or {})
-            inputs = [x]
-            if cfg.cond_channels:
-                c = torch.randn(1, cfg.cond_channels, size, size, generator=g).to(device, dtype).requires_grad_()
-                kwargs["cond_image"] = c
-                inputs.append(c)
+            kwargs = dict(cond(g)) if cond is not None else {}
+            for key in spatial:
+                kwargs[key] = kwargs[key].to(device, dtype).requires_grad_()
+            inputs = [x, *(kwargs[key] for key in spatial)]
             out = unet(x, torch.tensor([t], device=device), **kwargs)
             grads = torch.autograd.grad(out[0, :, size // 2, size // 2].sum(), inputs)
             total += sum(gr.abs().sum(dim=(0, 1)).double().cpu() for gr in grads)

@@ -1,7 +1,7 @@
-"""The training loop shared by every stage's script (`train/base.py`, `train/sr3.py`).
+"""The training shared by every stage's script (`train/base.py`, `train/sr3.py`).
 
-A script builds its data, model and loss function and hands them to `fit`; `fit` owns what every
-stage does the same way: Accelerate (devices, processes, mixed precision, gradient accumulation),
+`train_stage(cfg, kind)` builds the data, model, loss (the stage kind's) and previews and hands them
+to `fit`; `fit` owns what every stage does the same way: Accelerate (devices, processes, mixed precision, gradient accumulation),
 AdamW with warmup, gradient clipping, EMA, TensorBoard scalars, a tqdm bar on the main process,
 preview grids, crash-safe checkpoints and resume.
 """
@@ -20,11 +20,15 @@ from diffusers.optimization import get_scheduler
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import data, diffusion
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config, save_config
 from .ema import EMA
-from .pipeline import Pipeline
 from .errors import CascadeError
+from .kinds import StageKind
+from .pipeline import Pipeline
+from .stage import Stage
+from .unet import UNet
 
 
 class TrainingError(CascadeError):
@@ -200,3 +204,46 @@ def export_stage(accelerator: Accelerator, stage, output_dir: str | Path) -> Non
         out = Path(output_dir) / "pipeline"
         Pipeline([stage]).save_pretrained(out)
         accelerator.print(f"exported the EMA model to {out}")
+
+
+def train_stage(cfg, kind: StageKind, resume: bool = False) -> None:
+    """Train one stage of kind `kind` from a stage config (`BaseStageConfig`, `SR3StageConfig`, or
+    any dataclass with model, diffusion, data, train and sample sections) and export it.
+
+    The kind says what the model is conditioned on and what it generates (cascade.kinds); this is
+    everything else, the same for every kind.
+    """
+    accelerator = make_accelerator(cfg.train, cfg)
+
+    # --- data: random crops at the model's resolution, labels from the source
+    source = data.load_source(cfg.data)
+    data.check_num_classes(source, cfg.model.num_classes)
+    loader = data.make_loader(source, cfg.model.sample_size, cfg.data, cfg.train.batch_size, cfg.train.seed)
+    inputs = f"; {cfg.model.sample_size // kind.scale} px -> " if kind.takes_input else "; "
+    accelerator.print(f"data: {len(source)} images, {len(source.class_names)} classes from {source.name}"
+                      f"{inputs}{cfg.model.sample_size} px {kind.name} stage")
+
+    # --- model and forward process
+    model = UNet(**vars(cfg.model))
+    noise_scheduler = diffusion.make_noise_scheduler(cfg.diffusion, clip_sample=kind.clip_sample)
+    accelerator.print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    # An unconditional model claims no classes, whatever the data's folders are called.
+    class_names = source.class_names if cfg.model.num_classes else []
+    Stage(model, noise_scheduler, kind, cfg.sample, class_names)  # checks that the kind fits the model
+
+    # --- loss: the kind's inputs and target; labels dropped at random for classifier-free guidance
+    model_config = model.config  # the wrapped model that `fit` passes in (DDP) has no .config
+
+    def loss_fn(model, batch):
+        return kind.loss(model, model_config, noise_scheduler, batch, cfg.train.label_dropout)
+
+    # --- previews from the EMA weights: the kind draws them (held-out crops for kinds with an input)
+    crops = data.fixed_crops(cfg.data, cfg.model.sample_size, cfg.sample.preview_per_class) if kind.takes_input else None
+
+    def preview_fn(ema_model, step):
+        stage = Stage(ema_model, noise_scheduler, kind, cfg.sample, class_names)
+        return kind.preview(stage, crops, cfg.sample.preview_per_class)
+
+    # --- train, then export the EMA weights as a one-stage pipeline
+    ema = fit(accelerator, cfg.train, model, loader, loss_fn, preview_fn, resume=resume)
+    export_stage(accelerator, Stage(ema.model, noise_scheduler, kind, cfg.sample, class_names), cfg.train.output_dir)

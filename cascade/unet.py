@@ -11,8 +11,8 @@ Two layouts (`layout`):
 - "efficient" (after Imagen's Efficient U-Net, Saharia et al. 2022, appendix B.1): every level
   downsamples *before* its blocks and the decoder upsamples after them, so the levels run at half
   the resolutions of "standard". One residual block at the full resolution joins the decoder's output
-  with the input convolution's (without it, the demo SR stage kept visible noise: README
-  "Performance"). Same widths and, within 5%, parameters; 35-55% of the FLOPs (less with more levels).
+  with the input convolution's (without it, the demo SR stage kept visible noise:
+  docs/performance.md). Same widths and, within 5%, parameters; 35-55% of the FLOPs (less with more levels).
 
 The denoiser contract, the same for the base model and every SR3 upsampler:
 

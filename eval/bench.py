@@ -13,7 +13,7 @@ photos, ~6 minutes each on 2 CPU cores. They are trained into `--runs` (default 
    DDPM ancestral sampling at 1000 steps (the reference, run with two seeds: their difference is
    the noise floor of every column) and each sampler at 5, 10, 20 and 50 steps. NFE = network
    evaluations per image; Δ columns are against the reference's first seed.
-2. base: the base stage's FID against `--base-num` real crops of the training photos (the README's
+2. base: the base stage's FID against `--base-num` real crops of the training photos (docs/evaluation.md's
    eval/fid.py row) and CAS (eval/cas.py's classifier and schedule trained on the samples, top-1 on
    500 real held-out crops) vs steps, from `--base-num` class-balanced samples per row: guided
    DDPM at 1000 steps (the reference), then each of `--base-samplers` at `--steps`; the last row
@@ -93,7 +93,7 @@ def trained_stage(kind: str, args) -> str:
 def sr_quality(args, device) -> list[dict]:
     pipe = Pipeline.from_pretrained(trained_stage("sr", args), device=device)
     stage = pipe.upsamplers[-1]
-    scale, network = stage.settings.scale, load_feature_network(args.weights, device)
+    scale, network = stage.kind.scale, load_feature_network(args.weights, device)
     crops = list(real_batches(load_real(describe_source("photos")), args.num, args.batch_size, stage.resolution, True,
                               (0.15, 0.4), args.seed))
     truth = FeatureStats()
@@ -102,11 +102,13 @@ def sr_quality(args, device) -> list[dict]:
 
     def run(sampler: str, steps: int, seed: int) -> dict:
         collected, stats, seconds = {}, FeatureStats(), 0.0
-        for k, (hr, _) in enumerate(tqdm(crops, desc=f"SR {sampler} {steps}", unit="batch", leave=False)):
+        done = 0
+        for hr, _ in tqdm(crops, desc=f"SR {sampler} {steps}", unit="batch", leave=False):
             lr = unit_to_uint8(downsample(hr.double() / 255, scale))
             start = time.perf_counter()
-            sr = stage.sample(lowres=from_unit(lr.float().to(device) / 255), sampler=sampler, steps=steps,
-                              generator=torch.Generator().manual_seed(seed + k), progress=False)
+            sr = stage.sample(from_unit(lr.float().to(device) / 255), settings=dict(sampler=sampler, steps=steps),
+                              seed=seed + done, progress=False)
+            done += len(hr)
             seconds += time.perf_counter() - start
             out = unit_to_uint8(to_unit(sr).cpu())
             for key, value in metrics.per_image(out, lr, hr, scale).items():
@@ -153,15 +155,15 @@ def base_quality(args, device) -> list[dict]:
     stage, network = pipe.base, load_feature_network(args.weights, device)
     k, size, per_class = stage.unet.config.num_classes, stage.resolution, max(1, args.base_num // 10)
     photos = load_real(describe_source("photos", "train"))
-    real = FeatureStats()  # the reference of eval/fid.py's README row: crops of the training photos
+    real = FeatureStats()  # the reference of eval/fid.py's row in docs/evaluation.md: crops of the training photos
     for images, _ in real_batches(photos, args.base_num, 100, size, True, (0.15, 0.4), args.seed):
         real.update(network(images.to(device))[0])
     test_x, test_y = labelled_set(describe_source("photos", "test"), 50, k, size, (0.15, 0.4), args.seed + 1)
 
     def run(sampler: str, steps: int, seed: int) -> dict:
-        stage.settings.sampler = sampler
         start = time.perf_counter()
-        batches = pipeline_batches(pipe, per_class * k, args.batch_size, seed, steps=steps, progress=True)
+        batches = pipeline_batches(pipe.with_settings({0: dict(sampler=sampler)}), per_class * k, args.batch_size,
+                                   seed, steps=steps, progress=True)
         gen_x, gen_y = collect(batches)
         seconds = (time.perf_counter() - start) / len(gen_x)
         stats = FeatureStats()
@@ -171,7 +173,7 @@ def base_quality(args, device) -> list[dict]:
         classifier = ResNetClassifier(k, width=32, resolution=size).to(device)
         train_classifier(classifier, gen_x, gen_y, epochs=30, batch_size=64, seed=args.seed, desc="CAS classifier")
         cas = top_k_accuracy(predict_logits(classifier, test_x), test_y, 1)
-        nfe = len(_timesteps(stage, sampler, steps)) * (2 if stage.settings.guidance_scale != 1 else 1)
+        nfe = len(_timesteps(stage, sampler, steps)) * (2 if stage.defaults.guidance_scale != 1 else 1)
         row = {"sampler": sampler, "steps": steps, "seed": seed, "nfe": nfe, "images": len(gen_x),
                "fid": fid_from_stats(stats, real), "cas_top1": cas, "seconds_per_image": seconds}
         print(f"  base {sampler} {steps} (seed {seed}): FID {row['fid']:.2f} CAS {100 * cas:.1f}%", flush=True)
@@ -390,12 +392,12 @@ def memory(args, device) -> list[dict]:
 
 
 def _sample_once(stage, batch: int, device) -> None:
-    g = torch.Generator().manual_seed(0)
-    if stage.is_upsampler:
+    if stage.kind.takes_input:
+        g = torch.Generator().manual_seed(0)
         lowres = torch.rand(batch, 3, stage.input_resolution, stage.input_resolution, generator=g) * 2 - 1
-        stage.sample(lowres=lowres.to(device), steps=2, generator=g, progress=False)
+        stage.sample(lowres.to(device), settings=dict(steps=2), seed=0, progress=False)
     else:
-        stage.sample(class_labels=[0] * batch, steps=2, generator=g, progress=False)
+        stage.sample(class_labels=[0] * batch, settings=dict(steps=2), seed=0, progress=False)
 
 
 def memory_table(rows: list[dict]) -> str:

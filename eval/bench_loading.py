@@ -19,9 +19,10 @@ import torch
 from diffusers import ModelMixin
 
 from cascade.cli import run_cli
-from cascade.config import SR3StageConfig, load_config
+from cascade.config import SampleConfig, SR3StageConfig, load_config
 from cascade.diffusion import make_noise_scheduler
-from cascade.pipeline import Pipeline, Stage, StageSettings
+from cascade.kinds import SR3
+from cascade.pipeline import Pipeline, Stage
 from cascade.unet import UNet
 from cascade.weights import ALIGNMENT
 
@@ -34,8 +35,9 @@ def demo_stage() -> Stage:
     with torch.no_grad():  # zero-initialised output layers would make every sample the same
         for p in unet.parameters():
             p.normal_(0, 0.05)
-    settings = StageSettings(sampler="ddim", steps=5, scale=cfg.sr.scale, residual=True, residual_scale=4.0)
-    return Stage(unet, make_noise_scheduler(cfg.diffusion, clip_sample=False), settings)
+    kind = SR3.from_config(cfg.sr)
+    return Stage(unet, make_noise_scheduler(cfg.diffusion, clip_sample=kind.clip_sample), kind,
+                 SampleConfig(sampler="ddim"))
 
 
 def main(argv=None):
@@ -51,13 +53,13 @@ def main(argv=None):
         fresh.unet.save_pretrained(folder)
         plain = ModelMixin.from_pretrained.__func__(UNet, folder).eval()  # diffusers' loader alone
         ours = UNet.from_pretrained(folder).eval()
-    stages = {"fresh": fresh, "diffusers storage": Stage(plain, fresh.noise_scheduler, fresh.settings),
-              "cascade": Stage(ours, fresh.noise_scheduler, fresh.settings)}
+    stages = {"fresh": fresh, "diffusers storage": Stage(plain, fresh.noise_scheduler, fresh.kind, fresh.defaults),
+              "cascade": Stage(ours, fresh.noise_scheduler, fresh.kind, fresh.defaults)}
     lowres = torch.rand(args.batch, 3, fresh.input_resolution, fresh.input_resolution,
                         generator=torch.Generator().manual_seed(0)) * 2 - 1
 
     def draw(stage):
-        return stage.sample(lowres=lowres, steps=args.steps, generator=torch.Generator().manual_seed(1), progress=False)
+        return stage.sample(lowres, settings=dict(steps=args.steps), seed=1, progress=False)
 
     reference = draw(fresh)
     best = dict.fromkeys(stages, 0.0)
@@ -68,7 +70,7 @@ def main(argv=None):
             out = draw(stage)
             best[name] = max(best[name], args.batch / (time.perf_counter() - start))
             diff[name] = (out - reference).abs().max().item()
-    print(f"{fresh.resolution} px, batch {args.batch}, {args.steps} steps ({fresh.settings.sampler}), "
+    print(f"{fresh.resolution} px, batch {args.batch}, {args.steps} steps ({fresh.defaults.sampler}), "
           f"{torch.get_num_threads()} threads, best of {args.rounds} rounds")
     print("| weights | data_ptr % 64 | sampling img/s | max abs diff from fresh |")
     print("|---|---|---|---|")

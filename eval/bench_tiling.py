@@ -66,12 +66,12 @@ class CallPeak:
 
 def chain_x4(stage: Stage) -> Pipeline:
     """The stage, then a copy of it that takes the first one's output size."""
-    config, k = dict(stage.unet.config), stage.settings.scale
+    config, k = dict(stage.unet.config), stage.kind.scale
     # Attention resolutions are absolute sizes: scale them with the sample size so the same layers have it.
     second = UNet.from_config({**config, "sample_size": stage.resolution * k,
                                "attention_resolutions": [r * k for r in config["attention_resolutions"]]})
     second.load_state_dict(stage.unet.state_dict())
-    return Pipeline([stage, Stage(second.eval(), stage.noise_scheduler, stage.settings)])
+    return Pipeline([stage, Stage(second.eval(), stage.noise_scheduler, stage.kind, stage.defaults)])
 
 
 def run_case(args) -> dict:
@@ -84,7 +84,7 @@ def run_case(args) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    out = pipe.upscale(image, generator=torch.Generator().manual_seed(0), steps=args.steps, tile_size=args.tile_size,
+    out = pipe.upscale(image, seed=0, steps=args.steps, tile_size=args.tile_size,
                        overlap=args.overlap, tile_batch=args.tile_batch, output_type="pt", progress=False)
     seconds = time.perf_counter() - start
     return {"input": f"{width}x{height}", "output": f"{out.shape[-1]}x{out.shape[-2]}",

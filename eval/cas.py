@@ -53,7 +53,7 @@ def main(argv=None):
 
     device = Accelerator(cpu=args.cpu).device
     pipe = Pipeline.from_pretrained(args.pipeline, device=device)
-    apply_sampling_arguments(pipe, args)
+    pipe = apply_sampling_arguments(pipe, args)
     if pipe.base is None or not pipe.base.unet.config.num_classes:
         raise DataError(f"{args.pipeline}: CAS needs a class-conditional base stage")
     num_classes = pipe.base.unet.config.num_classes

@@ -37,7 +37,7 @@ def main(argv=None):
         parser.error("--per-class and --zoom must be >= 1")
 
     pipe = Pipeline.from_pretrained(args.pipeline, device=args.device)
-    apply_sampling_arguments(pipe, args)
+    pipe = apply_sampling_arguments(pipe, args)
     names = pipe.class_names
     classes = args.classes if args.classes else (list(range(len(names))) if names else [None])
     classes = [int(c) if isinstance(c, str) and c.isdigit() else c for c in classes]
@@ -46,10 +46,9 @@ def main(argv=None):
         raise CascadeError(f"{args.pipeline}: no base stage; use `python -m cascade upscale` for upsamplers")
     rows = []
     for row, label in enumerate(classes):
-        generator = torch.Generator().manual_seed(args.seed * 100003 + row)
         labels = None if label is None else [label] * args.per_class
-        try:
-            stages = pipe(labels, num_images=args.per_class, generator=generator,
+        try:  # every image its own seed: image j of row r has seed * 100003 + r * per_class + j
+            stages = pipe(labels, num_images=args.per_class, seed=args.seed * 100003 + row * args.per_class,
                           guidance_scale=args.guidance, output_type="pt", return_intermediates=True)
         except ValueError as e:
             raise CascadeError(f"--classes {label!r}: {e}") from None

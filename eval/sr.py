@@ -83,11 +83,11 @@ def main(argv=None):
     pipe = Pipeline.from_pretrained(args.pipeline, device=device)
     start = args.start_at if args.start_at is not None else (1 if pipe.base is not None else 0)
     ups = pipe.stages[start:]
-    if not ups or not all(s.is_upsampler for s in ups):
+    if not ups or not all(s.kind.takes_input for s in ups):
         parser.error(f"{args.pipeline}: no upsampler stages from stage {start}")
-    apply_sampling_arguments(pipe, args)
-    scale = math.prod(s.settings.scale for s in ups)
-    levels = args.aug_levels or [ups[0].settings.aug_level]
+    pipe = apply_sampling_arguments(pipe, args)
+    scale = math.prod(s.kind.scale for s in ups)
+    levels = args.aug_levels or [ups[0].defaults.aug_level]
     network = load_feature_network(args.weights, device) if args.fid else None
 
     spec = describe_source(args.data, args.split)
@@ -114,7 +114,7 @@ def main(argv=None):
     shown = []
     count = 0
     with tqdm(total=num, desc="upscaling", unit="img") as bar:
-        for k, (hr, _) in enumerate(batches):
+        for hr, _ in batches:
             h, w = (hr.shape[-2] // scale) * scale, (hr.shape[-1] // scale) * scale  # modcrop
             if h == 0 or w == 0:
                 raise DataError(f"{args.data}: an image of {tuple(hr.shape[-2:])} px is smaller than the scale x{scale}")
@@ -122,16 +122,15 @@ def main(argv=None):
             lr = unit_to_uint8(downsample(hr.double() / 255, scale))
             lr_unit = lr.float() / 255
             outputs = {"bicubic": unit_to_uint8(upsample(lr_unit.double(), (h, w)))}
-            for name, kwargs in methods.items():
-                generator = torch.Generator().manual_seed(args.seed + k)
-                sr = pipe.upscale(lr_unit, generator=generator, start_at=start, output_type="pt",
+            for name, kwargs in methods.items():  # image i of the run has seed args.seed + i, whatever the batch
+                sr = pipe.upscale(lr_unit, seed=args.seed + count, start_at=start, output_type="pt",
                                   progress=False, **kwargs)
                 outputs[name] = unit_to_uint8(sr.cpu())
             if args.tile_size:
                 multiple = ups[-1].size_multiple
                 grid = make_tiles(h, w, ups[-1].tile_geometry(args.tile_size, overlap)[0], overlap, multiple)
                 outputs["independent tiles"] = independent_tiles(pipe, lr_unit, grid, multiple, scale, args, start,
-                                                                 levels[0], k)
+                                                                 levels[0], count)
             for name, out in outputs.items():
                 row = metrics.per_image(out, lr, hr, scale)
                 if args.tile_size:
@@ -196,9 +195,9 @@ def cut_lines(starts: list[int], size: int, multiple: int) -> list[int]:
     return [(s + size + nxt) // 2 // multiple * multiple for s, nxt in zip(starts, starts[1:])]
 
 
-def independent_tiles(pipe, lr_unit, tiles, multiple, scale, args, start, level, k) -> torch.Tensor:
+def independent_tiles(pipe, lr_unit, tiles, multiple, scale, args, start, level, first: int) -> torch.Tensor:
     """The naive baseline: every tile upscaled on its own (own noise, no fusion), pasted with hard cuts
-    at the middle of each overlap. uint8 [N x 3 x H x W]."""
+    at the middle of each overlap; `first` is the index of the batch's first image. uint8 [N x 3 x H x W]."""
     n, (h, w) = lr_unit.shape[0], lr_unit.shape[-2:]
     out = torch.zeros(n, 3, h * scale, w * scale, dtype=torch.uint8)
     tops, lefts = sorted({t.top for t in tiles}), sorted({t.left for t in tiles})
@@ -214,8 +213,8 @@ def independent_tiles(pipe, lr_unit, tiles, multiple, scale, args, start, level,
             if top % scale or left % scale:
                 raise ValueError(f"tile at ({top}, {left}) is not on the x{scale} grid")
             crop = lr_unit[..., top // scale:(top + size_h) // scale, left // scale:(left + size_w) // scale]
-            generator = torch.Generator().manual_seed(args.seed + k + 1000 * (i * len(lefts) + j + 1))
-            sr = unit_to_uint8(pipe.upscale(crop, generator=generator, start_at=start,
+            seed = args.seed + first + 100_000 * (i * len(lefts) + j + 1)  # each tile its own noise
+            sr = unit_to_uint8(pipe.upscale(crop, seed=seed, start_at=start,
                                             aug_level=level, output_type="pt", progress=False).cpu())
             out[..., y0s[i]:y1s[i], x0s[j]:x1s[j]] = sr[..., y0s[i] - top:y1s[i] - top, x0s[j] - left:x1s[j] - left]
     return out

@@ -33,17 +33,18 @@ def randomize(model, scale=0.2, seed=1):
 
 def tiny_stage(size, scale=1, num_classes=0, seed=1, aug_level=0.0, layout="standard"):
     """A Stage around a tiny random UNet: a base stage (scale 1) or an upsampler (scale > 1)."""
-    from cascade.config import DiffusionConfig
+    from cascade.config import DiffusionConfig, SampleConfig
     from cascade.diffusion import make_noise_scheduler
-    from cascade.pipeline import Stage, StageSettings
+    from cascade.kinds import SR3, Base
+    from cascade.stage import Stage
 
     unet = randomize(tiny_unet(sample_size=size, num_classes=num_classes, cond_channels=3 if scale > 1 else 0,
                                use_aug_level=scale > 1, layout=layout), scale=0.05, seed=seed).eval()
-    settings = StageSettings(sampler="dpm++", steps=3, guidance_scale=1.5 if num_classes else 1.0,
-                             class_names=["a", "b", "c", *map(str, range(3, num_classes))][:num_classes],
-                             scale=scale, aug_level=aug_level)
+    defaults = SampleConfig(sampler="dpm++", steps=3, guidance_scale=1.5 if num_classes else 1.0, aug_level=aug_level)
+    names = ["a", "b", "c", *map(str, range(3, num_classes))][:num_classes]
     schedule = DiffusionConfig(schedule="cosine", prediction_type="v_prediction")
-    return Stage(unet, make_noise_scheduler(schedule), settings)
+    kind = SR3(scale=scale) if scale > 1 else Base()
+    return Stage(unet, make_noise_scheduler(schedule, clip_sample=kind.clip_sample), kind, defaults, names)
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from PIL import Image
 
 from cascade import Pipeline
 from cascade.errors import CheckpointError
-from cascade.pipeline import Stage, StageSettings
+from cascade.kinds import SR3
+from cascade.stage import Stage
 from conftest import tiny_stage as stage
 
 
@@ -71,7 +72,7 @@ def test_aug_level_changes_the_conditioning_and_is_seeded(cascade3):
 
     torch.testing.assert_close(run(0.3), run(0.3), rtol=0, atol=0)
     assert not torch.allclose(run(0.0), run(0.3))
-    assert cascade3.stages[1].settings.aug_level == 0.1  # an override does not change the stage
+    assert cascade3.stages[1].defaults.aug_level == 0.1  # an override does not change the stage
 
 
 def test_cascade_round_trip_reproduces_samples(cascade3, tmp_path):
@@ -82,7 +83,7 @@ def test_cascade_round_trip_reproduces_samples(cascade3, tmp_path):
     # Exact: safetensors keeps float32 bit for bit, and the loaded weights get storage like the saved
     # model's (cascade.weights), so the same kernels run on the same data.
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert loaded.stages[1].settings.aug_level == 0.1
+    assert loaded.stages[1].defaults.aug_level == 0.1
 
 
 def test_from_stages_assembles_and_checks_sizes(cascade3, tmp_path):
@@ -119,11 +120,10 @@ def test_residual_stage_adds_the_bicubic_input_back():
     from cascade.resize import upsample
 
     plain = stage(16, 2, seed=4, aug_level=0.1)
-    settings = StageSettings(**{**plain.settings.__dict__, "residual": True, "residual_scale": 4.0})
-    residual = Stage(plain.unet, plain.noise_scheduler, settings)
+    residual = Stage(plain.unet, plain.noise_scheduler, SR3(scale=2, residual=True, residual_scale=4.0), plain.defaults)
     lowres = torch.rand(2, 3, 8, 8) * 2 - 1
-    a = plain.sample(lowres=lowres, generator=torch.Generator().manual_seed(0), progress=False)
-    b = residual.sample(lowres=lowres, generator=torch.Generator().manual_seed(0), progress=False)
+    a = plain.sample(lowres, seed=0, progress=False)
+    b = residual.sample(lowres, seed=0, progress=False)
     torch.testing.assert_close(b, a / 4.0 + upsample(lowres, (16, 16)), rtol=1e-6, atol=1e-6)
 
 

@@ -146,7 +146,9 @@ def test_sr3_training_writes_triplets_checkpoints_and_an_upsampler(trained_sr):
     grid = Image.open(out / "samples" / "step_00000006.png")
     assert grid.width == 3 * 32 + 4 * 2 and grid.height == 3 * 32 + 4 * 2  # 3 rows of (LR | SR | HR)
     stage = json.loads((out / "pipeline" / "stage_0" / "stage.json").read_text())
-    assert stage["scale"] == 2 and stage["aug_level"] == 0.05 and stage["residual"] and stage["residual_scale"] == 4.0
+    assert stage["kind"] == {"name": "sr3", "scale": 2, "residual": True, "residual_scale": 4.0, "noise_aug_max": 0.2,
+                             "blur_prob": 0.5, "blur_sigma": [0.4, 0.6]}
+    assert stage["sample"]["aug_level"] == 0.05 and stage["class_names"] == []  # sr3_tiny is unconditional
     scheduler = json.loads((out / "pipeline" / "stage_0" / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["clip_sample"] is False  # a scaled residual may leave [-1, 1]
 
@@ -174,7 +176,29 @@ def test_assemble_sample_and_upscale_clis(trained, trained_sr, tmp_path):
                          check=False)
     assert bad.returncode == 2 and "bad.png: cannot read image" in bad.stderr
     mismatch = run_in_process("-m", "cascade", "assemble", tmp_path / "x", sr, base, check=False)
-    assert mismatch.returncode == 2 and "only stage 0 may be" in mismatch.stderr
+    assert mismatch.returncode == 2 and "stage 1 is a base stage; only stage 0 may take no input" in mismatch.stderr
+
+
+def test_an_unconditional_base_stage_trained_on_labelled_data_works_end_to_end(trained_sr, tmp_path):
+    run("train/base.py", "--config", "configs/base_tiny.yaml", f"train.output_dir={tmp_path / 'base'}",
+        "model.num_classes=0", "train.max_steps=2", "train.save_every=0")  # the photos have ten labels
+    base = tmp_path / "base" / "pipeline"
+    assert json.loads((base / "stage_0" / "stage.json").read_text())["class_names"] == []
+    assert Image.open(tmp_path / "base" / "samples" / "step_00000002.png").height < 100  # 4 unlabelled rows, not ten
+    run_in_process("-m", "cascade", "assemble", tmp_path / "cascade", base, trained_sr / "pipeline")
+    proc = run_in_process("eval/sample.py", "--pipeline", tmp_path / "cascade", "--per-class", "3", "--steps", "2",
+                          "--zoom", "1", "--out", tmp_path / "grid.png")
+    assert "1 rows x 3 images" in proc.stdout
+    assert Image.open(tmp_path / "grid.png").size == (2 + 6 * 34, 2 + 34)  # no label column: nothing to name
+    bad = run_in_process("eval/sample.py", "--pipeline", tmp_path / "cascade", "--classes", "cat",
+                         "--out", tmp_path / "x.png", check=False)
+    assert bad.returncode == 2 and "unconditional" in bad.stderr
+    only_base = run_in_process("-m", "cascade", "upscale", tmp_path / "grid.png", tmp_path / "up.png",
+                               "--pipeline", base, check=False)
+    assert only_base.returncode == 2 and "has no upsampler, only a 16 px base stage" in only_base.stderr
+    run_in_process("-m", "cascade", "upscale", tmp_path / "grid.png", tmp_path / "up.png", "--pipeline",
+                   tmp_path / "cascade", "--steps", "2", "--tile-size", "0")
+    assert Image.open(tmp_path / "up.png").size == (2 * (2 + 6 * 34), 2 * (2 + 34))
 
 
 def test_upscale_without_a_pipeline_says_how_to_get_one(tmp_path):
@@ -286,9 +310,10 @@ def test_sampling_arguments_set_every_stage_or_one_and_name_bad_values():
     def applied(*argv):
         parser = argparse.ArgumentParser()
         add_sampling_arguments(parser)
-        pipe = Pipeline([tiny_stage(8, num_classes=3), tiny_stage(16, 2)])
-        apply_sampling_arguments(pipe, parser.parse_args(list(argv)))
-        return pipe, [(s.settings.sampler, s.settings.steps) for s in pipe.stages]
+        original = Pipeline([tiny_stage(8, num_classes=3), tiny_stage(16, 2)])
+        pipe = apply_sampling_arguments(original, parser.parse_args(list(argv)))
+        assert [(s.defaults.sampler, s.defaults.steps) for s in original.stages] == [("dpm++", 3)] * 2  # unchanged
+        return pipe, [(s.defaults.sampler, s.defaults.steps) for s in pipe.stages]
 
     assert applied()[1] == [("dpm++", 3), ("dpm++", 3)]  # the stages' own settings
     # a value for one stage wins over a value for all, whatever the order on the command line

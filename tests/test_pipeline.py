@@ -6,14 +6,15 @@ from cascade import Pipeline
 from cascade.config import DiffusionConfig
 from cascade.diffusion import make_noise_scheduler
 from cascade.errors import CheckpointError
-from cascade.pipeline import Stage, StageSettings
+from cascade.config import SampleConfig
+from cascade.stage import Stage
 from conftest import randomize, tiny_unet
 
 
 def tiny_pipeline():
     unet = randomize(tiny_unet(), scale=0.05).eval()
-    settings = StageSettings(sampler="ddim", steps=3, guidance_scale=2.0, class_names=["a", "b", "c"])
-    return Pipeline([Stage(unet, make_noise_scheduler(DiffusionConfig()), settings)])
+    defaults = SampleConfig(sampler="ddim", steps=3, guidance_scale=2.0)
+    return Pipeline([Stage(unet, make_noise_scheduler(DiffusionConfig()), defaults=defaults, class_names=["a", "b", "c"])])
 
 
 def test_call_returns_pil_and_tensors():
@@ -44,7 +45,7 @@ def test_save_load_round_trip_reproduces_samples(tmp_path):
     pipe = tiny_pipeline()
     pipe.save_pretrained(tmp_path / "pipe")
     loaded = Pipeline.from_pretrained(tmp_path / "pipe")
-    assert loaded.class_names == ["a", "b", "c"] and loaded.base.settings.steps == 3
+    assert loaded.class_names == ["a", "b", "c"] and loaded.base.defaults.steps == 3
     a = pipe([0, 1, 2], generator=torch.Generator().manual_seed(4), output_type="pt", progress=False)
     b = loaded([0, 1, 2], generator=torch.Generator().manual_seed(4), output_type="pt", progress=False)
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # exact: why, in tests/test_weights.py's docstring

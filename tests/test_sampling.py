@@ -32,7 +32,7 @@ def exact_denoiser(scheduler, prediction_type):
     ("dpm++", 200, "v_prediction", "cosine"),
     ("unipc", 200, "epsilon", "cosine"),
     ("dpm++sde", 20, "v_prediction", "cosine"),  # the SR presets' default
-    ("heun", 200, "v_prediction", "cosine"),  # converges, slowly on this schedule (see README "Performance")
+    ("heun", 200, "v_prediction", "cosine"),  # converges, slowly on this schedule (see docs/performance.md)
 ])
 @pytest.mark.filterwarnings("ignore:.*numerically unstable")  # the exact denoiser has no eps error to amplify
 def test_samplers_recover_an_analytic_gaussian(sampler, steps, prediction_type, schedule):

@@ -1,14 +1,16 @@
-"""Tiled upscaling (cascade.tiling, Stage.sample(tile_size=...)) and exact consistency (project_onto_lowres)."""
+"""Tiled upscaling (cascade.tiling, Stage.sample(tiling=Tiling(...))) and exact consistency (project_onto_lowres)."""
 
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_stage
 
+from cascade.kinds import SR3
 from cascade.metrics.sr import seam_ratio
 from cascade.pipeline import Pipeline
 from cascade.resize import downsample, project_onto_lowres
 from cascade.sampling import constrained
+from cascade.stage import Stage, Tiling
 from cascade.tiling import TiledDenoiser, effective_receptive_field, make_tiles, tile_starts, tile_weight
 
 
@@ -52,8 +54,9 @@ def test_tiled_denoiser_equals_the_whole_image_for_a_pointwise_network():
 def test_one_tile_covering_the_image_is_the_whole_image_path():
     stage = tiny_stage(16, scale=2)
     lowres = torch.rand(2, 3, 12, 20) * 2 - 1
-    whole = stage.sample(lowres=lowres, generator=torch.Generator().manual_seed(0), progress=False)
-    tiled = stage.sample(lowres=lowres, generator=torch.Generator().manual_seed(0), tile_size=48, progress=False)
+    whole = stage.sample(lowres, seed=0, progress=False)
+    tiled = stage.sample(lowres, seed=0, tiling=Tiling(48), progress=False)
+    # Exact: one tile covers the image, so the UNet sees the same batch as without tiles
     assert torch.equal(whole, tiled)
 
 
@@ -63,11 +66,11 @@ def test_tiled_upscale_of_a_non_square_image_sees_only_tiles():
     seen = []
     stage.unet.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
     image = torch.rand(3, 23, 37)  # not a multiple of anything
-    out = pipe.upscale(image, generator=torch.Generator().manual_seed(0), tile_size=16, overlap=8, tile_batch=4,
+    out = pipe.upscale(image, seed=0, tile_size=16, overlap=8, tile_batch=4,
                        output_type="pt", progress=False)
     assert out.shape == (1, 3, 46, 74) and torch.isfinite(out).all()
     assert seen and all(s[-2:] == (16, 16) and s[0] <= 4 for s in seen)
-    whole = pipe.upscale(image, generator=torch.Generator().manual_seed(0), output_type="pt", progress=False)
+    whole = pipe.upscale(image, seed=0, output_type="pt", progress=False)
     assert not torch.equal(out, whole)  # the tiles really ran (GroupNorm sees tile statistics)
 
 
@@ -117,18 +120,19 @@ def test_constraint_wrapper_round_trips_and_projects(prediction_type):
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("tile_size", [None, 16])
 def test_consistent_sampling_downsamples_exactly_to_the_input(residual, tile_size):
-    stage = tiny_stage(16, scale=2)
-    stage.settings.residual, stage.settings.residual_scale = residual, 4.0 if residual else 1.0
+    plain = tiny_stage(16, scale=2)
+    stage = Stage(plain.unet, plain.noise_scheduler, SR3(scale=2, residual=residual, residual_scale=4.0 if residual else 1.0),
+                  plain.defaults)
     lowres = torch.rand(2, 3, 12, 20) * 2 - 1
-    def run(**extra):
-        return stage.sample(lowres=lowres, generator=torch.Generator().manual_seed(0), tile_size=tile_size, overlap=8,
-                            progress=False, **extra)
+    tiling = Tiling(tile_size, overlap=8) if tile_size else None
+
+    def run(stage=stage, **settings):
+        return stage.sample(lowres, seed=0, tiling=tiling, settings=settings, progress=False)
 
     free, exact = run(), run(consistent=True)
     assert (downsample(free.double(), 2) - lowres).abs().max() > 1e-2
     assert (downsample(exact.double(), 2) - lowres).abs().max() < 1e-5
-    stage.settings.consistent = True  # the per-stage setting, saved in stage.json
-    assert torch.equal(run(), exact)
+    assert torch.equal(run(stage.with_defaults(dict(consistent=True))), exact)  # the default, saved in stage.json
 
 
 def test_seam_ratio_finds_a_step_and_ignores_smooth_images():

@@ -11,7 +11,7 @@ import argparse
 import functools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,6 +41,7 @@ class SourceOptions:
     seed: int = 0
     stage: int = -1  # pipelines: which stage's output
     device: str | torch.device = "cpu"  # pipelines: where to sample
+    pipelines: dict = field(default_factory=dict)  # pipeline path -> the Pipeline to sample (with the flags' settings)
 
 
 @dataclass
@@ -65,9 +66,9 @@ def batches_of(spec: SourceSpec, opts: SourceOptions):
     if spec.kind == "pipeline":
         if opts.num is None:
             raise DataError(f"{spec.path}: say how many samples to draw from a pipeline (--num-samples)")
-        pipe = load_pipeline(spec.path, str(opts.device))
+        pipe = opts.pipelines.get(spec.path) or load_pipeline(spec.path, str(opts.device))
         last = opts.stage % len(pipe.stages)
-        samplers = " -> ".join(f"{s.settings.sampler} {s.settings.steps}" for s in pipe.stages[:last + 1])
+        samplers = " -> ".join(f"{s.defaults.sampler} {s.defaults.steps}" for s in pipe.stages[:last + 1])
         text = f"pipeline {spec.path} (stage {last}, {pipe.stages[last].resolution} px, {samplers}, seed {opts.seed})"
         return pipeline_batches(pipe, opts.num, opts.batch_size, opts.seed, opts.stage), opts.num, text
     source = load_real(spec)
@@ -132,15 +133,14 @@ def source_options(args, device, specs) -> SourceOptions:
     """The options that add_source_arguments parsed. Pipelines among `specs` are loaded (once per
     process) with --sampler/--steps applied, and real images are brought to the first pipeline's
     output side unless --size says otherwise."""
-    resolution = None
+    resolution, pipelines = None, {}
     for spec in specs:
         if spec.kind == "pipeline":
-            pipe = load_pipeline(spec.path, str(device))
-            apply_sampling_arguments(pipe, args)
+            pipelines[spec.path] = pipe = apply_sampling_arguments(load_pipeline(spec.path, str(device)), args)
             resolution = resolution or pipe.stages[args.stage].resolution
     return SourceOptions(num=args.num_samples, batch_size=args.batch_size, size=args.size or resolution,
                          crops=args.crops, crop_scale=tuple(args.crop_scale), seed=args.seed, stage=args.stage,
-                         device=device)
+                         device=device, pipelines=pipelines)
 
 
 def emit_json(report: dict, path: str | None) -> None:

@@ -120,17 +120,16 @@ def balanced_labels(num: int, num_classes: int) -> list[int]:
 @torch.no_grad()
 def pipeline_batches(pipe, num: int, batch_size: int = 50, seed: int = 0, stage: int = -1, steps: int | None = None,
                      guidance_scale: float | None = None, progress: bool = False) -> Iterator[Batch]:
-    """`num` class-balanced samples of `pipe` (the output of stage `stage`, default the last). Batch
-    k is drawn with generator seed `seed + k`, so a sample depends only on (seed, batch size, index)."""
+    """`num` class-balanced samples of `pipe` (the output of stage `stage`, default the last). Sample
+    i is drawn with seed `seed + i`, so it depends only on (seed, i), not on the batch size."""
     if pipe.base is None:
         raise DataError("the pipeline has no base stage to sample from; evaluate upsamplers with eval/sr.py")
     num_classes = pipe.base.unet.config.num_classes
     labels = balanced_labels(num, num_classes) if num_classes else [0] * num
     bar = tqdm(total=num, desc="sampling", unit="img", disable=not progress)
-    for k, start in enumerate(range(0, num, batch_size)):
+    for start in range(0, num, batch_size):
         chunk = labels[start:start + batch_size]
-        generator = torch.Generator().manual_seed(seed + k)  # CPU: same images on any device
-        outputs = pipe(class_labels=chunk if num_classes else None, num_images=len(chunk), generator=generator,
+        outputs = pipe(class_labels=chunk if num_classes else None, num_images=len(chunk), seed=seed + start,
                        steps=steps, guidance_scale=guidance_scale, output_type="pt", return_intermediates=True,
                        progress=False)
         images = outputs[stage]  # [0, 1]

@@ -1,0 +1,228 @@
+"""Stage kinds: what a stage's model is conditioned on and what it generates, written once.
+
+Training (`StageKind.loss`), sampling (`Stage.sample`), tiling (`spatial`) and the effective
+receptive field (`erf_inputs`) all ask the stage's kind; nothing else in the project knows about
+low-res images, residuals or augmentation levels. A kind is a frozen dataclass, saved in stage.json
+as {"name": ..., **fields}; every subclass with a `name` is registered in KINDS when it is defined.
+
+- `Base`: generates from noise (class-conditional when the UNet has classes): CDM's base model.
+- `SR3`: generates a `scale`-times larger image conditioned on a low-res one, upsampled bicubically
+  and concatenated to x_t (Saharia et al. 2021). The low-res input is corrupted by CDM's
+  conditioning augmentation (Ho et al. 2021, section 3): in training, blur with probability
+  `blur_prob` and noise at a level s ~ U[0, noise_aug_max]; at sampling, noise at a fixed level;
+  the UNet is told s (`aug_level`). `residual`: the model generates
+  (HR - upsample(LR)) * residual_scale, which sampling divides and adds back (SRDiff).
+
+A new kind is a subclass here or in the user's own code (see tests/test_kinds.py): a `name`,
+`takes_input`, `cond_channels`, `source_from`, `training_inputs` and `sampling_inputs`; `spatial`
+names the conditioning entries that are images of the output's size, which tiles crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, ClassVar
+
+import torch
+from PIL import Image
+
+from . import augment, diffusion, rng
+from .images import make_grid
+from .resize import downsample, project_onto_lowres, upsample
+
+KINDS: dict[str, type["StageKind"]] = {}
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@dataclass
+class Conditioning:
+    """A batch's sampling inputs, as a kind builds them for `Stage.sample`."""
+
+    size: tuple[int, int]  # output H, W
+    cond: dict  # model inputs besides x_t, t and class labels (e.g. cond_image, aug_level)
+    finish: Callable[[torch.Tensor], torch.Tensor] = _identity  # sampler output (model space) -> image
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None  # x0 -> nearest x0 consistent with the input
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """The interface of a kind (subclasses are frozen dataclasses whose fields are saved)."""
+
+    name: ClassVar[str] = ""
+    takes_input: ClassVar[bool] = False  # conditioned on an image: the previous stage's output or a user's
+    spatial: ClassVar[tuple[str, ...]] = ()  # conditioning entries [N x C x H x W] at the output size
+    scale: ClassVar[int] = 1  # output side / input side (kinds with an input may make it a field)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            KINDS[cls.name] = cls
+
+    @property
+    def clip_sample(self) -> bool:
+        """Whether DDPM/DDIM may clip the model-space x0 estimate to [-1, 1]."""
+        return True
+
+    def cond_channels(self, in_channels: int) -> int:
+        """Channels of `cond_image` for a UNet generating `in_channels` channels."""
+        return 0
+
+    def source_from(self, image: torch.Tensor) -> torch.Tensor:
+        """The clean input this kind is trained to turn into `image` [N x C x H x W] (input kinds)."""
+        raise NotImplementedError(f"stage kind {self.name!r} takes no input")
+
+    def training_inputs(self, config, image: torch.Tensor, alphas_cumprod: torch.Tensor,
+                        generators: rng.Generators) -> tuple[torch.Tensor, dict]:
+        """(what the model generates [N x C x H x W], its conditioning) for training images in [-1, 1];
+        `config` is the UNet's config. Class labels are added by `loss`."""
+        raise NotImplementedError
+
+    def sampling_inputs(self, stage, source: torch.Tensor | None, settings, generators: rng.Generators,
+                        device: torch.device) -> Conditioning:
+        """The conditioning of a batch: `source` [N x C x h x w] in [-1, 1] for input kinds, else None."""
+        raise NotImplementedError
+
+    def erf_inputs(self, config, size: int, generator: torch.Generator, device) -> dict:
+        """Conditioning for measuring the ERF at size x size: random images for the `spatial`
+        entries (the ERF takes gradients with respect to them too), neutral values for the rest."""
+        cond = {key: torch.randn(1, self.cond_channels(config.in_channels), size, size, generator=generator).to(device)
+                for key in self.spatial}
+        if config.use_aug_level:
+            cond["aug_level"] = torch.zeros(1, device=device)
+        return cond
+
+    def loss(self, model, config, scheduler, batch: dict, label_dropout: float) -> torch.Tensor:
+        """The training loss of a batch {"image", "label", "seed"}; every random draw from the
+        example's own generator (cascade.rng). `config` is the (unwrapped) UNet's config."""
+        generators = rng.example_generators(batch["seed"])
+        x0, cond = self.training_inputs(config, batch["image"], scheduler.alphas_cumprod, generators)
+        if config.num_classes:
+            cond["class_labels"] = diffusion.drop_labels(batch["label"], config.num_classes, label_dropout, generators)
+        return diffusion.training_loss(model, scheduler, x0, generators, **cond)
+
+    def preview(self, stage, images: torch.Tensor, per_row: int) -> Image.Image:
+        """A training preview from the EMA stage: input kinds draw rows of (input | sample | truth) for
+        the held-out `images`; the others a row of `per_row` samples per class, same seeds each time."""
+        if self.takes_input:
+            source = self.source_from(images)
+            out = stage.sample(source.to(stage.device), seed=0, progress=False).cpu().clamp(-1, 1)
+            shown = torch.nn.functional.interpolate(source, size=images.shape[-2:], mode="nearest")
+            if shown.shape[1] != images.shape[1]:
+                shown = shown.expand(-1, images.shape[1], -1, -1)
+            return make_grid(torch.stack([shown, out, images], dim=1).flatten(0, 1), nrow=3)
+        classes = range(stage.unet.config.num_classes) if stage.unet.config.num_classes else [None] * 4
+        rows = [stage.sample(class_labels=None if c is None else [c] * per_row, num_images=per_row, seed=0,
+                             progress=False) for c in classes]
+        return make_grid(torch.cat(rows), nrow=per_row)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **asdict(self)}
+
+    @staticmethod
+    def from_dict(data: dict) -> "StageKind":
+        """The kind saved as `data` (ValueError names an unknown kind or field)."""
+        data = dict(data)
+        name = data.pop("name", None)
+        if name not in KINDS:
+            raise ValueError(f"unknown stage kind {name!r} (known: {', '.join(KINDS)}; a kind defined in your "
+                             f"own code must be imported before loading)")
+        cls = KINDS[name]
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"stage kind {name!r} has no field {unknown[0]!r}")
+        if "blur_sigma" in data:
+            data["blur_sigma"] = tuple(data["blur_sigma"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Base(StageKind):
+    """Generates from noise; class labels (if the UNet has classes) are its only conditioning."""
+
+    name: ClassVar[str] = "base"
+
+    def training_inputs(self, config, image, alphas_cumprod, generators):
+        return image, {}
+
+    def sampling_inputs(self, stage, source, settings, generators, device):
+        if source is not None:
+            raise ValueError("a base stage takes no input image")
+        if settings.consistent:
+            raise ValueError("consistent applies to stages that take an input image")
+        return Conditioning((stage.resolution, stage.resolution), {})
+
+
+@dataclass(frozen=True)
+class SR3(StageKind):
+    """An upsampler from size/scale to size, with CDM's conditioning augmentation (module docstring)."""
+
+    name: ClassVar[str] = "sr3"
+    takes_input: ClassVar[bool] = True
+    spatial: ClassVar[tuple[str, ...]] = ("cond_image",)
+
+    scale: int = 2  # output side / input side
+    residual: bool = False  # the model generates (HR - upsample(LR)) * residual_scale
+    residual_scale: float = 1.0
+    noise_aug_max: float = 0.2  # training: noise level s ~ U[0, noise_aug_max]
+    blur_prob: float = 0.5  # training: blur probability ...
+    blur_sigma: tuple[float, float] = field(default=(0.4, 0.6))  # ... with sigma ~ U[this range], low-res px
+
+    @classmethod
+    def from_config(cls, sr) -> "SR3":
+        """From an `SRConfig` (configs' `sr:` section)."""
+        return cls(sr.scale, sr.residual, sr.residual_scale if sr.residual else 1.0, sr.noise_aug_max, sr.blur_prob,
+                   tuple(sr.blur_sigma))
+
+    @property
+    def clip_sample(self) -> bool:
+        return not self.residual  # a scaled residual may leave [-1, 1]
+
+    def cond_channels(self, in_channels: int) -> int:
+        return in_channels
+
+    def source_from(self, image):
+        return downsample(image, self.scale)
+
+    def condition(self, config, augmented: torch.Tensor, level: torch.Tensor, size) -> dict:
+        """The UNet's conditioning, the same in training and sampling: the augmented low-res image
+        upsampled to the output size, and its augmentation level if the UNet embeds one."""
+        cond = {"cond_image": upsample(augmented, size)}
+        if config.use_aug_level:
+            cond["aug_level"] = level
+        return cond
+
+    def training_inputs(self, config, image, alphas_cumprod, generators):
+        size = image.shape[-2:]
+        augmented, level = augment.training_lowres(image, self.scale, self.noise_aug_max, self.blur_prob,
+                                                   self.blur_sigma, alphas_cumprod, generators)
+        # Residual stages learn only what bicubic upsampling of the clean input misses.
+        target = (image - upsample(self.source_from(image), size)) * self.residual_scale if self.residual else image
+        return target, self.condition(config, augmented, level, size)
+
+    def sampling_inputs(self, stage, source, settings, generators, device):
+        if source is None:
+            raise ValueError("an upsampler stage needs an input image (`source`)")
+        n, (h, w) = source.shape[0], source.shape[-2:]
+        size = (h * self.scale, w * self.scale)
+        if size[0] % stage.size_multiple or size[1] % stage.size_multiple:
+            raise ValueError(f"output size {size[0]}x{size[1]} is not a multiple of {stage.size_multiple}; "
+                             f"use Pipeline.upscale, which pads")
+        source = source.to(device)
+        augmented = augment.noise_augment(source, settings.aug_level, stage.noise_scheduler.alphas_cumprod, generators)
+        cond = self.condition(stage.unet.config, augmented, torch.full((n,), float(settings.aug_level), device=device),
+                              size)
+        offset = upsample(source, size) if self.residual else None
+        finish = _identity if offset is None else (lambda x: x / self.residual_scale + offset)
+        project = self._projection(source, offset) if settings.consistent else None
+        return Conditioning(size, cond, finish, project)
+
+    def _projection(self, lowres: torch.Tensor, offset: torch.Tensor | None):
+        """x0 in the model's space -> the nearest x0 whose image downsamples to `lowres` exactly."""
+        if offset is None:
+            return lambda x0: project_onto_lowres(x0, lowres, self.scale)
+        rs = self.residual_scale
+        return lambda x0: (project_onto_lowres(x0 / rs + offset, lowres, self.scale) - offset) * rs
