@@ -70,7 +70,7 @@ class ResNetClassifier(Model):
         return x
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def flip_and_translate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and translation by up to 1/8 of the side (reflection padded)."""
     n, _, h, w = x.shape
     pad = max(1, h // 8)
@@ -99,7 +99,7 @@ def train_classifier(model: ResNetClassifier, images: torch.Tensor, labels: torc
             order = torch.randperm(len(images), generator=generator)
             for k in range(steps_per_epoch):
                 idx = order[k * batch_size:(k + 1) * batch_size].to(model.device)
-                loss = F.cross_entropy(model(augment(x_all[idx], generator)), y_all[idx])
+                loss = F.cross_entropy(model(flip_and_translate(x_all[idx], generator)), y_all[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Callable
 
 from .errors import CascadeError
@@ -76,3 +78,46 @@ def _positive_int(text: str, where: str) -> int:
     if value < 1:
         raise CascadeError(f"{where}: steps must be an integer >= 1, got {text!r}")
     return value
+
+
+# --- evaluation sources (eval/fid.py, eval/inception_score.py)
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line options shared by eval/fid.py, eval/inception_score.py and eval/cas.py."""
+    parser.add_argument("--split", help="dataset split for real sources (default: test; a plain image folder: all)")
+    parser.add_argument("--num-samples", type=int, help="images per source (pipelines: required; real: default all)")
+    parser.add_argument("--size", type=int, help="real images: centre square resized to this side "
+                        "(default: the pipeline side's resolution when one side is a pipeline)")
+    parser.add_argument("--crops", action="store_true", help="real images: --num-samples seeded random crops of "
+                        "side --size (for a few large photos, like the built-in ones)")
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=[0.15, 0.4], help="crop side / shorter side")
+    parser.add_argument("--stage", type=int, default=-1, help="pipelines: evaluate this stage's output (default: last)")
+    add_sampling_arguments(parser)  # pipelines: --sampler, --steps (per stage or all)
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", help="FID Inception weights: pt_inception-2015-12-05-6726825d.pth or a "
+                        "TorchScript (default: found automatically, see cascade/metrics/inception.py)")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
+
+
+def source_options(args, device, specs):
+    """The options that add_source_arguments parsed. Pipelines among `specs` are loaded (once per
+    process) with --sampler/--steps applied, and real images are brought to the first pipeline's
+    output side unless --size says otherwise."""
+    from .metrics.extract import SourceOptions, load_pipeline
+
+    resolution, pipelines = None, {}
+    for spec in specs:
+        if spec.kind == "pipeline":
+            pipelines[spec.path] = pipe = apply_sampling_arguments(load_pipeline(spec.path, str(device)), args)
+            resolution = resolution or pipe.stages[args.stage].resolution
+    return SourceOptions(num=args.num_samples, batch_size=args.batch_size, size=args.size or resolution,
+                         crops=args.crops, crop_scale=tuple(args.crop_scale), seed=args.seed, stage=args.stage,
+                         device=device, pipelines=pipelines)
+
+
+def emit_json(report: dict, path: str | None) -> None:
+    """Print the result as one JSON line (the last line of output) and write it to `path` if given."""
+    print(json.dumps(report))
+    if path:
+        Path(path).write_text(json.dumps(report, indent=2))

@@ -53,9 +53,9 @@ from cascade.cli import run_cli
 from cascade.config import TrainConfig
 from cascade.images import from_unit, to_unit, unit_to_uint8
 from cascade.metrics import sr as metrics
-from cascade.metrics.fid import FeatureStats, fid_from_stats
+from cascade.metrics.scores import FeatureStats, fid_from_stats
 from cascade.metrics.inception import load_feature_network
-from cascade.metrics.sources import collect, describe_source, labelled_set, load_real, pipeline_batches, real_batches
+from cascade.metrics.sources import collect, parse_source, labelled_set, load_real, pipeline_batches, real_batches
 from cascade.pipeline import Pipeline
 from cascade.profiling import OP_KINDS, count_flops, matmul_gflops, peak_memory, time_by_kind, timed
 from cascade.resize import downsample
@@ -94,7 +94,7 @@ def sr_quality(args, device) -> list[dict]:
     pipe = Pipeline.from_pretrained(trained_stage("sr", args), device=device)
     stage = pipe.upsamplers[-1]
     scale, network = stage.kind.scale, load_feature_network(args.weights, device)
-    crops = list(real_batches(load_real(describe_source("photos")), args.num, args.batch_size, stage.resolution, True,
+    crops = list(real_batches(load_real(parse_source("photos")), args.num, args.batch_size, stage.resolution, True,
                               (0.15, 0.4), args.seed))
     truth = FeatureStats()
     for hr, _ in crops:
@@ -154,11 +154,11 @@ def base_quality(args, device) -> list[dict]:
     pipe = Pipeline.from_pretrained(trained_stage("base", args), device=device)
     stage, network = pipe.base, load_feature_network(args.weights, device)
     k, size, per_class = stage.unet.config.num_classes, stage.resolution, max(1, args.base_num // 10)
-    photos = load_real(describe_source("photos", "train"))
+    photos = load_real(parse_source("photos", "train"))
     real = FeatureStats()  # the reference of eval/fid.py's row in docs/evaluation.md: crops of the training photos
     for images, _ in real_batches(photos, args.base_num, 100, size, True, (0.15, 0.4), args.seed):
         real.update(network(images.to(device))[0])
-    test_x, test_y = labelled_set(describe_source("photos", "test"), 50, k, size, (0.15, 0.4), args.seed + 1)
+    test_x, test_y = labelled_set(parse_source("photos", "test"), 50, k, size, (0.15, 0.4), args.seed + 1)
 
     def run(sampler: str, steps: int, seed: int) -> dict:
         start = time.perf_counter()

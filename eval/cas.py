@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from cascade.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
 from cascade.errors import DataError
-from cascade.metrics.sources import collect, describe_source, labelled_set, pipeline_batches
+from cascade.metrics.sources import collect, parse_source, labelled_set, pipeline_batches
 from cascade.pipeline import Pipeline
 
 
@@ -61,9 +61,9 @@ def main(argv=None):
     crop_scale = tuple(args.crop_scale)
 
     # real held-out test set and real training set (the upper bound), at the pipeline's size
-    test_x, test_y = labelled_set(describe_source(args.data, args.split), args.test_per_class, num_classes, size,
+    test_x, test_y = labelled_set(parse_source(args.data, args.split), args.test_per_class, num_classes, size,
                               crop_scale, args.seed + 1)
-    real_x, real_y = labelled_set(describe_source(args.data, args.train_split), args.per_class, num_classes, size,
+    real_x, real_y = labelled_set(parse_source(args.data, args.train_split), args.per_class, num_classes, size,
                               crop_scale, args.seed + 2)
     # generated training set: per_class samples of every class
     gen_x, gen_y = collect(pipeline_batches(pipe, args.per_class * num_classes, args.batch_size, args.seed, args.stage,

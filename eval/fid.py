@@ -21,11 +21,11 @@ import argparse
 
 from accelerate import Accelerator
 
-from cascade.cli import run_cli
-from cascade.metrics.extract import add_source_arguments, default_cache_dir, emit_json, extract, source_options
-from cascade.metrics.fid import fid_from_stats
+from cascade.cli import add_source_arguments, emit_json, run_cli, source_options
+from cascade.metrics.extract import default_cache_dir, extract
 from cascade.metrics.inception import load_feature_network
-from cascade.metrics.sources import describe_source
+from cascade.metrics.scores import fid_from_stats
+from cascade.metrics.sources import parse_source
 
 
 def main(argv=None):
@@ -44,7 +44,7 @@ def main(argv=None):
 
     device = Accelerator(cpu=args.cpu).device
     network = load_feature_network(args.weights, device)
-    specs = [describe_source(args.a, args.split_a or args.split), describe_source(args.b, args.split_b or args.split)]
+    specs = [parse_source(args.a, args.split_a or args.split), parse_source(args.b, args.split_b or args.split)]
     opts = source_options(args, device, specs)
     results = [extract(spec, network, opts, cache_dir=None if args.no_cache else args.stats_dir, label=name)
                for spec, name in zip(specs, "AB")]

@@ -18,12 +18,12 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from cascade.classifier import ResNetClassifier, predict_logits
-from cascade.cli import run_cli
+from cascade.cli import add_source_arguments, emit_json, run_cli, source_options
 from cascade.errors import CheckpointError
-from cascade.metrics.extract import add_source_arguments, batches_of, emit_json, extract, source_options
-from cascade.metrics.fid import inception_score
+from cascade.metrics.extract import batches_of, extract
 from cascade.metrics.inception import load_feature_network
-from cascade.metrics.sources import describe_source
+from cascade.metrics.scores import inception_score
+from cascade.metrics.sources import parse_source
 
 
 def main(argv=None):
@@ -36,7 +36,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device = Accelerator(cpu=args.cpu).device
-    spec = describe_source(args.source, args.split)
+    spec = parse_source(args.source, args.split)
     opts = source_options(args, device, [spec])
     if args.classifier:
         model = ResNetClassifier.from_pretrained(args.classifier).to(device)

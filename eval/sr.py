@@ -45,9 +45,9 @@ from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cl
 from cascade.errors import DataError
 from cascade.images import from_unit, make_grid, unit_to_uint8
 from cascade.metrics import sr as metrics
-from cascade.metrics.fid import FeatureStats, fid_from_stats
+from cascade.metrics.scores import FeatureStats, fid_from_stats
 from cascade.metrics.inception import load_feature_network
-from cascade.metrics.sources import describe_source, load_real, real_batches
+from cascade.metrics.sources import parse_source, load_real, real_batches
 from cascade.pipeline import Pipeline
 from cascade.resize import downsample, upsample
 from cascade.tiling import make_tiles
@@ -90,7 +90,7 @@ def main(argv=None):
     levels = args.aug_levels or [ups[0].defaults.aug_level]
     network = load_feature_network(args.weights, device) if args.fid else None
 
-    spec = describe_source(args.data, args.split)
+    spec = parse_source(args.data, args.split)
     if not spec.is_real:
         parser.error(f"--data {args.data}: needs real images (photos, a folder or a dataset)")
     crops = args.crops or spec.kind == "photos"

@@ -2,6 +2,7 @@ import pytest
 
 from cascade.config import BaseStageConfig, load_config
 from cascade.errors import ConfigError
+from conftest import ROOT
 
 
 def write(tmp_path, text):
@@ -10,12 +11,19 @@ def write(tmp_path, text):
     return path
 
 
-def test_presets_load(root):
-    presets = sorted((root / "configs").glob("base_*.yaml"))
-    assert presets, "no base presets found"
-    for path in presets:
-        cfg = load_config(BaseStageConfig, path)
-        assert cfg.model.sample_size > 0
+@pytest.mark.parametrize("name", sorted(p.name for p in ROOT.glob("configs/*.yaml")))
+def test_every_preset_loads_with_the_values_its_file_gives(name):
+    import yaml
+
+    from cascade.config import SR3StageConfig, to_dict
+
+    path = ROOT / "configs" / name
+    cfg = load_config(SR3StageConfig if name.startswith("sr3_") else BaseStageConfig, path)
+    loaded = to_dict(cfg)
+    for section, values in yaml.safe_load(path.read_text()).items():
+        for key, value in values.items():  # every key the file sets arrives unchanged (numbers as numbers)
+            got = loaded[section][key]
+            assert got == value or (isinstance(value, (int, float)) and float(got) == float(value)), (section, key)
 
 
 def test_unknown_key_names_file_and_key(tmp_path):

@@ -153,7 +153,27 @@ def test_sr_cli_reports_bicubic_and_each_level_on_crops_and_folders(tmp_path):
     assert Image.open(tmp_path / "h.png").size == (2 * (4 * 16 + 5 * 2), 2 * (4 * 16 + 5 * 2))
     folder = photo_crops(tmp_path / "imgs", 3)  # whole 96 x 96 images
     run_in_process("eval/sr.py", "--pipeline", tmp_path / "up", "--data", folder, "--steps", "2", "--out", tmp_path / "f.png")
-    assert json.loads((tmp_path / "f.json").read_text())["num"] == 3
+    report = json.loads((tmp_path / "f.json").read_text())
+    assert report["num"] == 3
+    # The bicubic row against scikit-image on the same images: LR = uint8(downsample(HR)), bicubic =
+    # uint8(upsample(LR)), PSNR and SSIM on BT.601 Y with a 2-pixel border cropped, averaged over images
+    from skimage.color import rgb2ycbcr
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from cascade.resize import downsample, upsample
+
+    psnrs, ssims = [], []
+    for path in sorted(folder.glob("*.png")):
+        hr = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)[None].double() / 255
+        lr = (downsample(hr, 2).clamp(0, 1) * 255).round() / 255
+        bicubic = (upsample(lr, (96, 96)).clamp(0, 1) * 255).round() / 255
+        y_true, y_test = (rgb2ycbcr(x[0].permute(1, 2, 0).numpy())[2:-2, 2:-2, 0] for x in (hr, bicubic))
+        psnrs.append(peak_signal_noise_ratio(y_true, y_test, data_range=255))
+        ssims.append(structural_similarity(y_true, y_test, data_range=255, gaussian_weights=True, sigma=1.5,
+                                           use_sample_covariance=False))
+    bicubic_row = report["rows"]["bicubic"]
+    np.testing.assert_allclose([bicubic_row["psnr_y"], bicubic_row["ssim_y"]], [np.mean(psnrs), np.mean(ssims)],
+                               rtol=1e-5)
 
 
 def test_sr_cli_tiled_consistent_and_fid_rows(tmp_path):

@@ -12,7 +12,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cascade.classifier import top_k_accuracy
 from cascade.metrics import sr
-from cascade.metrics.fid import FeatureStats, frechet_distance, inception_score
+from cascade.metrics.scores import FeatureStats, frechet_distance, inception_score
 from cascade.resize import downsample, upsample
 
 

@@ -1,9 +1,9 @@
 """Where evaluation images come from: real images (a folder, a dataset, the built-in photos) or a
 trained pipeline's samples. Every source yields (uint8 images [B x 3 x H x W], labels [B]) batches,
-so feature extraction (cascade.metrics.inception) and metric maths (cascade.metrics.fid) never
+so feature extraction (cascade.metrics.inception) and metric maths (cascade.metrics.scores) never
 care which it was.
 
-A source is named by one string (`describe_source` parses it):
+A source is named by one string (`parse_source` parses it):
 - a folder with `cascade.json` or `stage.json`: a trained pipeline, sampled class-balanced and seeded;
 - a `.npz` file: precomputed FID statistics (FID only);
 - `photos`: the built-in photos (split `test` is the held-out right 20% of each);
@@ -43,7 +43,7 @@ class SourceSpec:
         return self.kind in ("photos", "imagefolder", "hub")
 
 
-def describe_source(spec: str, split: str | None = None) -> SourceSpec:
+def parse_source(spec: str, split: str | None = None) -> SourceSpec:
     """Parse a source string; `split` None means "test", or for an image folder all of it (`datasets`
     calls a folder without split subfolders "train")."""
     path = Path(spec)
