@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -86,6 +87,16 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.AdamW:
         return torch.optim.AdamW(params, **kwargs)
 
 
+@dataclass
+class Progress:
+    """Where a run is: optimizer steps done, micro-batches drawn (the data order), steps skipped."""
+
+    step: int = 0
+    batches_seen: int = 0
+    skipped: int = 0
+    bad_window: bool = False  # a non-finite loss in the current optimizer step's micro-batches ("skip" mode)
+
+
 def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, dataloader,
         loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
         preview_fn: Callable[[torch.nn.Module, int], Image.Image] | None = None, resume: bool = False) -> EMA:
@@ -105,80 +116,94 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
     ema.model.to(accelerator.device)
 
     # --- resume
-    step, batches_seen, skipped = 0, 0, 0
-    if resume:
-        path = latest_checkpoint(out)
-        if path is None:
-            accelerator.print(f"--resume: no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
-        else:
-            state = load_checkpoint(accelerator, ema, path)
-            step, batches_seen, skipped = state["step"], state["batches_seen"], state.get("skipped_steps", 0)
-            accelerator.print(f"resumed from {path} (step {step})")
-    if step >= cfg.max_steps:
-        accelerator.print(f"already at step {step} >= train.max_steps={cfg.max_steps}; nothing to train")
+    progress = _resume(accelerator, ema, out) if resume else Progress()
+    if progress.step >= cfg.max_steps:
+        accelerator.print(f"already at step {progress.step} >= train.max_steps={cfg.max_steps}; nothing to train")
         return ema
 
-    # --- loop
-    # The bar is closed before any error propagates, so the error is the last line on the terminal.
-    with tqdm(total=cfg.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process,
-              dynamic_ncols=True) as bar:
+    # --- loop; the bar is closed before any error propagates, so the error is the last line on the terminal
+    with tqdm(total=cfg.max_steps, initial=progress.step, desc="training",
+              disable=not accelerator.is_local_main_process, dynamic_ncols=True) as bar:
         model.train()
-        bad_window = False  # a non-finite loss in the current optimizer step's micro-batches ("skip" mode)
-        while step < cfg.max_steps:
-            epoch, skip = divmod(batches_seen, len(dataloader))
+        while progress.step < cfg.max_steps:
+            epoch, skip = divmod(progress.batches_seen, len(dataloader))
             dataloader.set_epoch(epoch)
             if hasattr(dataloader.dataset, "set_epoch"):  # per-epoch augmentation (cascade.data.CropDataset)
                 dataloader.dataset.set_epoch(epoch)
-            batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
-            for batch in batches:
-                batches_seen += 1
-                with accelerator.accumulate(model):
-                    loss = loss_fn(model, batch)
-                    if _any_nonfinite(accelerator, loss):
-                        if cfg.on_nonfinite_loss == "stop":
-                            raise TrainingError(f"step {step + 1}: loss is {loss.item()} (not finite); the last good "
-                                                f"checkpoint in {out / 'checkpoints'} is untouched; lower train.lr, "
-                                                f"check the data, or set train.on_nonfinite_loss=skip")
-                        bad_window = True
-                    else:
-                        accelerator.backward(loss)
-                    skip_update = accelerator.sync_gradients and bad_window  # weights and AdamW moments stay as they were
-                    if accelerator.sync_gradients and cfg.grad_clip > 0 and not bad_window:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    if not skip_update:
-                        optimizer.step()
-                    lr_schedule.step()
-                    optimizer.zero_grad(set_to_none=True)
+            for batch in accelerator.skip_first_batches(dataloader, skip) if skip else dataloader:
+                progress.batches_seen += 1
+                loss = _micro_step(accelerator, cfg, model, optimizer, lr_schedule, loss_fn, batch, progress)
                 if not accelerator.sync_gradients:
                     continue
                 # --- one optimizer step done (or skipped: it still counts, so the data order is unchanged)
-                step += 1
-                if bad_window:
-                    skipped += 1
-                    bad_window = False
-                    accelerator.print(f"step {step}: non-finite loss, step skipped ({skipped} skipped so far)")
-                    if skipped >= cfg.max_skipped_steps:
-                        raise TrainingError(f"step {step}: {skipped} steps skipped for non-finite losses "
-                                            f"(train.max_skipped_steps={cfg.max_skipped_steps}); the run diverged")
-                else:
-                    ema.update(accelerator.unwrap_model(model))
-                bar.update(1)
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
-                    lr = lr_schedule.get_last_lr()[0]
-                    accelerator.log({"loss": loss_value, "lr": lr, "skipped_steps": skipped}, step=step)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-                last = step == cfg.max_steps
-                if (cfg.sample_every and step % cfg.sample_every == 0) or last:
-                    _preview(accelerator, preview_fn, ema, out, step)
-                if (cfg.save_every and step % cfg.save_every == 0) or last:
-                    save_checkpoint(accelerator, ema, out, step, batches_seen, cfg.keep_last, skipped_steps=skipped)
+                _after_step(accelerator, cfg, model, ema, loss, lr_schedule, progress, bar)
+                last = progress.step == cfg.max_steps
+                if (cfg.sample_every and progress.step % cfg.sample_every == 0) or last:
+                    _preview(accelerator, preview_fn, ema, out, progress.step)
+                if (cfg.save_every and progress.step % cfg.save_every == 0) or last:
+                    save_checkpoint(accelerator, ema, out, progress.step, progress.batches_seen, cfg.keep_last,
+                                    skipped_steps=progress.skipped)
                 if last:
                     break
-    if skipped:
-        accelerator.print(f"{skipped} of {cfg.max_steps} steps were skipped for non-finite losses")
+    if progress.skipped:
+        accelerator.print(f"{progress.skipped} of {cfg.max_steps} steps were skipped for non-finite losses")
     accelerator.end_training()
     return ema
+
+
+def _resume(accelerator: Accelerator, ema: EMA, out: Path) -> Progress:
+    """The progress of the newest complete checkpoint, restored (or a fresh start if there is none)."""
+    path = latest_checkpoint(out)
+    if path is None:
+        accelerator.print(f"--resume: no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
+        return Progress()
+    state = load_checkpoint(accelerator, ema, path)
+    accelerator.print(f"resumed from {path} (step {state['step']})")
+    return Progress(state["step"], state["batches_seen"], state.get("skipped_steps", 0))
+
+
+def _micro_step(accelerator, cfg: TrainConfig, model, optimizer, lr_schedule, loss_fn, batch,
+                progress: Progress) -> torch.Tensor:
+    """Forward and backward of one micro-batch; the optimizer steps when the accumulation window ends.
+    A non-finite loss stops the run ("stop") or marks the window to be skipped ("skip")."""
+    with accelerator.accumulate(model):
+        loss = loss_fn(model, batch)
+        if _any_nonfinite(accelerator, loss):
+            if cfg.on_nonfinite_loss == "stop":
+                raise TrainingError(f"step {progress.step + 1}: loss is {loss.item()} (not finite); the last good "
+                                    f"checkpoint in {Path(cfg.output_dir) / 'checkpoints'} is untouched; lower "
+                                    f"train.lr, check the data, or set train.on_nonfinite_loss=skip")
+            progress.bad_window = True
+        else:
+            accelerator.backward(loss)
+        skip_update = accelerator.sync_gradients and progress.bad_window  # weights and AdamW moments stay
+        if accelerator.sync_gradients and cfg.grad_clip > 0 and not progress.bad_window:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if not skip_update:
+            optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def _after_step(accelerator, cfg: TrainConfig, model, ema: EMA, loss, lr_schedule, progress: Progress, bar) -> None:
+    """Count the optimizer step, update the EMA (unless the step was skipped), log and advance the bar."""
+    progress.step += 1
+    if progress.bad_window:
+        progress.skipped += 1
+        progress.bad_window = False
+        accelerator.print(f"step {progress.step}: non-finite loss, step skipped ({progress.skipped} skipped so far)")
+        if progress.skipped >= cfg.max_skipped_steps:
+            raise TrainingError(f"step {progress.step}: {progress.skipped} steps skipped for non-finite losses "
+                                f"(train.max_skipped_steps={cfg.max_skipped_steps}); the run diverged")
+    else:
+        ema.update(accelerator.unwrap_model(model))
+    bar.update(1)
+    if progress.step % cfg.log_every == 0 or progress.step == cfg.max_steps:
+        loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+        lr = lr_schedule.get_last_lr()[0]
+        accelerator.log({"loss": loss_value, "lr": lr, "skipped_steps": progress.skipped}, step=progress.step)
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
 
 
 def _any_nonfinite(accelerator: Accelerator, loss: torch.Tensor) -> bool:
