@@ -20,6 +20,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 from tqdm import tqdm
 
+from .images import uint8_to_signed
 from .weights import Model
 
 
@@ -63,7 +64,7 @@ class ResNetClassifier(Model):
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [N x 3 x H x W] -> the network's input: [-1, 1], resized (bilinear, antialiased) to `resolution`."""
-        x = images.float().div(127.5).sub(1).to(self.device)
+        x = uint8_to_signed(images).to(self.device)
         size = self.config.resolution
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -56,6 +56,16 @@ def from_unit(x: torch.Tensor) -> torch.Tensor:
     return x * 2.0 - 1.0
 
 
+def uint8_to_unit(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """uint8 tensor (0..255) -> float tensor in [0, 1] (float64 by default: the metrics' precision)."""
+    return x.to(dtype) / 255
+
+
+def uint8_to_signed(x: torch.Tensor) -> torch.Tensor:
+    """uint8 tensor (0..255) -> float32 tensor in [-1, 1], the models' range."""
+    return x.float() / 127.5 - 1
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """[-1, 1] tensor [N x 3 x H x W] -> uint8 array [N x H x W x 3] (rounded, as when saving a PNG)."""
     return (to_unit(x.detach().float().cpu()) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -175,7 +175,7 @@ class Pipeline:
         results, done = [], 0
         for batch in as_batches(images):
             n, (h, w) = batch.shape[0], batch.shape[-2:]
-            generators = rng.per_image(range(seed + done, seed + done + n), n) if seed is not None else generator
+            generators = rng.per_image(seed, n, first=done) if seed is not None else generator
             outputs = self._cascade(start, pad_to_multiple(batch, multiple), class_labels, n, generators, per_stage,
                                     progress, tiling)
             done += n

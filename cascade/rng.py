@@ -56,11 +56,15 @@ def randint(high: int, n: int, generator: Generators = None) -> torch.Tensor:
     return torch.randint(0, high, (n,), generator=generator)
 
 
-def per_image(seed, n: int) -> list[torch.Generator]:
-    """One generator per image: `seed` an int (image i gets seed + i) or a sequence of n seeds."""
-    seeds = [int(seed) + i for i in range(n)] if isinstance(seed, int) else [int(s) for s in seed]
+def per_image(seed, n: int, first: int = 0) -> list[torch.Generator]:
+    """One generator for each of images first .. first + n - 1: `seed` an int (image i gets seed + i)
+    or a sequence with one seed per image."""
+    if isinstance(seed, int):
+        seeds = [seed + first + i for i in range(n)]
+    else:
+        seeds = [int(s) for s in seed][first:first + n]
     if len(seeds) != n:
-        raise ValueError(f"{len(seeds)} seeds for {n} images")
+        raise ValueError(f"{len(list(seed))} seeds for {first + n} images")
     return [torch.Generator().manual_seed(s) for s in seeds]
 
 

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from cascade.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
 from cascade.cli import run_cli
 from cascade.config import TrainConfig
-from cascade.images import from_unit, to_unit, unit_to_uint8
+from cascade.images import to_unit, uint8_to_signed, uint8_to_unit, unit_to_uint8
 from cascade.metrics import sr as metrics
 from cascade.metrics.scores import FeatureStats, fid_from_stats
 from cascade.metrics.inception import load_feature_network
@@ -104,9 +104,9 @@ def sr_quality(args, device) -> list[dict]:
         collected, stats, seconds = {}, FeatureStats(), 0.0
         done = 0
         for hr, _ in tqdm(crops, desc=f"SR {sampler} {steps}", unit="batch", leave=False):
-            lr = unit_to_uint8(downsample(hr.double() / 255, scale))
+            lr = unit_to_uint8(downsample(uint8_to_unit(hr), scale))
             start = time.perf_counter()
-            sr = stage.sample(from_unit(lr.float().to(device) / 255), settings=dict(sampler=sampler, steps=steps),
+            sr = stage.sample(uint8_to_signed(lr).to(device), settings=dict(sampler=sampler, steps=steps),
                               seed=seed + done, progress=False)
             done += len(hr)
             seconds += time.perf_counter() - start

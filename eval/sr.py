@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
 from cascade.errors import DataError
-from cascade.images import from_unit, make_grid, unit_to_uint8
+from cascade.images import from_unit, make_grid, uint8_to_unit, unit_to_uint8
 from cascade.metrics import sr as metrics
 from cascade.metrics.scores import FeatureStats, fid_from_stats
 from cascade.metrics.inception import load_feature_network
@@ -119,8 +119,8 @@ def main(argv=None):
             if h == 0 or w == 0:
                 raise DataError(f"{args.data}: an image of {tuple(hr.shape[-2:])} px is smaller than the scale x{scale}")
             hr = hr[..., :h, :w]
-            lr = unit_to_uint8(downsample(hr.double() / 255, scale))
-            lr_unit = lr.float() / 255
+            lr = unit_to_uint8(downsample(uint8_to_unit(hr), scale))
+            lr_unit = uint8_to_unit(lr, torch.float32)
             outputs = {"bicubic": unit_to_uint8(upsample(lr_unit.double(), (h, w)))}
             for name, kwargs in methods.items():  # image i of the run has seed args.seed + i, whatever the batch
                 sr = pipe.upscale(lr_unit, seed=args.seed + count, start_at=start, output_type="pt",
@@ -134,10 +134,10 @@ def main(argv=None):
             for name, out in outputs.items():
                 row = metrics.per_image(out, lr, hr, scale)
                 if args.tile_size:
-                    row["seam_ratio"] = metrics.seam_ratio(out.double() / 255, *tile_edges(grid, multiple), multiple)
+                    row["seam_ratio"] = metrics.seam_ratio(uint8_to_unit(out), *tile_edges(grid, multiple), multiple)
                     whole = name.replace(" tiled", "")
                     if whole != name:
-                        row["psnr_vs_whole"] = metrics.psnr(out.double() / 255, outputs[whole].double() / 255)
+                        row["psnr_vs_whole"] = metrics.psnr(uint8_to_unit(out), uint8_to_unit(outputs[whole]))
                 for key, value in row.items():
                     collected[name].setdefault(key, []).append(value)
                 if stats is not None:
@@ -228,7 +228,7 @@ def write_picture(shown, rows: int, scale: int, zoom: int, out: str) -> None:
     for lr, bicubic, sr, hr in quads:
         nearest = torch.nn.functional.interpolate(lr.float(), scale_factor=scale, mode="nearest")
         tiles += [t for i in range(hr.shape[0]) for t in (nearest[i], bicubic[i].float(), sr[i].float(), hr[i].float())]
-    tiles = torch.stack(tiles[:4 * rows]) / 255
+    tiles = uint8_to_unit(torch.stack(tiles[:4 * rows]), torch.float32)
     grid = make_grid(from_unit(tiles), nrow=4)
     if zoom > 1:
         grid = grid.resize((grid.width * zoom, grid.height * zoom), 0)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from ..images import uint8_to_unit
 from ..resize import downsample
 
 BT601_Y = (65.481, 128.553, 24.966)  # R, G, B weights for values in [0, 1]; Y = 16 + ... on the 0..255 scale
@@ -124,9 +125,9 @@ def seam_ratio(x: torch.Tensor, rows: list[int], cols: list[int], period: int = 
 def per_image(out: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, torch.Tensor]:
     """Every number above for uint8 output / low-res input / truth [N x 3 x H x W] (eval/sr.py's columns)."""
     row = quality(out, hr, border=scale)
-    row["consistency"] = consistency(out.double() / 255, lr.double() / 255)
-    row["hf_energy"] = high_frequency_energy(out.double() / 255)
-    row["hf_energy_truth"] = high_frequency_energy(hr.double() / 255)
+    row["consistency"] = consistency(uint8_to_unit(out), uint8_to_unit(lr))
+    row["hf_energy"] = high_frequency_energy(uint8_to_unit(out))
+    row["hf_energy_truth"] = high_frequency_energy(uint8_to_unit(hr))
     row["colour_shift"] = colour_shift(out.double(), lr.double()).abs().amax(dim=1)  # on the 0..255 scale
     return row
 
