@@ -25,7 +25,7 @@ from . import data, diffusion
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config, save_config
 from .ema import EMA
-from .errors import CascadeError
+from .errors import CascadeError, ConfigError
 from .kinds import StageKind
 from .pipeline import Pipeline
 from .stage import Stage
@@ -254,7 +254,10 @@ def train_stage(cfg, kind: StageKind, resume: bool = False) -> None:
     accelerator.print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     # An unconditional model claims no classes, whatever the data's folders are called.
     class_names = source.class_names if cfg.model.num_classes else []
-    Stage(model, noise_scheduler, kind, cfg.sample, class_names)  # checks that the kind fits the model
+    try:
+        Stage(model, noise_scheduler, kind, cfg.sample, class_names)  # does the kind fit the model?
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from None
 
     # --- loss: the kind's inputs and target; labels dropped at random for classifier-free guidance
     model_config = model.config  # the wrapped model that `fit` passes in (DDP) has no .config

@@ -104,6 +104,7 @@ def test_accelerate_launch(tmp_path):
     ("train.lrr=1", "unknown key 'train.lrr'"),
     ("model.num_classes=4", "has 10 classes"),
     ("data.source=imagefolder", "data.path=None is required"),
+    ("model.cond_channels=1", "model: a base stage needs a UNet with cond_channels=0, not 1"),
 ])
 def test_bad_input_gives_one_line_errors(override, message, tmp_path):
     proc = run("train/base.py", "--config", "configs/base_tiny.yaml", f"train.output_dir={tmp_path}", override,
