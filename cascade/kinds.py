@@ -134,9 +134,7 @@ class StageKind:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"stage kind {name!r} has no field {unknown[0]!r}")
-        if "blur_sigma" in data:
-            data["blur_sigma"] = tuple(data["blur_sigma"])
-        return cls(**data)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # JSON lists -> tuples
 
 
 @dataclass(frozen=True)
