@@ -1,4 +1,4 @@
-"""Measuring tools for the benchmarks (eval/bench.py, eval/bench_tiling.py): time, FLOPs, peak memory.
+"""Measuring tools for the benchmarks (eval/bench_*.py): time, FLOPs, peak memory.
 
 - `timed(fn)`: median wall time over repeats after warm-up, synchronising CUDA.
 - `count_flops(fn)`: FLOPs of one call, from torch.utils.flop_counter (matmuls, convolutions,

@@ -240,7 +240,7 @@ class UNet(Model):
         emb = self.embed(t, class_labels, aug_level, x.shape[0], x.device).to(x.dtype)
 
         # Channels-last activations: on the CPU (oneDNN) and on tensor-core GPUs convolutions and
-        # GroupNorm run faster in NHWC (measured in eval/bench.py); the weights may stay contiguous.
+        # GroupNorm run faster in NHWC (measured in eval/bench_throughput.py); the weights may stay contiguous.
         h = self.conv_in(x.contiguous(memory_format=self.memory_format))
         skips = [h]
         efficient = self.config.layout == "efficient"

@@ -19,12 +19,11 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 
-from cascade.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
 from cascade.errors import DataError
+from cascade.metrics.cas import classification_accuracy
 from cascade.metrics.sources import collect, parse_source, labelled_set, pipeline_batches
 from cascade.pipeline import Pipeline
 
@@ -71,15 +70,11 @@ def main(argv=None):
 
     out = Path(args.out)
     results = {}
-    for name, (x, y) in {"generated": (gen_x, gen_y), "real": (real_x, real_y)}.items():
-        torch.manual_seed(args.seed)  # the initial weights: both classifiers start from the same ones
-        model = ResNetClassifier(num_classes, width=args.width, resolution=size,
-                                 class_names=pipe.class_names).to(device)
-        train_classifier(model, x, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                         desc=f"classifier on {name}")
-        logits = predict_logits(model, test_x)
-        results[name] = {"train_images": len(x), "top1": top_k_accuracy(logits, test_y, 1),
-                         "top5": top_k_accuracy(logits, test_y, 5)}
+    for name, train in {"generated": (gen_x, gen_y), "real": (real_x, real_y)}.items():
+        model, results[name] = classification_accuracy(
+            train, (test_x, test_y), num_classes, size, width=args.width, epochs=args.epochs,
+            batch_size=args.batch_size, seed=args.seed, device=device, class_names=pipe.class_names,
+            desc=f"classifier on {name}")
         model.save_pretrained(out / f"classifier_{name}")
 
     k5 = min(5, num_classes)

@@ -45,15 +45,14 @@ from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cl
 from cascade.errors import DataError
 from cascade.images import from_unit, make_grid, uint8_to_unit, unit_to_uint8
 from cascade.metrics import sr as metrics
-from cascade.metrics.scores import FeatureStats, fid_from_stats
 from cascade.metrics.inception import load_feature_network
+from cascade.metrics.upscaling import SRScores, bicubic, low_res, upscale_batch
 from cascade.metrics.sources import parse_source, load_real, real_batches
 from cascade.pipeline import Pipeline
-from cascade.resize import downsample, upsample
 from cascade.tiling import make_tiles
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", required=True, help="pipeline or stage folder; its upsamplers are used")
     parser.add_argument("--start-at", type=int, help="first upsampler stage to use (default: the first)")
@@ -77,8 +76,11 @@ def main(argv=None):
     parser.add_argument("--zoom", type=int, default=2)
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
     parser.add_argument("--out", required=True, help="PNG to write; the table goes next to it as .json")
-    args = parser.parse_args(argv)
+    return parser, parser.parse_args(argv)
 
+
+def main(argv=None):
+    parser, args = parse_args(argv)
     device = Accelerator(cpu=args.cpu).device
     pipe = Pipeline.from_pretrained(args.pipeline, device=device)
     start = args.start_at if args.start_at is not None else (1 if pipe.base is not None else 0)
@@ -86,10 +88,6 @@ def main(argv=None):
     if not ups or not all(s.kind.takes_input for s in ups):
         parser.error(f"{args.pipeline}: no upsampler stages from stage {start}")
     pipe = apply_sampling_arguments(pipe, args)
-    scale = math.prod(s.kind.scale for s in ups)
-    levels = args.aug_levels or [ups[0].defaults.aug_level]
-    network = load_feature_network(args.weights, device) if args.fid else None
-
     spec = parse_source(args.data, args.split)
     if not spec.is_real:
         parser.error(f"--data {args.data}: needs real images (photos, a folder or a dataset)")
@@ -97,71 +95,71 @@ def main(argv=None):
     num = args.num or (16 if crops else None)
     batches = real_batches(load_real(spec), num, args.batch_size, (args.crop_size or ups[-1].resolution) if crops else None,
                            crops, tuple(args.crop_scale), args.seed)
+    overlap = (args.overlap if args.overlap is not None else ups[-1].tile_overlap()) if args.tile_size else None
+    methods = sr_methods(args, ups[0].defaults.aug_level)
+    network = load_feature_network(args.weights, device) if args.fid else None
+    rows, shown, count, size = evaluate(pipe, start, batches, num, methods, overlap, network, args)
 
-    # Rows: bicubic, then for every level the whole-image SR and the variants asked for.
-    variants = [("", {})]
-    if args.consistent:
-        variants.append((" consistent", {"consistent": True}))
-    if args.tile_size:
-        overlap = args.overlap if args.overlap is not None else ups[-1].tile_overlap()
-        tiling = {"tile_size": args.tile_size, "overlap": args.overlap, "tile_batch": args.tile_batch}
-        variants += [(f" tiled{name}", {**kw, **tiling}) for name, kw in list(variants)]
-    methods = {f"SR s={lv:g}{name}": dict(aug_level=lv, **kw) for lv in levels for name, kw in variants}
-    names = ["bicubic", *methods] + (["independent tiles"] if args.tile_size else [])
-    collected = {name: {} for name in names}
-    stats = {name: FeatureStats() for name in names} if network else None
-    truth_stats = FeatureStats() if network else None
-    shown = []
-    count = 0
-    with tqdm(total=num, desc="upscaling", unit="img") as bar:
-        for hr, _ in batches:
-            h, w = (hr.shape[-2] // scale) * scale, (hr.shape[-1] // scale) * scale  # modcrop
-            if h == 0 or w == 0:
-                raise DataError(f"{args.data}: an image of {tuple(hr.shape[-2:])} px is smaller than the scale x{scale}")
-            hr = hr[..., :h, :w]
-            lr = unit_to_uint8(downsample(uint8_to_unit(hr), scale))
-            lr_unit = uint8_to_unit(lr, torch.float32)
-            outputs = {"bicubic": unit_to_uint8(upsample(lr_unit.double(), (h, w)))}
-            for name, kwargs in methods.items():  # image i of the run has seed args.seed + i, whatever the batch
-                sr = pipe.upscale(lr_unit, seed=args.seed + count, start_at=start, output_type="pt",
-                                  progress=False, **kwargs)
-                outputs[name] = unit_to_uint8(sr.cpu())
-            if args.tile_size:
-                multiple = ups[-1].size_multiple
-                grid = make_tiles(h, w, ups[-1].tile_geometry(args.tile_size, overlap)[0], overlap, multiple)
-                outputs["independent tiles"] = independent_tiles(pipe, lr_unit, grid, multiple, scale, args, start,
-                                                                 levels[0], count)
-            for name, out in outputs.items():
-                row = metrics.per_image(out, lr, hr, scale)
-                if args.tile_size:
-                    row["seam_ratio"] = metrics.seam_ratio(uint8_to_unit(out), *tile_edges(grid, multiple), multiple)
-                    whole = name.replace(" tiled", "")
-                    if whole != name:
-                        row["psnr_vs_whole"] = metrics.psnr(uint8_to_unit(out), uint8_to_unit(outputs[whole]))
-                for key, value in row.items():
-                    collected[name].setdefault(key, []).append(value)
-                if stats is not None:
-                    stats[name].update(network(out.to(device))[0])
-            if truth_stats is not None:
-                truth_stats.update(network(hr.to(device))[0])
-            if len(shown) < args.rows:
-                shown.append((lr, outputs["bicubic"], outputs[next(iter(methods))], hr))
-            count += hr.shape[0]
-            bar.update(hr.shape[0])
-    rows = {name: metrics.summarise(values) for name, values in collected.items()}
-    if stats is not None:
-        for name in names:
-            rows[name]["fid"] = fid_from_stats(stats[name], truth_stats)
-
-    print(f"{count} images from {args.data} ({spec.split}), {h}x{w} px, x{scale}, border {scale} px cropped"
+    scale = math.prod(s.kind.scale for s in ups)
+    print(f"{count} images from {args.data} ({spec.split}), {size[0]}x{size[1]} px, x{scale}, border {scale} px cropped"
           + (f"; tiles {args.tile_size} px, overlap {overlap} px" if args.tile_size else ""))
     print(table(rows))
     write_picture(shown, args.rows, scale, args.zoom, args.out)
     with open(args.out.rsplit(".", 1)[0] + ".json", "w") as f:
         json.dump({"pipeline": args.pipeline, "data": args.data, "split": spec.split, "num": count, "scale": scale,
-                   "border": scale, **sampling_report(ups), "tile_size": args.tile_size,
-                   "overlap": overlap if args.tile_size else None, "rows": rows}, f, indent=2)
+                   "border": scale, **sampling_report(ups), "tile_size": args.tile_size, "overlap": overlap,
+                   "rows": rows}, f, indent=2)
     print(f"wrote {args.out} (rows: low-res | bicubic | {next(iter(methods))} | ground truth)")
+
+
+def sr_methods(args, default_level: float) -> dict[str, dict]:
+    """The SR rows, each with its `Pipeline.upscale` arguments: for every aug level the whole-image
+    SR and the variants asked for (consistent, tiled, both)."""
+    variants = [("", {})]
+    if args.consistent:
+        variants.append((" consistent", {"consistent": True}))
+    if args.tile_size:
+        tiling = {"tile_size": args.tile_size, "overlap": args.overlap, "tile_batch": args.tile_batch}
+        variants += [(f" tiled{name}", {**kw, **tiling}) for name, kw in list(variants)]
+    levels = args.aug_levels or [default_level]
+    return {f"SR s={lv:g}{name}": dict(aug_level=lv, **kw) for lv in levels for name, kw in variants}
+
+
+def evaluate(pipe, start, batches, num, methods, overlap, network, args):
+    """(rows, images for the picture, image count, last high-res size): bicubic, the SR methods and,
+    when tiled, the independent-tiles baseline, scored with cascade.metrics.upscaling."""
+    ups = pipe.stages[start:]
+    scale = math.prod(s.kind.scale for s in ups)
+    scores, shown, count = SRScores(network), [], 0
+    with tqdm(total=num, desc="upscaling", unit="img") as bar:
+        for hr, _ in batches:
+            try:
+                hr, lr = low_res(hr, scale)
+            except DataError as e:
+                raise DataError(f"{args.data}: {e}") from None
+            h, w = hr.shape[-2:]
+            outputs = {"bicubic": bicubic(lr, (h, w))}  # image i of the run has seed args.seed + i, whatever the batch
+            outputs.update(upscale_batch(pipe, lr, methods, args.seed + count, start)[0])
+            if args.tile_size:
+                multiple = ups[-1].size_multiple
+                grid = make_tiles(h, w, ups[-1].tile_geometry(args.tile_size, overlap)[0], overlap, multiple)
+                level = next(iter(methods.values()))["aug_level"]
+                outputs["independent tiles"] = independent_tiles(pipe, uint8_to_unit(lr, torch.float32), grid,
+                                                                 multiple, scale, args, start, level, count)
+            scores.add_truth(hr)
+            for name, out in outputs.items():
+                extra = {}
+                if args.tile_size:
+                    extra["seam_ratio"] = metrics.seam_ratio(uint8_to_unit(out), *tile_edges(grid, multiple), multiple)
+                    whole = name.replace(" tiled", "")
+                    if whole != name:
+                        extra["psnr_vs_whole"] = metrics.psnr(uint8_to_unit(out), uint8_to_unit(outputs[whole]))
+                scores.add(name, out, lr, hr, scale, **extra)
+            if len(shown) < args.rows:
+                shown.append((lr, outputs["bicubic"], outputs[next(iter(methods))], hr))
+            count += hr.shape[0]
+            bar.update(hr.shape[0])
+    return scores.rows(), shown, count, (h, w)
 
 
 COLUMNS = [("psnr_rgb", "PSNR RGB", "{:.2f}"), ("psnr_y", "PSNR Y", "{:.2f}"), ("ssim_rgb", "SSIM RGB", "{:.4f}"),
@@ -225,9 +223,9 @@ def write_picture(shown, rows: int, scale: int, zoom: int, out: str) -> None:
     size = shown[0][3].shape[-2:]
     quads = [q for q in shown if q[3].shape[-2:] == size]
     tiles = []
-    for lr, bicubic, sr, hr in quads:
+    for lr, base, sr, hr in quads:
         nearest = torch.nn.functional.interpolate(lr.float(), scale_factor=scale, mode="nearest")
-        tiles += [t for i in range(hr.shape[0]) for t in (nearest[i], bicubic[i].float(), sr[i].float(), hr[i].float())]
+        tiles += [t for i in range(hr.shape[0]) for t in (nearest[i], base[i].float(), sr[i].float(), hr[i].float())]
     tiles = uint8_to_unit(torch.stack(tiles[:4 * rows]), torch.float32)
     grid = make_grid(from_unit(tiles), nrow=4)
     if zoom > 1:
