@@ -4,12 +4,17 @@
     python -m cascade upscale photo.png photo_x2.png --pipeline runs/sr3_photos/pipeline
     python -m cascade upscale small.png big.png --pipeline runs/cascade_photos --aug-level 0.05 --steps 25
     python -m cascade upscale photo.jpg big.png --tile-size 128 --overlap 16 --tile-batch 16 --consistent
+    python -m cascade upscale photo.jpg huge.png --size 16384x8640 --state-dir huge.state   # streamed, resumable
+    python -m cascade upscale photo.jpg huge.png --size 16384x8640 --state-dir huge.state --resume
+    accelerate launch --num_processes 4 -m cascade upscale photo.jpg huge.png --size 16384x8640  # tiles shared
     python -m cascade assemble runs/cascade_photos runs/base_photos/pipeline runs/sr3_photos/pipeline
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from pathlib import Path
 
 import torch
@@ -17,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from .errors import CascadeError, DataError
+from .giant import STREAM_ABOVE, upscale_to_file
 from .pipeline import Pipeline
 
 
@@ -31,23 +37,50 @@ def upscale(args) -> None:
         raise DataError(f"{args.input}: cannot read image ({' '.join(str(e).split())})") from None
     if args.pipeline == DEFAULT_PIPELINE and not Path(args.pipeline).is_dir():
         raise CascadeError(f"no pipeline at {DEFAULT_PIPELINE}: run `make demo` first, or pass --pipeline FOLDER")
-    pipe = Pipeline.from_pretrained(args.pipeline, device=args.device)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    device = args.device
+    if processes > 1 and device.startswith("cuda"):  # accelerate launch: one GPU per process
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    pipe = Pipeline.from_pretrained(args.pipeline, device=device)
     pipe = apply_sampling_arguments(pipe, args)
     ups = pipe.upsamplers
     if not ups:
         raise CascadeError(f"--pipeline {args.pipeline}: has no upsampler, only a {pipe.stages[0].resolution} px base "
                            f"stage; pass a pipeline with an SR3 stage (runs/sr3_photos/pipeline, or a cascade made "
                            f"by `python -m cascade assemble`)")
+    scale = math.prod(s.kind.scale for s in ups)
+    size = _size(args.size) if args.size else (image.width * scale, image.height * scale)
+    stream = args.stream or args.resume or args.state_dir or processes > 1 or size[0] * size[1] > STREAM_ABOVE
     # Tiles: --tile-size 0 is the whole image; the default is twice the last stage's training size.
     tile_size = 2 * ups[-1].resolution if args.tile_size is None else (args.tile_size or None)
-    if tile_size is not None:
+    if tile_size is None and stream:
+        raise CascadeError(f"--tile-size 0 (the whole image at once) cannot stream a {size[0]}x{size[1]} output; "
+                           f"give a tile size")
+    main = os.environ.get("RANK", "0") == "0"
+    if tile_size is not None and main:
         overlaps = [args.overlap if args.overlap is not None else s.tile_overlap() for s in ups]
         erf = ", ".join(f"{s.erf['radius']} px" for s in ups if s.erf)
         print(f"tiles of {tile_size} px, overlap {'/'.join(map(str, overlaps))} px"
-              + (f" (measured ERF radius: {erf})" if erf else ""))
+              + (f" (measured ERF radius: {erf})" if erf else ""), flush=True)
     try:
+        if stream:
+            try:
+                report = upscale_to_file(pipe, image, args.output, seed=args.seed, aug_level=args.aug_level,
+                                         size=size, tile_size=tile_size, overlap=args.overlap, tile_batch=args.tile_batch,
+                                         state_dir=args.state_dir, resume=args.resume)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the state is cleaned up or kept (message printed)
+                raise SystemExit(130) from None
+            if main:
+                print(f"wrote {args.output}: {image.width}x{image.height} -> {size[0]}x{size[1]} (streamed, "
+                      f"{report['processes']} process{'es' * (report['processes'] > 1)}, {report['seconds']:.0f} s)")
+            return
+        if args.size:
+            image = image.resize((size[0] // scale, size[1] // scale), Image.BICUBIC) \
+                if size != (image.width * scale, image.height * scale) else image
         out = pipe.upscale(image, seed=args.seed, aug_level=args.aug_level, tile_size=tile_size,
                            overlap=args.overlap, tile_batch=args.tile_batch, consistent=args.consistent or None)[0]
+    except CascadeError:
+        raise
     except ValueError as e:
         raise CascadeError(f"{args.input}: {e}") from None
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +88,15 @@ def upscale(args) -> None:
     out.save(partial, format=Image.registered_extensions().get(Path(args.output).suffix.lower(), "PNG"))
     partial.replace(args.output)  # never leave a half-written output file
     print(f"wrote {args.output}: {image.width}x{image.height} -> {out.width}x{out.height}")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = map(int, text.lower().split("x"))
+        assert width > 0 and height > 0
+    except (ValueError, AssertionError):
+        raise CascadeError(f"--size {text}: expected WIDTHxHEIGHT in pixels, e.g. 16384x8640") from None
+    return width, height
 
 
 def assemble(args) -> None:
@@ -82,6 +124,14 @@ def main(argv=None) -> None:
     up.add_argument("--consistent", action="store_true",
                     help="project every step so that the output downsamples exactly to the input")
     up.add_argument("--seed", type=int, default=0)
+    up.add_argument("--size", help="output WIDTHxHEIGHT: the input is first resized to it / the pipeline's scale "
+                    "(never above the input's size)")
+    up.add_argument("--stream", action="store_true", help=f"keep the full-size state on disk and write the output "
+                    f"as it is made (automatic above {STREAM_ABOVE // 2 ** 20} MP, with --state-dir, and under "
+                    f"accelerate launch with several processes)")
+    up.add_argument("--state-dir", help="streamed: keep the state here, so an interrupted upscale can be resumed "
+                    "(default: a temporary folder, always removed)")
+    up.add_argument("--resume", action="store_true", help="continue the interrupted upscale whose state is in --state-dir")
     up.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     up.set_defaults(run=upscale)
     asm = commands.add_parser("assemble", help="chain separately trained stages into one pipeline folder")

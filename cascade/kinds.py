@@ -85,6 +85,17 @@ class StageKind:
         """The conditioning of a batch: `source` [N x C x h x w] in [-1, 1] for input kinds, else None."""
         raise NotImplementedError
 
+    def noisy_source(self, stage, source: torch.Tensor, settings, generators: rng.Generators) -> torch.Tensor:
+        """The random part of an input kind's conditioning (SR3: noise augmentation of the input), kept
+        apart so that the streamed upscaler (cascade.streaming) draws it once per band of the input."""
+        return source
+
+    def conditioning(self, stage, source: torch.Tensor, noisy: torch.Tensor, settings, device) -> Conditioning:
+        """The deterministic part: the conditioning of `source` and its `noisy_source`. It must be local
+        (a window of the input gives the same values as the whole input, away from the window's
+        edges), so the streamed upscaler can build it tile by tile."""
+        raise NotImplementedError(f"stage kind {self.name!r} cannot be streamed (no `conditioning`)")
+
     def erf_inputs(self, config, size: int, generator: torch.Generator, device) -> dict:
         """Conditioning for measuring the ERF at size x size: random images for the `spatial`
         entries (the ERF takes gradients with respect to them too), neutral values for the rest."""
@@ -204,14 +215,22 @@ class SR3(StageKind):
     def sampling_inputs(self, stage, source, settings, generators, device):
         if source is None:
             raise ValueError("an upsampler stage needs an input image (`source`)")
+        h, w = source.shape[-2:]
+        if (h * self.scale) % stage.size_multiple or (w * self.scale) % stage.size_multiple:
+            raise ValueError(f"output size {h * self.scale}x{w * self.scale} is not a multiple of "
+                             f"{stage.size_multiple}; use Pipeline.upscale, which pads")
+        source = source.to(device)
+        return self.conditioning(stage, source, self.noisy_source(stage, source, settings, generators), settings,
+                                 device)
+
+    def noisy_source(self, stage, source, settings, generators):
+        return augment.noise_augment(source, settings.aug_level, stage.noise_scheduler.alphas_cumprod, generators)
+
+    def conditioning(self, stage, source, noisy, settings, device):
         n, (h, w) = source.shape[0], source.shape[-2:]
         size = (h * self.scale, w * self.scale)
-        if size[0] % stage.size_multiple or size[1] % stage.size_multiple:
-            raise ValueError(f"output size {size[0]}x{size[1]} is not a multiple of {stage.size_multiple}; "
-                             f"use Pipeline.upscale, which pads")
-        source = source.to(device)
-        augmented = augment.noise_augment(source, settings.aug_level, stage.noise_scheduler.alphas_cumprod, generators)
-        cond = self.condition(stage.unet.config, augmented, torch.full((n,), float(settings.aug_level), device=device),
+        source, noisy = source.to(device), noisy.to(device)
+        cond = self.condition(stage.unet.config, noisy, torch.full((n,), float(settings.aug_level), device=device),
                               size)
         offset = upsample(source, size) if self.residual else None
         finish = _identity if offset is None else (lambda x: x / self.residual_scale + offset)

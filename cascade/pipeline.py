@@ -167,11 +167,7 @@ class Pipeline:
             per_stage[i] = {**{k: v for k, v in dict(aug_level=aug_level, consistent=consistent).items()
                                if v is not None}, **per_stage[i]}
         tiling = Tiling(tile_size, overlap, tile_batch) if tile_size is not None else None
-        # Every stage's output side must be a multiple of its UNet's size_multiple: pad the input so.
-        multiple, scale = 1, 1
-        for stage in stages:
-            scale *= stage.kind.scale
-            multiple = math.lcm(multiple, stage.size_multiple // math.gcd(stage.size_multiple, scale))
+        multiple = input_multiple(stages)
         results, done = [], 0
         for batch in as_batches(images):
             n, (h, w) = batch.shape[0], batch.shape[-2:]
@@ -217,6 +213,16 @@ class Pipeline:
         except ValueError as e:
             raise CheckpointError(f"cannot chain {', '.join(map(str, items))}: {e}") from None
         return pipe.to(device) if device is not None else pipe
+
+
+def input_multiple(stages: Sequence[Stage]) -> int:
+    """Input sides must be multiples of this for every stage's output side to be a multiple of its
+    UNet's size_multiple (inputs are padded to it)."""
+    multiple, scale = 1, 1
+    for stage in stages:
+        scale *= stage.kind.scale
+        multiple = math.lcm(multiple, stage.size_multiple // math.gcd(stage.size_multiple, scale))
+    return multiple
 
 
 def _load_stages(folder: str | Path) -> list[Stage]:

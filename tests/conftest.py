@@ -65,6 +65,15 @@ def run(*args, check=True):
     return proc
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on (for `accelerate launch --main_process_port`)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 _SCRIPTS = {}
 
 

@@ -2,11 +2,16 @@
 
     python tests/inject.py FAULT N train/base.py --config ... [overrides]
 
+    python tests/inject.py FAULT N -m cascade upscale IN OUT ...
+
 FAULT is one of
 - `kill-after-save`: SIGKILL the process right after the checkpoint of step N is in place;
 - `kill-mid-save`: SIGKILL it while writing the checkpoint of step N (after Accelerate's files,
   halfway through the EMA weights, before the folder is renamed into place);
-- `nan-loss`: make the N-th call of the diffusion loss return NaN (then train normally).
+- `nan-loss`: make the N-th call of the diffusion loss return NaN (then train normally);
+- `kill-mid-step` / `interrupt-mid-step` (streamed upscales): SIGKILL the process, or raise
+  KeyboardInterrupt as Ctrl-C does, when it saves the N-th band of scheduler history (in the middle
+  of a step: some bands of x_{t-1} written, others not).
 Nothing in cascade/ knows about this file: it patches functions and runs the script with runpy.
 """
 
@@ -19,6 +24,7 @@ import torch
 
 import cascade.checkpoint
 import cascade.diffusion
+import cascade.streaming
 import cascade.training
 
 fault, n, script, *args = sys.argv[1:]
@@ -56,8 +62,25 @@ elif fault == "nan-loss":
         return loss * torch.nan if calls[0] == n else loss
 
     cascade.diffusion.training_loss = sometimes_nan
+elif fault in ("kill-mid-step", "interrupt-mid-step"):
+    original_save_band = cascade.streaming.StateFolder.save_band
+    saves = [0]
+
+    def save_band_then_stop(self, name, tensors):
+        saves[0] += 1
+        if saves[0] == n:
+            if fault == "kill-mid-step":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise KeyboardInterrupt
+        return original_save_band(self, name, tensors)
+
+    cascade.streaming.StateFolder.save_band = save_band_then_stop
 else:
     raise SystemExit(f"unknown fault {fault!r}")
 
-sys.argv = [script, *args]
-runpy.run_path(script, run_name="__main__")
+if script == "-m":
+    sys.argv = [args[0], *args[1:]]
+    runpy.run_module(args[0], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = [script, *args]
+    runpy.run_path(script, run_name="__main__")

@@ -4,7 +4,6 @@ interpreter)."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, run, run_in_process
+from conftest import ROOT, free_port, run, run_in_process
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +57,6 @@ def test_sample_cli_writes_a_labelled_grid(trained, tmp_path):
     bad = run_in_process("eval/sample.py", "--pipeline", out / "pipeline", "--classes", "unicorn",
                          "--out", tmp_path / "x.png", check=False)
     assert bad.returncode == 2 and "unknown class name 'unicorn'" in bad.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("script", ["train/base.py", "train/sr3.py"])
