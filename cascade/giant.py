@@ -79,7 +79,7 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
     folder = StateFolder(root, storage)
     done = False
     try:
-        with _stop_on_sigterm():
+        with torch.no_grad(), _stop_on_sigterm():
             bands = _run(streamed, folder, x, record, procs, progress)
             if procs.main:
                 write_bands(path, out_w, out_h, _uint8_rows(bands, out_h, out_w))
@@ -99,6 +99,7 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
     return {"output": str(path), "size": [out_w, out_h], "input": [x.shape[-1], x.shape[-2]],
             "tiles": [len(s.geo.tiles) for s in streamed], "steps": [len(s.timesteps) for s in streamed],
             "overlap": [s.overlap for s in streamed], "processes": procs.world,
+            "state_bytes": state_bytes(streamed, [out_w, out_h]),
             "seconds": time.perf_counter() - started}
 
 
@@ -165,18 +166,20 @@ def _state_root(state_dir, resume: bool, record: dict, path, streamed, storage: 
         return e if not isinstance(e, OSError) else DataError(f"{state_dir or tempfile.gettempdir()}: {e}")
 
 
-def _check_disk(root: Path, streamed, size) -> None:
-    """Free space for the largest stage's files (input, its noisy copy, x_t twice, two generations
-    of history, the next stage's input) and the output, or a one-line error saying how much."""
+def state_bytes(streamed, size) -> int:
+    """Disk the upscale needs at most: the largest stage's files (its input and noisy copy, x_t
+    twice, two generations of scheduler history, the next stage's input) and the output."""
     need = 0
     for i, s in enumerate(streamed):
         out = s.channels * math.prod(s.geo.size)
         copies = history_copies(s.settings.sampler, s.stage.noise_scheduler.config, s.settings.steps)
-        files = 2 * 3 * math.prod(s.source_size) + (2 + 2 * copies) * out + (3 * math.prod(s.geo.size)
-                                                                              if i + 1 < len(streamed) else 0)
-        need = max(need, 4 * files)
-    need += 3 * size[0] * size[1]
-    free = shutil.disk_usage(root).free
+        following = 3 * math.prod(s.geo.size) if i + 1 < len(streamed) else 0
+        need = max(need, 4 * (2 * 3 * math.prod(s.source_size) + (2 + 2 * copies) * out + following))
+    return need + 3 * size[0] * size[1]
+
+
+def _check_disk(root: Path, streamed, size) -> None:
+    need, free = state_bytes(streamed, size), shutil.disk_usage(root).free
     if need > free:
         raise DataError(f"{root}: the upscale's state needs {_bytes(need)} of free disk, {_bytes(free)} is free; "
                         f"pass --state-dir on a larger disk")

@@ -10,6 +10,8 @@
   alive before it. On CUDA that is torch.cuda.max_memory_allocated; on the CPU the same count is
   kept by a dispatch mode that sees every tensor an op returns (resident-memory readings mostly
   show the allocator's cache, which keeps freed memory).
+- `CallPeak(module)`: hooks keeping the peak memory of a module's calls; `status_kib("VmHWM")`:
+  the process's peak resident memory.
 - `time_by_kind(fn)`: where one call's time goes (convolutions, normalisation, attention, other
   matmuls, optimizer, elementwise and copies), from torch.profiler's per-operator self time.
 """
@@ -114,6 +116,47 @@ def peak_memory(fn: Callable, device: torch.device | str = "cpu") -> int:
     with LiveTensorBytes() as mode:
         fn()
     return mode.peak
+
+
+def status_kib(key: str) -> int:
+    """A field of /proc/self/status in KiB (VmHWM: the process's peak resident memory)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+class CallPeak:
+    """Hooks recording the peak memory of each network call above what was alive when it started
+    (the first `limit` calls, when given: on the CPU the count slows every operation)."""
+
+    def __init__(self, module: torch.nn.Module, cuda: bool, limit: int | None = None):
+        self.cuda, self.call_peak, self.calls, self.limit = cuda, 0, 0, limit
+        self.params = sum(p.numel() * p.element_size() for p in module.parameters())
+        module.register_forward_pre_hook(self.before)
+        module.register_forward_hook(self.after)
+
+    def before(self, module, args):
+        self.measuring = self.limit is None or self.calls < self.limit
+        if not self.measuring:
+            return
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            self.mode = LiveTensorBytes().__enter__()
+
+    def after(self, module, args, output):
+        self.calls += 1
+        if not self.measuring:
+            return
+        if self.cuda:
+            peak = torch.cuda.max_memory_allocated() - self.start
+        else:
+            self.mode.__exit__(None, None, None)
+            peak = self.mode.peak
+        self.call_peak = max(self.call_peak, peak)
 
 
 # Operator kinds by name (torch.profiler's aten:: names), checked in this order.

@@ -347,6 +347,7 @@ class StreamedStage:
 
         return cond, finish
 
+    @torch.no_grad()
     def predict(self, x_in, source, noisy, tiles: list[Tile], t, bands: BandScheduler) -> torch.Tensor:
         """The network's prediction for a batch of tiles [N x C x th x tw] (float32, CPU)."""
         crops = torch.stack([x_in.read(*tile.slices) for tile in tiles])

@@ -26,42 +26,8 @@ import torch
 
 from cascade.cli import run_cli
 from cascade.pipeline import Pipeline, Stage
-from cascade.profiling import LiveTensorBytes
+from cascade.profiling import CallPeak, status_kib
 from cascade.unet import UNet
-
-
-def status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-class CallPeak:
-    """Hooks recording the peak memory of each network call above what was alive when it started."""
-
-    def __init__(self, module: torch.nn.Module, cuda: bool):
-        self.cuda, self.call_peak, self.calls = cuda, 0, 0
-        self.params = sum(p.numel() * p.element_size() for p in module.parameters())
-        module.register_forward_pre_hook(self.before)
-        module.register_forward_hook(self.after)
-
-    def before(self, module, args):
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            self.mode = LiveTensorBytes().__enter__()
-
-    def after(self, module, args, output):
-        self.calls += 1
-        if self.cuda:
-            peak = torch.cuda.max_memory_allocated() - self.start
-        else:
-            self.mode.__exit__(None, None, None)
-            peak = self.mode.peak
-        self.call_peak = max(self.call_peak, peak)
 
 
 def chain_x4(stage: Stage) -> Pipeline:

@@ -81,7 +81,8 @@ def test_disk_state_equals_memory_state_and_is_removed(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     pipe, image = two_stage_pipe(), photo()
-    common = dict(tile_size=16, overlap=8, tile_batch=3, steps=3, progress=False)
+    common = dict(tile_size=16, overlap=8, tile_batch=3, steps=3, progress=False,
+                  settings={0: dict(sampler="dpm++sde"), 1: dict(sampler="dpm++sde")})
     report = upscale_to_file(pipe, image, tmp_path / "disk.png", storage="disk", **common)
     upscale_to_file(pipe, image, tmp_path / "memory.png", storage="memory", **common)
     upscale_to_file(pipe, image, tmp_path / "disk.tif", storage="disk", **common)
@@ -117,7 +118,8 @@ def test_one_tile_equals_the_in_memory_sampler():
 
 def upscale_args(tmp_path, name, *extra):
     return ["-m", "cascade", "upscale", tmp_path / "in.png", tmp_path / name, "--pipeline", tmp_path / "pipe",
-            "--tile-size", "16", "--overlap", "8", "--tile-batch", "2", "--steps", "3", "--stream", *extra]
+            "--tile-size", "16", "--overlap", "8", "--tile-batch", "2", "--steps", "3", "--sampler", "dpm++sde",
+            "--stream", *extra]
 
 
 @pytest.fixture
@@ -202,3 +204,19 @@ def test_every_sampler_streams(tmp_path):
         upscale_to_file(pipe, photo(16, 12), tmp_path / f"{sampler}.png", tile_size=16, overlap=8, steps=3,
                         settings={0: dict(sampler=sampler)}, progress=False)
         assert read(tmp_path / f"{sampler}.png").shape == (24, 32, 3), sampler
+
+
+def test_bench_streaming_rows(tmp_path):
+    """eval/bench_streaming.py: one fresh process per output size; each row's tile count is the grid's."""
+    from cascade.tiling import make_tiles
+
+    stage = tiny_stage(16, 2)
+    Pipeline([stage]).save_pretrained(tmp_path / "up")
+    run("eval/bench_streaming.py", "--sr", tmp_path / "up", "--outputs", "64x48", "--tile-size", "16",
+        "--steps", "2", "--out", tmp_path / "b")
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [(r["output"], r["steps"]) for r in rows] == [("64x48", 2)]
+    for r, (h, w) in zip(rows, [(48, 64)]):
+        assert r["tiles"] == len(make_tiles(h, w, 16, r["overlap"], stage.size_multiple))
+        assert r["s_per_mp_step"] == pytest.approx(r["seconds"] / (h * w / 1e6) / 2)
+    assert "| 64x48 | 0.0 |" in (tmp_path / "b.md").read_text()
