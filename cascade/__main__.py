@@ -4,9 +4,10 @@
     python -m cascade upscale photo.png photo_x2.png --pipeline runs/sr3_photos/pipeline
     python -m cascade upscale small.png big.png --pipeline runs/cascade_photos --aug-level 0.05 --steps 25
     python -m cascade upscale photo.jpg big.png --tile-size 128 --overlap 16 --tile-batch 16 --consistent
-    python -m cascade upscale photo.jpg huge.png --size 16384x8640 --state-dir huge.state   # streamed, resumable
-    python -m cascade upscale photo.jpg huge.png --size 16384x8640 --state-dir huge.state --resume
-    accelerate launch --num_processes 4 -m cascade upscale photo.jpg huge.png --size 16384x8640  # tiles shared
+    python -m cascade upscale 8k.jpg 16k.png --state-dir 16k.state         # streamed to disk, resumable
+    python -m cascade upscale 8k.jpg 16k.png --state-dir 16k.state --resume
+    python -m cascade upscale photo.jpg 16k.png --size 16384x8640          # the input resized to 8192x4320 first
+    accelerate launch --multi_gpu --num_processes 4 -m cascade upscale 8k.jpg 16k.png   # tiles shared
     python -m cascade assemble runs/cascade_photos runs/base_photos/pipeline runs/sr3_photos/pipeline
 """
 

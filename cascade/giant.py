@@ -67,7 +67,7 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
     for i, (stage, changes) in enumerate(zip(stages, per_stage)):
         streamed.append(StreamedStage(i, stage, stage.settings(changes), source, tile_size, overlap, tile_batch, seed))
         source = streamed[-1].geo.size
-    record = {"input": hashlib.sha256(x.numpy().tobytes()).hexdigest(), "seed": seed, "size": [out_w, out_h],
+    record = {"input": hashlib.sha256(memoryview(x.numpy())).hexdigest(), "seed": seed, "size": [out_w, out_h],
               "tile_size": tile_size, "overlap": overlap, "tile_batch": tile_batch,
               "stages": [{"kind": s.kind.to_dict(), "settings": asdict(st.settings), "weights": _weights_hash(s)}
                          for s, st in zip(stages, streamed)]}

@@ -215,8 +215,8 @@ def test_bench_sr_rows_equal_eval_sr(tmp_path):
     """eval/bench_sr.py's rows are eval/sr.py's protocol: a row equals eval/sr.py run with the same
     sampler, steps, crops and seed; NFE and seeds as documented."""
     Pipeline([tiny_stage(16, 2)]).save_pretrained(tmp_path / "up")
-    run("eval/bench_sr.py", "--sr", tmp_path / "up", "--num", "3", "--batch-size", "2", "--steps", "1", "3",
-        "--samplers", "ddim", "--reference-steps", "4", "--out", tmp_path / "b")
+    run_in_process("eval/bench_sr.py", "--sr", tmp_path / "up", "--num", "3", "--batch-size", "2", "--steps", "1",
+                   "3", "--samplers", "ddim", "--reference-steps", "4", "--out", tmp_path / "b")
     report = json.loads((tmp_path / "b.json").read_text())
     sr = [(r["sampler"], r["steps"], r["nfe"], r["seed"]) for r in report["rows"]]
     assert sr == [("ddpm", 4, 4, 0), ("ddpm", 4, 4, 10_000), ("ddim", 1, 1, 0), ("ddim", 3, 3, 0)]
