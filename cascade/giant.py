@@ -59,7 +59,7 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
     scale = math.prod(s.kind.scale for s in stages)
     x = _input(image, scale, size)
     out_h, out_w = x.shape[-2] * scale, x.shape[-1] * scale
-    x = pad_to_multiple(x, input_multiple(stages))
+    x = pad_to_multiple(x, input_multiple(stages)).contiguous()
     per_stage = pipe.stage_settings(settings, steps=steps)[start:]
     if aug_level is not None:
         per_stage = [{"aug_level": aug_level, **s} for s in per_stage]
