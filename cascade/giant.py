@@ -37,7 +37,8 @@ from .errors import CascadeError, DataError
 from .image_files import check_writable, write_bands
 from .images import as_batches, pad_to_multiple, to_unit, unit_to_uint8
 from .pipeline import input_multiple
-from .streaming import Processes, StateFolder, StreamedStage, history_copies
+from .state_folder import StateFolder
+from .streaming import Processes, StreamedStage, history_copies
 
 STREAM_ABOVE = 4096 * 4096  # `python -m cascade upscale` streams outputs with more pixels than this
 

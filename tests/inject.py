@@ -24,7 +24,7 @@ import torch
 
 import cascade.checkpoint
 import cascade.diffusion
-import cascade.streaming
+import cascade.state_folder
 import cascade.training
 
 fault, n, script, *args = sys.argv[1:]
@@ -63,7 +63,7 @@ elif fault == "nan-loss":
 
     cascade.diffusion.training_loss = sometimes_nan
 elif fault in ("kill-mid-step", "interrupt-mid-step"):
-    original_save_band = cascade.streaming.StateFolder.save_band
+    original_save_band = cascade.state_folder.StateFolder.save_band
     saves = [0]
 
     def save_band_then_stop(self, name, tensors):
@@ -74,7 +74,7 @@ elif fault in ("kill-mid-step", "interrupt-mid-step"):
             raise KeyboardInterrupt
         return original_save_band(self, name, tensors)
 
-    cascade.streaming.StateFolder.save_band = save_band_then_stop
+    cascade.state_folder.StateFolder.save_band = save_band_then_stop
 else:
     raise SystemExit(f"unknown fault {fault!r}")
 
