@@ -1,4 +1,4 @@
-"""Command line: `python -m cascade upscale IN OUT` and `python -m cascade assemble OUT STAGE...`.
+"""Command line: `python -m cascade upscale IN OUT`, `assemble OUT STAGE...` and `pack SRC OUT`.
 
     python -m cascade upscale photo.png photo_x2.png          # with the demo cascade's upsampler
     python -m cascade upscale photo.png photo_x2.png --pipeline runs/sr3_photos/pipeline
@@ -9,6 +9,8 @@
     python -m cascade upscale photo.jpg 16k.png --size 16384x8640          # the input resized to 8192x4320 first
     accelerate launch --multi_gpu --num_processes 4 -m cascade upscale 8k.jpg 16k.png   # tiles shared
     python -m cascade assemble runs/cascade_photos runs/base_photos/pipeline runs/sr3_photos/pipeline
+    python -m cascade pack ~/imagenet/train data/imagenet_256 --size 256 --shard-size 1GB
+    python -m cascade pack ~/DIV2K_train_HR data/div2k_sub --crops 480 --stride 240 --format webdataset
 """
 
 from __future__ import annotations
@@ -107,6 +109,17 @@ def assemble(args) -> None:
     print(f"wrote {args.output}: {len(pipe.stages)} stages ({sizes})")
 
 
+def pack(args) -> None:
+    from .packing import pack as pack_images
+
+    info = pack_images(args.src, args.out, size=args.size, crops=args.crops, stride=args.stride,
+                       shard_size=args.shard_size, fmt=args.format, jpeg_quality=args.jpeg_quality,
+                       workers=args.workers, on_bad_image=args.on_bad_image)
+    skipped = f", {info['skipped']} undecodable images skipped" if info["skipped"] else ""
+    print(f"wrote {args.out}: {info['records']} records from {info['images']} images in {len(info['shards'])} "
+          f"{info['format']} shards{skipped}; train on it with data.source=shards data.path={args.out}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cascade", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +152,18 @@ def main(argv=None) -> None:
     asm.add_argument("output")
     asm.add_argument("stages", nargs="+", help="pipeline or stage folders, base first")
     asm.set_defaults(run=assemble)
+    pk = commands.add_parser("pack", help="write an image folder as shards pre-resized (and cut) for a stage")
+    pk.add_argument("src", help="an image folder (class subfolders, or flat) or a folder of .parquet/.tar shards")
+    pk.add_argument("out", help="a new folder for the shards and pack.json")
+    pk.add_argument("--size", type=int, help="resize so that the shorter side is this (never upsampled)")
+    pk.add_argument("--crops", type=int, help="cut into sub-images of this side (after --size), BasicSR-style")
+    pk.add_argument("--stride", type=int, help="step between sub-images (default: --crops, no overlap)")
+    pk.add_argument("--shard-size", default="1GB", help="bytes of images per shard (default 1GB)")
+    pk.add_argument("--format", default="parquet", choices=["parquet", "webdataset"])
+    pk.add_argument("--jpeg-quality", type=int, help="store JPEG at this quality instead of lossless PNG")
+    pk.add_argument("--workers", type=int, help="decoding processes (default: up to 4 CPU cores)")
+    pk.add_argument("--on-bad-image", default="error", choices=["error", "skip"])
+    pk.set_defaults(run=pack)
     args = parser.parse_args(argv)
     args.run(args)
 

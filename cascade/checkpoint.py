@@ -4,7 +4,8 @@ Layout of `<output_dir>/checkpoints/step_00001000/`:
     model.safetensors, optimizer.bin, scheduler.bin   (Accelerate; the .bin files are read with weights_only=True)
     ema.safetensors                 EMA weights (safetensors, not pickle)
     rng_state_<rank>.safetensors    each process's torch/CUDA/numpy/Python RNG states (cascade.rng)
-    trainer_state.json              {"step", "ema_updates", "batches_seen", "skipped_steps"}; written last
+    data_state_<rank>.json          streamed data (cascade.streams): each process's partition positions
+    trainer_state.json              {"step", "ema_updates", "batches_seen", "skipped_steps", "processes"}; written last
 
 A checkpoint is first written to `step_XXXXXXXX.tmp/`, its files are fsynced, and only then is the
 folder renamed into place, so a kill during a save leaves the previous checkpoint untouched; a folder
@@ -34,6 +35,7 @@ from .errors import CheckpointError
 STATE_FILE = "trainer_state.json"
 ACCELERATE_RNG_FILE = "random_states_{rank}.pkl"
 RNG_FILE = "rng_state_{rank}.safetensors"
+DATA_FILE = "data_state_{rank}.json"
 
 
 def checkpoint_dir(output_dir: str | Path) -> Path:
@@ -66,8 +68,9 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, step: int, batches_seen: int,
-                    keep_last: int, skipped_steps: int = 0) -> Path:
-    """Write checkpoint `step` crash-safe (every process must call this)."""
+                    keep_last: int, skipped_steps: int = 0, data_state: dict | None = None) -> Path:
+    """Write checkpoint `step` crash-safe (every process must call this); `data_state` is this
+    process's position in a streamed dataset."""
     root = checkpoint_dir(output_dir)
     final = root / f"step_{step:08d}"
     tmp = root / f"step_{step:08d}.tmp"
@@ -79,11 +82,14 @@ def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, 
     rank = accelerator.process_index
     (tmp / ACCELERATE_RNG_FILE.format(rank=rank)).unlink(missing_ok=True)
     save_file(rng.global_state(), str(tmp / RNG_FILE.format(rank=rank)))
-    accelerator.wait_for_everyone()  # every process's RNG file is in place before the folder is renamed
+    if data_state is not None:
+        (tmp / DATA_FILE.format(rank=rank)).write_text(json.dumps(data_state))
+    accelerator.wait_for_everyone()  # every process's files are in place before the folder is renamed
     if accelerator.is_main_process:
         weights = {k: v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()}
         save_file(weights, str(tmp / "ema.safetensors"))
-        state = {"step": step, "ema_updates": ema.updates, "batches_seen": batches_seen, "skipped_steps": skipped_steps}
+        state = {"step": step, "ema_updates": ema.updates, "batches_seen": batches_seen, "skipped_steps": skipped_steps,
+                 "processes": accelerator.num_processes}
         (tmp / STATE_FILE).write_text(json.dumps(state))
         _fsync_tree(tmp)
         if final.exists():  # re-saving the same step (e.g. the final save after a periodic one)
@@ -99,23 +105,29 @@ def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, 
 
 def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path) -> dict:
     """Restore model, optimizer, LR schedule (Accelerate), the EMA and this process's RNG states;
-    return the trainer state."""
+    return the trainer state, with "data_states" (every process's streamed-data position) and, when
+    the checkpoint was written by another number of processes, "processes_before"."""
     rng_file = path / RNG_FILE.format(rank=accelerator.process_index)
-    if not rng_file.is_file():
-        written = len(list(path.glob(RNG_FILE.format(rank="*"))))
-        why = (f"written by {written} processes, resumed with {accelerator.num_processes}" if written else
-               "a checkpoint from before cascade kept its own RNG states" if list(path.glob("random_states_*.pkl"))
+    written = len(list(path.glob(RNG_FILE.format(rank="*"))))
+    resized = bool(written) and written != accelerator.num_processes
+    if not rng_file.is_file() and not resized:
+        why = ("a checkpoint from before cascade kept its own RNG states" if list(path.glob("random_states_*.pkl"))
                else "deleted or never written")
         raise CheckpointError(f"{rng_file}: missing ({why}); without it, dropout would not continue the run")
     try:
         state = json.loads((path / STATE_FILE).read_text())
         accelerator.load_state(str(path), load_kwargs={"weights_only": True})
         ema.model.load_state_dict(load_file(str(path / "ema.safetensors"), device=str(accelerator.device)))
+        state["data_states"] = [json.loads((path / DATA_FILE.format(rank=r)).read_text()) for r in range(written)
+                                if (path / DATA_FILE.format(rank=r)).is_file()]
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise CheckpointError(f"{path}: cannot load checkpoint ({' '.join(str(e).split())[:300]})") from None
-    try:
-        rng.set_global_state(load_file(str(rng_file)))
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as e:
-        raise CheckpointError(f"{rng_file}: unreadable RNG state ({' '.join(str(e).split())[:200]})") from None
+    if resized:  # the other processes' RNG streams have no counterpart: keep this run's seeded ones
+        state["processes_before"] = written
+    else:
+        try:
+            rng.set_global_state(load_file(str(rng_file)))
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as e:
+            raise CheckpointError(f"{rng_file}: unreadable RNG state ({' '.join(str(e).split())[:200]})") from None
     ema.updates = int(state["ema_updates"])
     return state

@@ -74,8 +74,8 @@ class DiffusionConfig:
 class DataConfig:
     """Where training images come from (`cascade.data`)."""
 
-    source: Literal["photos", "imagefolder", "hub"] = "photos"  # built-in offline photos, a local folder, or a hub dataset
-    path: Optional[str] = None  # imagefolder: root whose subfolders are the classes; hub: dataset name (e.g. cifar10)
+    source: Literal["photos", "imagefolder", "shards", "hub"] = "photos"  # built-in offline photos, a local folder, parquet/tar shards, or a hub dataset
+    path: Optional[str] = None  # imagefolder: root whose subfolders are the classes; shards: their folder or a glob; hub: dataset name (e.g. cifar10)
     split: str = "train"  # dataset split
     image_column: Optional[str] = None  # hub: column holding images (auto-detected when None)
     label_column: Optional[str] = None  # hub: column holding class labels (auto-detected when None)
@@ -83,7 +83,10 @@ class DataConfig:
     random_flip: bool = True  # random horizontal flips
     on_bad_image: Literal["error", "skip"] = "error"  # an undecodable file: stop naming it, or skip it with a warning and a count
     epoch_size: Optional[int] = None  # random crops per epoch; None: one per image (built-in photos: 10000)
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: int = 0  # DataLoader worker processes (decoding, cropping)
+    streaming: bool = False  # read imagefolder/shards/hub as a stream: nothing indexed up front, exact resume (cascade.streams)
+    shuffle_buffer: int = 1000  # streaming: records shuffled together per reader (held as raw bytes)
+    partitions: Optional[int] = None  # streaming: fixed split of the data whose progress a checkpoint keeps (None: min(shards, 64), at least the readers)
 
     def validate(self) -> None:
         _check(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
@@ -91,6 +94,10 @@ class DataConfig:
         _check(self.source == "photos" or self.path, "path", self.path, f"is required when source is {self.source!r}")
         _check(self.epoch_size is None or self.epoch_size > 0, "epoch_size", self.epoch_size, "must be > 0 or null")
         _check(self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")
+        _check(not self.streaming or self.source != "photos", "streaming", self.streaming,
+               "needs data.source imagefolder, shards or hub (the built-in photos are held in memory)")
+        _check(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, "must be >= 1")
+        _check(self.partitions is None or self.partitions >= 1, "partitions", self.partitions, "must be >= 1 or null")
 
 
 @dataclass

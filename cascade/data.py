@@ -1,11 +1,17 @@
 """Training images through the `datasets` library, as [-1, 1] tensors with class labels.
 
-Three sources (`DataConfig.source`):
+Four sources (`DataConfig.source`):
 - `photos`: the built-in offline default: ten real photographs that scikit-image and scikit-learn ship
   in their wheels, one class per photo. Split "train" uses the left 80% of every photo, "test" the
   right 20%, so held-out crops never overlap training crops.
 - `imagefolder`: a local folder whose subfolders are the classes (`datasets` "imagefolder" builder).
+- `shards`: parquet or webdataset `.tar` shards (`python -m cascade pack` writes them).
 - `hub`: a dataset name on the Hugging Face Hub, e.g. `cifar10` (needs a network the first time).
+
+These are map-style: the records stay in `datasets`' memory-mapped Arrow table (paths or bytes) and
+are read one at a time, so the memory a source takes does not grow with the size of the data (a
+label is the only thing held per image: 8 bytes). With `data.streaming: true` the same sources are
+read as streams instead (`cascade.streams`).
 
 Images are decoded here rather than by `datasets`, so an undecodable file is reported by its path
 (or skipped with a warning and a count when `on_bad_image: skip`). Every image is converted to RGB
@@ -16,10 +22,13 @@ flipped horizontally at random.
 
 from __future__ import annotations
 
+import glob
 import io
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -56,12 +65,26 @@ def _photo_loaders():
     ]
 
 
+class ArrowRecords:
+    """The image column of a `datasets.Dataset` as a sequence, read one record at a time from the
+    memory-mapped table (never materialised as Python objects)."""
+
+    def __init__(self, dataset, column: str):
+        self.dataset, self.column = dataset, column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset[int(index)][self.column]
+
+
 @dataclass
 class ImageSource:
     """Decoded-on-demand images with labels: the common form of every source."""
 
-    records: list  # per image: PIL image (photos) or a datasets `Image(decode=False)` dict {"bytes", "path"}
-    labels: list[int]
+    records: Sequence  # per image: PIL image (photos) or a datasets `Image(decode=False)` dict {"bytes", "path"}
+    labels: Sequence[int]
     class_names: list[str]
     name: str  # where the images come from, for messages
     crop_reference: list[int] | None = None  # per image: the side that crop_scale is a fraction of (default: shorter side)
@@ -83,13 +106,19 @@ class ImageSource:
         record = self.records[index]
         if isinstance(record, Image.Image):
             return record
-        try:
-            data = record.get("bytes")
-            image = Image.open(io.BytesIO(data) if data else record["path"])
-            image.load()
-            return to_rgb(image)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"{self.describe(index)}: cannot decode image ({' '.join(str(e).split())})") from None
+        return decode(record, self.describe(index))
+
+
+def decode(record: dict, name: str) -> Image.Image:
+    """A `datasets` image record {"bytes", "path"} as an RGB image; DataError naming `name` if it
+    cannot be decoded."""
+    try:
+        data = record.get("bytes")
+        image = Image.open(io.BytesIO(data) if data else record["path"])
+        image.load()
+        return to_rgb(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError) as e:
+        raise DataError(f"{name}: cannot decode image ({' '.join(str(e).split())})") from None
 
 
 def load_source(cfg: DataConfig, split: str | None = None) -> ImageSource:
@@ -99,6 +128,8 @@ def load_source(cfg: DataConfig, split: str | None = None) -> ImageSource:
         return _load_photos(split)
     if cfg.source == "imagefolder":
         return _load_imagefolder(cfg, split)
+    if cfg.source == "shards":
+        return _load_shards(cfg, split)
     return _load_hub(cfg, split)
 
 
@@ -129,6 +160,39 @@ def _load_imagefolder(cfg: DataConfig, split: str) -> ImageSource:
     return _from_dataset(ds, cfg, name=str(root))
 
 
+def shard_files(cfg: DataConfig) -> tuple[str, list[Path]]:
+    """The builder ("parquet" or "webdataset") and the sorted shard files of `data.path` (a folder,
+    a file, or a glob)."""
+    path = Path(cfg.path)
+    files = sorted(path.glob("*")) if path.is_dir() else [path] if path.is_file() else sorted(map(Path, glob.glob(cfg.path)))
+    by_kind = {k: [f for f in files if f.suffix == s] for k, s in (("parquet", ".parquet"), ("webdataset", ".tar"))}
+    kinds = [k for k, v in by_kind.items() if v]
+    if not kinds:
+        raise DataError(f"data.path={cfg.path!r}: no .parquet or .tar shards there")
+    if len(kinds) > 1:
+        raise DataError(f"data.path={cfg.path!r}: holds both .parquet and .tar shards; point it at one kind")
+    return kinds[0], by_kind[kinds[0]]
+
+
+def pack_info(cfg: DataConfig) -> dict:
+    """The `pack.json` that `cascade pack` writes beside its shards ({} if there is none)."""
+    path = Path(cfg.path)
+    info = (path if path.is_dir() else path.parent) / "pack.json"
+    return json.loads(info.read_text()) if info.is_file() else {}
+
+
+def _load_shards(cfg: DataConfig, split: str) -> ImageSource:
+    import datasets
+
+    builder, files = shard_files(cfg)
+    try:
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+    except Exception as e:  # pyarrow and tarfile raise their own types for a corrupt shard
+        raise DataError(f"data.path={cfg.path!r}: cannot read the {builder} shards ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]})") from None
+    return _from_dataset(ds, cfg, name=str(cfg.path), class_names=pack_info(cfg).get("classes"))
+
+
 def _load_hub(cfg: DataConfig, split: str) -> ImageSource:
     import datasets
 
@@ -140,26 +204,37 @@ def _load_hub(cfg: DataConfig, split: str) -> ImageSource:
     return _from_dataset(ds, cfg, name=cfg.path)
 
 
-def _from_dataset(ds, cfg: DataConfig, name: str) -> ImageSource:
+def columns(features, cfg: DataConfig, name: str) -> tuple[str, str | None]:
+    """The image column and the label column (None: one class) of a dataset with `features`:
+    `data.image_column`/`data.label_column`, else the first Image feature and the first ClassLabel
+    (or a webdataset's `cls`)."""
     import datasets
 
-    image_col = cfg.image_column or next(
-        (k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
-    if image_col is None or image_col not in ds.features:
-        raise DataError(f"{name}: no image column (columns: {', '.join(ds.features)}); set data.image_column")
-    label_col = cfg.label_column or next(
-        (k for k, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
+    image_col = cfg.image_column or next((k for k, f in features.items() if isinstance(f, datasets.Image)), None)
+    if image_col is None or image_col not in features:
+        raise DataError(f"{name}: no image column (columns: {', '.join(features)}); set data.image_column")
+    label_col = cfg.label_column or next((k for k, f in features.items() if isinstance(f, datasets.ClassLabel)),
+                                         "cls" if "cls" in features else None)
+    if label_col is not None and label_col not in features:
+        raise DataError(f"{name}: data.label_column={label_col!r} is not a column ({', '.join(features)})")
+    return image_col, label_col
+
+
+def _from_dataset(ds, cfg: DataConfig, name: str, class_names: list[str] | None = None) -> ImageSource:
+    import datasets
+
+    image_col, label_col = columns(ds.features, cfg, name)
     if len(ds) == 0:
         raise DataError(f"{name}: the dataset is empty")
     ds = ds.cast_column(image_col, datasets.Image(decode=False))
-    records = list(ds[image_col])
+    records = ArrowRecords(ds, image_col)
     if label_col is None:  # a flat folder: one class
-        return ImageSource(records, [0] * len(records), ["all"], name=name)
-    if label_col not in ds.features:
-        raise DataError(f"{name}: data.label_column={label_col!r} is not a column ({', '.join(ds.features)})")
+        return ImageSource(records, np.zeros(len(ds), dtype=np.int64), ["all"], name=name)
+    labels = ds.select_columns([label_col]).with_format("numpy")[:][label_col].astype(np.int64)  # 8 bytes per image
     feature = ds.features[label_col]
-    labels = [int(v) for v in ds[label_col]]
-    class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else [str(i) for i in range(max(labels) + 1)]
+    if isinstance(feature, datasets.ClassLabel):
+        class_names = list(feature.names)
+    class_names = class_names or [str(i) for i in range(int(labels.max()) + 1)]
     return ImageSource(records, labels, class_names, name=name)
 
 
@@ -231,13 +306,19 @@ class CropDataset(torch.utils.data.Dataset):
                 tqdm.write(f"warning: skipping {e} [{len(self.skipped)} skipped so far]", file=sys.stderr)
                 continue
             crop_seed, draw_seed = self.seeds(index)
-            generator = torch.Generator().manual_seed(crop_seed)
-            crop = random_resized_crop(image, self.size, tuple(self.cfg.crop_scale), generator, self.source.reference(i))
-            tensor = pil_to_tensor(crop)
-            if self.cfg.random_flip and torch.rand((), generator=generator) < 0.5:
-                tensor = tensor.flip(-1)
-            return {"image": tensor, "label": self.source.labels[i], "seed": draw_seed}
+            return make_example(image, int(self.source.labels[i]), self.size, self.cfg, crop_seed, draw_seed,
+                                self.source.reference(i))
         raise DataError(f"{self.source.name}: no decodable image left ({len(self.skipped)} skipped)")
+
+
+def make_example(image: Image.Image, label: int, size: int, cfg: DataConfig, crop_seed: int, draw_seed: int,
+                 reference: int | None = None) -> dict:
+    """One training example: a random crop (and flip) of `image` drawn from `crop_seed` alone."""
+    generator = torch.Generator().manual_seed(crop_seed)
+    tensor = pil_to_tensor(random_resized_crop(image, size, tuple(cfg.crop_scale), generator, reference))
+    if cfg.random_flip and torch.rand((), generator=generator) < 0.5:
+        tensor = tensor.flip(-1)
+    return {"image": tensor, "label": label, "seed": draw_seed}
 
 
 def make_loader(source: ImageSource, size: int, cfg: DataConfig, batch_size: int, seed: int = 0) -> torch.utils.data.DataLoader:
@@ -253,20 +334,23 @@ def make_loader(source: ImageSource, size: int, cfg: DataConfig, batch_size: int
 
 def fixed_crops(cfg: DataConfig, size: int, count: int, seed: int = 0) -> torch.Tensor:
     """`count` reproducible crops [count x 3 x size x size] for previews: held-out ones where the
-    source has a test split (the built-in photos), else from the training split."""
-    split = "test" if cfg.source == "photos" else cfg.split
-    source = load_source(cfg, split)
+    source has a test split (the built-in photos), else from the training split (a stream's first images)."""
+    if cfg.streaming:
+        from .streams import first_images
+
+        images, references = first_images(cfg, count), [None] * count
+    else:
+        source = load_source(cfg, "test" if cfg.source == "photos" else cfg.split)
+        index = [i % len(source) for i in range(count)]
+        images, references = [source.load(j) for j in index], [source.reference(j) for j in index]
     generator = torch.Generator().manual_seed(seed)
-    crops = []
-    for i in range(count):
-        j = i % len(source)
-        crops.append(pil_to_tensor(random_resized_crop(source.load(j), size, tuple(cfg.crop_scale), generator,
-                                                       reference=source.reference(j))))
-    return torch.stack(crops)
+    return torch.stack([pil_to_tensor(random_resized_crop(image, size, tuple(cfg.crop_scale), generator, reference=ref))
+                        for image, ref in zip(images, references)])
 
 
-def check_num_classes(source: ImageSource, num_classes: int) -> None:
-    """A class-conditional model must have exactly one label per class of the data."""
-    if num_classes and num_classes != len(source.class_names):
-        raise DataError(f"{source.name}: has {len(source.class_names)} classes "
-                        f"({', '.join(source.class_names[:12])}) but model.num_classes={num_classes}")
+def check_num_classes(name: str, class_names: list[str] | None, num_classes: int) -> None:
+    """A class-conditional model must have exactly one label per class of the data (a stream that
+    lists no classes is checked label by label as it is read)."""
+    if num_classes and class_names is not None and num_classes != len(class_names):
+        raise DataError(f"{name}: has {len(class_names)} classes "
+                        f"({', '.join(class_names[:12])}) but model.num_classes={num_classes}")

@@ -16,12 +16,12 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, send_to_device, set_seed
 from diffusers.optimization import get_scheduler
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import data, diffusion
+from . import data, diffusion, streams
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config, save_config
 from .ema import EMA
@@ -29,6 +29,7 @@ from .errors import CascadeError, ConfigError
 from .kinds import StageKind
 from .pipeline import Pipeline
 from .stage import Stage
+from .streams import StreamLoader
 from .unet import UNet
 
 
@@ -112,11 +113,15 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
     lr_schedule = get_scheduler("constant_with_warmup", optimizer,
                                 num_warmup_steps=cfg.warmup_steps * accelerator.num_processes)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
-    model, optimizer, dataloader, lr_schedule = accelerator.prepare(model, optimizer, dataloader, lr_schedule)
+    streamed = isinstance(dataloader, StreamLoader)  # each process reads its own partitions: not sharded by Accelerate
+    if streamed:
+        model, optimizer, lr_schedule = accelerator.prepare(model, optimizer, lr_schedule)
+    else:
+        model, optimizer, dataloader, lr_schedule = accelerator.prepare(model, optimizer, dataloader, lr_schedule)
     ema.model.to(accelerator.device)
 
     # --- resume
-    progress = _resume(accelerator, ema, out) if resume else Progress()
+    progress = _resume(accelerator, ema, out, dataloader, cfg.batch_size) if resume else Progress()
     if progress.step >= cfg.max_steps:
         accelerator.print(f"already at step {progress.step} >= train.max_steps={cfg.max_steps}; nothing to train")
         return ema
@@ -125,33 +130,43 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
     with tqdm(total=cfg.max_steps, initial=progress.step, desc="training",
               disable=not accelerator.is_local_main_process, dynamic_ncols=True) as bar:
         model.train()
-        while progress.step < cfg.max_steps:
-            epoch, skip = divmod(progress.batches_seen, len(dataloader))
-            dataloader.set_epoch(epoch)
-            if hasattr(dataloader.dataset, "set_epoch"):  # per-epoch augmentation (cascade.data.CropDataset)
-                dataloader.dataset.set_epoch(epoch)
-            for batch in accelerator.skip_first_batches(dataloader, skip) if skip else dataloader:
-                progress.batches_seen += 1
-                loss = _micro_step(accelerator, cfg, model, optimizer, lr_schedule, loss_fn, batch, progress)
-                if not accelerator.sync_gradients:
-                    continue
-                # --- one optimizer step done (or skipped: it still counts, so the data order is unchanged)
-                _after_step(accelerator, cfg, model, ema, loss, lr_schedule, progress, bar)
-                last = progress.step == cfg.max_steps
-                if (cfg.sample_every and progress.step % cfg.sample_every == 0) or last:
-                    _preview(accelerator, preview_fn, ema, out, progress.step)
-                if (cfg.save_every and progress.step % cfg.save_every == 0) or last:
-                    save_checkpoint(accelerator, ema, out, progress.step, progress.batches_seen, cfg.keep_last,
-                                    skipped_steps=progress.skipped)
-                if last:
-                    break
+        for batch in _batches(accelerator, dataloader, progress):
+            progress.batches_seen += 1
+            loss = _micro_step(accelerator, cfg, model, optimizer, lr_schedule, loss_fn, batch, progress)
+            if not accelerator.sync_gradients:
+                continue
+            # --- one optimizer step done (or skipped: it still counts, so the data order is unchanged)
+            _after_step(accelerator, cfg, model, ema, loss, lr_schedule, progress, bar)
+            last = progress.step == cfg.max_steps
+            if (cfg.sample_every and progress.step % cfg.sample_every == 0) or last:
+                _preview(accelerator, preview_fn, ema, out, progress.step)
+            if (cfg.save_every and progress.step % cfg.save_every == 0) or last:
+                save_checkpoint(accelerator, ema, out, progress.step, progress.batches_seen, cfg.keep_last,
+                                skipped_steps=progress.skipped, data_state=dataloader.state_dict() if streamed else None)
+            if last:
+                break
     if progress.skipped:
         accelerator.print(f"{progress.skipped} of {cfg.max_steps} steps were skipped for non-finite losses")
     accelerator.end_training()
     return ema
 
 
-def _resume(accelerator: Accelerator, ema: EMA, out: Path) -> Progress:
+def _batches(accelerator: Accelerator, dataloader, progress: Progress):
+    """The micro-batches of the run from where `progress` is, forever: a stream as it comes, or
+    map-style epochs (each with its own shuffle and augmentation), skipping what was already seen."""
+    if isinstance(dataloader, StreamLoader):
+        for batch in dataloader:
+            yield send_to_device(batch, accelerator.device)
+        return
+    while True:
+        epoch, skip = divmod(progress.batches_seen, len(dataloader))
+        dataloader.set_epoch(epoch)
+        if hasattr(dataloader.dataset, "set_epoch"):  # per-epoch augmentation (cascade.data.CropDataset)
+            dataloader.dataset.set_epoch(epoch)
+        yield from accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+
+
+def _resume(accelerator: Accelerator, ema: EMA, out: Path, dataloader, batch_size: int) -> Progress:
     """The progress of the newest complete checkpoint, restored (or a fresh start if there is none)."""
     path = latest_checkpoint(out)
     if path is None:
@@ -159,7 +174,34 @@ def _resume(accelerator: Accelerator, ema: EMA, out: Path) -> Progress:
         return Progress()
     state = load_checkpoint(accelerator, ema, path)
     accelerator.print(f"resumed from {path} (step {state['step']})")
-    return Progress(state["step"], state["batches_seen"], state.get("skipped_steps", 0))
+    batches_seen = state["batches_seen"]
+    before, now = state.get("processes_before"), accelerator.num_processes
+    if isinstance(dataloader, StreamLoader):
+        warning = dataloader.load_state_dict(state["data_states"])
+        if warning:
+            accelerator.print(f"warning: {warning}")
+    elif before:
+        batches_seen, repeated = resized_position(batches_seen, len(dataloader.dataset), batch_size, before, now)
+        accelerator.print(f"warning: data: resumed with {now} processes where the checkpoint had {before}: the "
+                          f"epoch continues from the same example ({repeated} examples of the last global batch seen "
+                          "again), but batches are grouped differently, so this run is not the uninterrupted one")
+    if before:
+        accelerator.print(f"warning: the checkpoint's RNG states are per process ({before}); dropout draws anew")
+    return Progress(state["step"], batches_seen, state.get("skipped_steps", 0))
+
+
+def resized_position(batches_seen: int, examples: int, batch_size: int, before: int, now: int) -> tuple[int, int]:
+    """A map-style position (micro-batches per process) written by `before` processes, for `now`
+    processes, and how many examples of the epoch the new position sees again.
+
+    Every process count walks the same permutation of the epoch (Accelerate's seedable sampler), in
+    global batches of processes x batch_size examples; each epoch has (examples // batch_size) //
+    processes micro-batches per process."""
+    per_epoch = lambda n: (examples // batch_size) // n  # noqa: E731
+    epoch, into = divmod(batches_seen, per_epoch(before))
+    consumed = into * before * batch_size  # examples of the epoch already seen
+    batches = consumed // (now * batch_size)
+    return epoch * per_epoch(now) + batches, consumed - batches * now * batch_size
 
 
 def _micro_step(accelerator, cfg: TrainConfig, model, optimizer, lr_schedule, loss_fn, batch,
@@ -240,20 +282,27 @@ def train_stage(cfg, kind: StageKind, resume: bool = False) -> None:
     """
     accelerator = make_accelerator(cfg.train, cfg)
 
-    # --- data: random crops at the model's resolution, labels from the source
-    source = data.load_source(cfg.data)
-    data.check_num_classes(source, cfg.model.num_classes)
-    loader = data.make_loader(source, cfg.model.sample_size, cfg.data, cfg.train.batch_size, cfg.train.seed)
-    inputs = f"; {cfg.model.sample_size // kind.scale} px -> " if kind.takes_input else "; "
-    accelerator.print(f"data: {len(source)} images, {len(source.class_names)} classes from {source.name}"
-                      f"{inputs}{cfg.model.sample_size} px {kind.name} stage")
+    # --- data: random crops at the model's resolution, labels from the source (indexed, or streamed)
+    size, batch = cfg.model.sample_size, cfg.train.batch_size
+    if cfg.data.streaming:
+        loader = streams.make_loader(cfg.data, size, batch, cfg.train.seed, accelerator.process_index,
+                                     accelerator.num_processes)
+        name, class_names, what = loader.dataset.spec.name, loader.dataset.spec.class_names, loader.dataset.spec.describe()
+    else:
+        source = data.load_source(cfg.data)
+        loader = data.make_loader(source, size, cfg.data, batch, cfg.train.seed)
+        name, class_names, what = source.name, source.class_names, f"{len(source)} images from {source.name}"
+    data.check_num_classes(name, class_names, cfg.model.num_classes)
+    inputs = f"; {size // kind.scale} px -> " if kind.takes_input else "; "
+    classes = f"{len(class_names)} classes" if class_names is not None else "labels as stored"
+    accelerator.print(f"data: {what}, {classes}{inputs}{size} px {kind.name} stage")
 
     # --- model and forward process
     model = UNet(**vars(cfg.model))
     noise_scheduler = diffusion.make_noise_scheduler(cfg.diffusion, clip_sample=kind.clip_sample)
     accelerator.print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     # An unconditional model claims no classes, whatever the data's folders are called.
-    class_names = source.class_names if cfg.model.num_classes else []
+    class_names = (class_names or [str(i) for i in range(cfg.model.num_classes)]) if cfg.model.num_classes else []
     try:
         Stage(model, noise_scheduler, kind, cfg.sample, class_names)  # does the kind fit the model?
     except ValueError as e:

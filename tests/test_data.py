@@ -91,8 +91,8 @@ def test_missing_folder_and_class_mismatch(tmp_path):
     make_folder(tmp_path)
     source = data.load_source(DataConfig(source="imagefolder", path=str(tmp_path)))
     with pytest.raises(DataError, match="has 2 classes .* but model.num_classes=10"):
-        data.check_num_classes(source, 10)
-    data.check_num_classes(source, 0)  # unconditional: any number of classes
+        data.check_num_classes(source.name, source.class_names, 10)
+    data.check_num_classes(source.name, source.class_names, 0)  # unconditional: any number of classes
 
 
 def test_random_resized_crop_upsamples_small_images():
@@ -138,4 +138,4 @@ def test_non_image_files_are_ignored_and_empty_classes_counted(tmp_path):
     crops = data.CropDataset(source, 16, DataConfig(source="imagefolder", path=str(tmp_path)))
     assert crops[0]["image"].shape == (3, 16, 16)  # grayscale expanded, upsampled to the crop size
     with pytest.raises(DataError, match="has 2 classes"):
-        data.check_num_classes(source, 3)
+        data.check_num_classes(source.name, source.class_names, 3)

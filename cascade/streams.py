@@ -1,0 +1,414 @@
+"""Training data read as a stream (`data.streaming: true`): nothing indexed up front, resumed exactly.
+
+Sources: `imagefolder` (the folder's image files, listed once), `shards` (parquet or webdataset .tar
+files, each read as a `datasets` streaming IterableDataset) and `hub` (`datasets.load_dataset(...,
+streaming=True)`, split with `datasets.distributed.split_dataset_by_node`).
+
+Partitions. The data is cut into P partitions that stay fixed for the whole run, whatever the number
+of processes (`data.partitions`; default min(shards, 64), at least the number of readers). Partition p
+holds shards p, p+P, p+2P, ... (a folder's files are its shards); with fewer shards than P it holds
+every P-th record of every shard instead (read in full by every partition: pack more shards). A
+*reader* is one process, or one DataLoader worker of a process (readers = processes x workers);
+reader r reads the partitions p = r (mod readers), one record from each in turn, and makes whole
+batches. Every partition loops over its shards forever, in a new order each epoch (seeded by run
+seed, partition and epoch), so no process ever runs out of data before the others: an uneven split
+(shards that do not divide among the readers, shards of different sizes) neither hangs a
+multi-process run nor drops data; a partition with more data simply takes longer per epoch.
+
+Shuffling. Within a shard, records are shuffled in blocks: a block is the next `shuffle_buffer /
+partitions-per-reader` records of the shard, permuted by (seed, partition, epoch, shard, block), so
+a reader holds about `data.shuffle_buffer` raw records.
+
+State. A partition's position is (epoch, shard of that epoch's order, the shard's `datasets`
+`state_dict()` at the start of the current block, records of the block handed out). Each batch
+carries the positions of its reader's partitions after it; the loader keeps those of the batches the
+training loop has consumed (not those prefetched), and every checkpoint stores them for every
+partition. Resuming restores each partition: with the same processes and workers the run continues
+bit for bit (each reader's turn and which worker comes next are restored too); with another number
+of processes or workers, partitions are dealt to the new readers and each continues where it stopped,
+so no example is repeated or skipped; only the order in which partitions are interleaved differs. A
+resume reads again (without decoding) the records of each partition's current block before the
+position: at most `shuffle_buffer` raw records per reader.
+
+Every example's crop, flip and training draws are seeded by (seed, partition, epoch, index in the
+partition's epoch), so an example is the same whichever reader serves it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import DataConfig
+from .data import columns, decode, make_example, pack_info, shard_files
+from .errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+MAX_PARTITIONS = 64  # default cap: a checkpoint stores one small position per partition
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str  # a file, or the hub dataset's name
+    builder: str  # "image" (one image file), "parquet", "webdataset" or "hub"
+    label: int = 0  # "image": the class of its folder
+
+
+@dataclass
+class StreamSpec:
+    """What every reader needs to open the stream; picklable, so DataLoader workers get a copy."""
+
+    name: str
+    shards: list[Shard]
+    class_names: list[str] | None  # None: labels are taken as they are (a stream with no class list)
+    partitions: int
+    cfg: DataConfig
+    split: str
+    seed: int
+    hub_shards: int = 0  # hub: the dataset's own shard count
+    shuffle: bool = True  # False: shards in sorted order (cascade pack)
+
+    @property
+    def by_record(self) -> bool:
+        """Fewer shards than partitions: every partition reads every shard and keeps every P-th record."""
+        return len(self.shards) < self.partitions and self.shards[0].builder != "hub"
+
+    def shards_of(self, partition: int, epoch: int) -> list[Shard]:
+        own = list(self.shards) if self.by_record or self.shards[0].builder == "hub" else self.shards[partition::self.partitions]
+        if not self.shuffle:
+            return own
+        order = np.random.default_rng([self.seed, partition, epoch]).permutation(len(own))
+        return [own[i] for i in order]
+
+    def describe(self) -> str:
+        what = (f"hub dataset {self.name} ({self.hub_shards} shards)" if self.shards[0].builder == "hub" else
+                f"{len(self.shards)} {'image files' if self.shards[0].builder == 'image' else self.shards[0].builder + ' shards'} "
+                f"in {self.name}")
+        split = "every record dealt round the partitions" if self.by_record else "shards dealt round the partitions"
+        return f"streaming {what}; {self.partitions} partitions ({split})"
+
+
+def stream_spec(cfg: DataConfig, seed: int, readers: int, split: str | None = None) -> StreamSpec:
+    """The stream `cfg` names, cut into partitions for (at least) `readers` readers."""
+    split = split or cfg.split
+    hub_shards = 0
+    if cfg.source == "imagefolder":
+        shards, class_names = _folder_shards(cfg, split)
+    elif cfg.source == "shards":
+        builder, files = shard_files(cfg)
+        shards = [Shard(str(f), builder) for f in files]
+        class_names = pack_info(cfg).get("classes") or _class_label_names(shards[0], cfg)
+    elif cfg.source == "hub":
+        base = _open_hub(cfg, split)
+        hub_shards = base.num_shards
+        shards = [Shard(cfg.path, "hub")]
+        _, label_col = _columns(base, cfg, cfg.path)
+        feature = base.features.get(label_col) if label_col else None
+        class_names = list(feature.names) if hasattr(feature, "names") else ["all"] if label_col is None else None
+    else:
+        raise DataError(f"data.source={cfg.source!r} cannot be streamed; use imagefolder, shards or hub")
+    count = hub_shards or len(shards)
+    partitions = cfg.partitions or max(readers, min(count, MAX_PARTITIONS))
+    return StreamSpec(str(cfg.path), shards, class_names, partitions, cfg, split, seed, hub_shards)
+
+
+def _folder_shards(cfg: DataConfig, split: str) -> tuple[list[Shard], list[str]]:
+    root = Path(cfg.path)
+    if not root.is_dir():
+        raise DataError(f"data.path={cfg.path!r}: folder not found")
+    if (root / split).is_dir():  # an imagefolder with split folders
+        root = root / split
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    if not classes:  # a flat folder: one class
+        return [Shard(str(p), "image") for p in files], ["all"]
+    index = {c: i for i, c in enumerate(classes)}
+    if any(len(p.relative_to(root).parts) == 1 for p in files):
+        raise DataError(f"{root}: holds image files beside class folders ({', '.join(classes[:5])}); "
+                        "move them into a class folder")
+    return [Shard(str(p), "image", index[p.relative_to(root).parts[0]]) for p in files], classes
+
+
+def _class_label_names(shard: Shard, cfg: DataConfig) -> list[str] | None:
+    ds = _open_file(shard, cfg)
+    _, label_col = _columns(ds, cfg, shard.name)
+    feature = ds.features.get(label_col) if label_col else None
+    return list(feature.names) if hasattr(feature, "names") else ["all"] if label_col is None else None
+
+
+def _columns(ds, cfg: DataConfig, name: str) -> tuple[str, str | None]:
+    if ds.features is None:
+        raise DataError(f"{name}: the stream does not say its columns; set data.image_column (and data.label_column)")
+    return columns(ds.features, cfg, name)
+
+
+def _open_hub(cfg: DataConfig, split: str):
+    import datasets
+
+    try:
+        return datasets.load_dataset(cfg.path, split=split, streaming=True)
+    except Exception as e:  # the hub raises many types (connection, missing dataset, missing split)
+        raise DataError(f"data.path={cfg.path!r}: cannot stream hub dataset split {split!r} ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]})") from None
+
+
+def _open_file(shard: Shard, cfg: DataConfig):
+    import datasets
+
+    if not Path(shard.name).is_file():
+        raise DataError(f"{shard.name}: shard not found (deleted or moved during the run?)")
+    try:
+        return datasets.load_dataset(shard.builder, data_files=[shard.name], split="train", streaming=True)
+    except Exception as e:  # pyarrow/tarfile raise their own types for a corrupt shard
+        raise DataError(f"{shard.name}: unreadable {shard.builder} shard ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]})") from None
+
+
+class ShardReader:
+    """The raw records of one shard, from a saved `datasets` position on."""
+
+    def __init__(self, spec: StreamSpec, shard: Shard, partition: int, state: dict | None, pos: int):
+        self.shard, self.pos, self.ds = shard, pos, None
+        if shard.builder == "image":
+            self._rows = iter([({"bytes": None, "path": shard.name}, shard.label)][pos:])
+            return
+        import datasets
+        from datasets.distributed import split_dataset_by_node
+
+        if shard.builder == "hub":
+            ds = split_dataset_by_node(_open_hub(spec.cfg, spec.split), rank=partition, world_size=spec.partitions)
+        else:
+            ds = _open_file(shard, spec.cfg)
+        image_col, label_col = _columns(ds, spec.cfg, shard.name)
+        self.ds = ds.cast_column(image_col, datasets.Image(decode=False))
+        if state is not None:
+            self.ds.load_state_dict(state)
+        # `iter(batch_size=1)`: `__iter__` inside a DataLoader worker would split the shard among the workers.
+        self._rows = ((row[image_col][0], int(row[label_col][0]) if label_col else 0)
+                      for row in self.ds.iter(batch_size=1))
+
+    def state(self) -> dict | None:
+        return self.ds.state_dict() if self.ds is not None else None
+
+    def next(self) -> tuple[dict, int, str] | None:
+        """(record, label, name) of the next record, or None at the end; DataError for a corrupt shard."""
+        try:
+            record, label = next(self._rows)
+        except StopIteration:
+            return None
+        except DataError:
+            raise
+        except Exception as e:  # pyarrow, tarfile, fsspec: a corrupt or vanished shard
+            raise DataError(f"{self.shard.name}: unreadable shard at record {self.pos} ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:200]})") from None
+        name = self.shard.name if self.shard.builder == "image" else f"{self.shard.name} record {self.pos}"
+        self.pos += 1
+        return record, label, name
+
+
+@dataclass
+class Position:
+    """Where a partition is; `taken` records of the block that starts at (`shard_state`, `pos`) are out."""
+
+    epoch: int = 0
+    shard: int = 0  # index into the epoch's shard order
+    shard_state: dict | None = None  # the shard's datasets state_dict at the block's start (None: its start)
+    pos: int = 0  # raw records of the shard before the block
+    block: int = 0  # block number within the shard
+    block_size: int = 0  # records in this block (0: the partition's default)
+    taken: int = 0  # records of the block handed out
+    index: int = 0  # records handed out this epoch (seeds the examples)
+    skipped_shards: int = 0
+
+
+class PartitionStream:
+    """The records of one partition, forever; `position` is always where the last one handed out left it."""
+
+    def __init__(self, spec: StreamSpec, partition: int, position: dict | None, block_size: int):
+        self.spec, self.partition, self.block_size = spec, partition, block_size
+        self.position = Position(**position) if position else Position()
+
+    def __iter__(self):
+        spec, p, at = self.spec, self.partition, self.position
+        stride = spec.partitions if spec.by_record else 1
+        while True:
+            order = spec.shards_of(p, at.epoch)
+            handed_out = at.index
+            while at.shard < len(order):
+                shard = order[at.shard]
+                try:
+                    reader = ShardReader(spec, shard, p, at.shard_state, at.pos)
+                    while True:
+                        size = at.block_size or self.block_size
+                        block, ended = self._read_block(reader, size, stride)
+                        perm = (np.random.default_rng([spec.seed, p, at.epoch, at.shard, at.block]).permutation(len(block))
+                                if spec.shuffle else range(len(block)))
+                        while at.taken < len(block):
+                            item = block[perm[at.taken]]
+                            at.taken += 1
+                            at.index += 1
+                            handed_out += 1
+                            yield (*item, (p, at.epoch, at.index - 1))
+                        if ended:
+                            break
+                        at.shard_state, at.pos, at.block, at.block_size, at.taken = reader.state(), reader.pos, at.block + 1, 0, 0
+                except DataError as e:
+                    if spec.cfg.on_bad_image == "error":
+                        raise
+                    at.skipped_shards += 1
+                    tqdm.write(f"warning: skipping the rest of {e} [{at.skipped_shards} shards skipped so far in "
+                               f"partition {p}]", file=sys.stderr)
+                at.shard, at.shard_state, at.pos, at.block, at.block_size, at.taken = at.shard + 1, None, 0, 0, 0, 0
+            if handed_out == 0:
+                raise DataError(f"{spec.name}: partition {p} of {spec.partitions} has no records left "
+                                f"(its {len(order)} shards are empty or unreadable)")
+            at.epoch, at.shard, at.index = at.epoch + 1, 0, 0
+
+    def _read_block(self, reader: ShardReader, size: int, stride: int) -> tuple[list, bool]:
+        block = []
+        while len(block) < size:
+            pos = reader.pos
+            item = reader.next()
+            if item is None:
+                return block, True
+            if pos % stride == self.partition % stride:
+                block.append(item)
+        return block, False
+
+
+class StreamedCrops(torch.utils.data.IterableDataset):
+    """Whole batches of random crops from a reader's partitions; each carries the reader's state after it.
+
+    Iterated in the main process (data.num_workers=0: one reader per process) or in each DataLoader
+    worker (one reader per worker). `resume` is set by `StreamLoader.load_state_dict`.
+    """
+
+    def __init__(self, spec: StreamSpec, size: int, batch_size: int, rank: int = 0, world: int = 1):
+        self.spec, self.size, self.batch_size, self.rank, self.world = spec, size, batch_size, rank, world
+        self.workers = max(1, spec.cfg.num_workers)
+        self.resume: dict = {"positions": {}, "turns": {}, "rotation": 0}
+
+    @property
+    def readers(self) -> int:
+        return self.world * self.workers
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        role = ((info.id if info else 0) + self.resume["rotation"]) % self.workers
+        reader = self.rank * self.workers + role
+        try:
+            yield from self._batches(reader)
+        except DataError as e:  # raised again by StreamLoader in the main process, as one line
+            yield {"error": str(e)}
+
+    def _batches(self, reader: int):
+        spec, cfg = self.spec, self.spec.cfg
+        parts = list(range(reader, spec.partitions, self.readers))
+        block = max(1, cfg.shuffle_buffer // len(parts))
+        streams = [PartitionStream(spec, p, self.resume["positions"].get(p), block) for p in parts]
+        records = [iter(s) for s in streams]
+        turn, skipped = self.resume["turns"].get(reader, 0), 0
+        while True:
+            examples = []
+            while len(examples) < self.batch_size:
+                k = turn % len(parts)
+                turn += 1
+                record, label, name, key = next(records[k])
+                try:
+                    image = decode(record, name)
+                except DataError as e:
+                    if cfg.on_bad_image == "error":
+                        raise
+                    skipped += 1
+                    tqdm.write(f"warning: skipping {e} [{skipped} skipped so far by reader {reader}]", file=sys.stderr)
+                    continue
+                if spec.class_names is not None and not 0 <= label < len(spec.class_names):
+                    raise DataError(f"{name}: label {label} is outside the {len(spec.class_names)} classes")
+                crop_seed, draw_seed = np.random.SeedSequence([spec.seed, *key]).generate_state(2)
+                example = make_example(image, label, self.size, cfg, int(crop_seed), int(draw_seed))
+                examples.append({**example, "epoch": key[1], "name": name})
+            batch = torch.utils.data.default_collate(examples)
+            batch["state"] = json.dumps({"reader": reader, "turn": turn,
+                                         "positions": {p: vars(s.position) for p, s in zip(parts, streams)}})
+            yield batch
+
+
+@dataclass
+class StreamLoader:
+    """Batches of a `StreamedCrops` (forever), with the consumed position of every partition."""
+
+    dataset: StreamedCrops
+    batches: int = 0  # batches this process has consumed
+    positions: dict = field(default_factory=dict)
+    turns: dict = field(default_factory=dict)
+
+    def __iter__(self):
+        cfg = self.dataset.spec.cfg
+        # Its own generator: a new iterator draws a seed for the workers, from the global RNG otherwise,
+        # which would put the training draws (dropout) of a resumed run one draw off.
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=None, num_workers=cfg.num_workers,
+                                             generator=torch.Generator().manual_seed(self.dataset.spec.seed))
+        for batch in loader:
+            if "error" in batch:
+                raise DataError(batch["error"])
+            state = json.loads(batch.pop("state"))
+            self.positions.update({int(p): s for p, s in state["positions"].items()})
+            self.turns[state["reader"]] = state["turn"]
+            self.batches += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        """This process's part of the data position (every process's goes into a checkpoint)."""
+        return {"partitions": self.dataset.spec.partitions, "readers": self.dataset.readers,
+                "workers": self.dataset.workers, "batches": self.batches,
+                "positions": {str(p): s for p, s in sorted(self.positions.items())},
+                "turns": {str(r): t for r, t in sorted(self.turns.items())}}
+
+    def load_state_dict(self, states: list[dict]) -> str | None:
+        """Continue from the states every process of a checkpoint saved; a warning when the readers changed."""
+        if not states:
+            return None
+        spec, first = self.dataset.spec, states[0]
+        if first["partitions"] < self.dataset.readers:
+            raise DataError(f"the checkpoint's stream has {first['partitions']} partitions, fewer than the "
+                            f"{self.dataset.readers} readers now (processes x data.num_workers); resume with fewer")
+        spec.partitions = first["partitions"]
+        positions = {int(p): s for state in states for p, s in state["positions"].items()}
+        turns = {int(r): t for state in states for r, t in state["turns"].items()}
+        same = first["readers"] == self.dataset.readers and first["workers"] == self.dataset.workers
+        self.positions, self.batches = positions, first["batches"]
+        self.dataset.resume = {"positions": positions, "turns": turns if same else {},
+                               "rotation": first["batches"] % self.dataset.workers if same else 0}
+        self.turns = dict(turns) if same else {}
+        if same:
+            return None
+        return (f"data: resumed with {self.dataset.readers} readers where the checkpoint had {first['readers']} "
+                f"(processes x workers): each of the {spec.partitions} partitions continues where it stopped, so no "
+                "example is repeated or skipped, but the partitions are interleaved in another order, so this run "
+                "is not the one an uninterrupted run would have been")
+
+
+def make_loader(cfg: DataConfig, size: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1) -> StreamLoader:
+    spec = stream_spec(cfg, seed, world * max(1, cfg.num_workers))
+    if spec.partitions < world * max(1, cfg.num_workers):
+        raise DataError(f"data.partitions={spec.partitions} is below the {world * max(1, cfg.num_workers)} readers "
+                        "(processes x data.num_workers); raise it or use fewer workers")
+    return StreamLoader(StreamedCrops(spec, size, batch_size, rank, world))
+
+
+def first_images(cfg: DataConfig, count: int) -> list:
+    """The first `count` decodable images of the stream's partition 0, for previews."""
+    spec = stream_spec(cfg, 0, 1)
+    images = []
+    for record, _, name, _ in PartitionStream(spec, 0, None, 1):
+        images.append(decode(record, name))
+        if len(images) == count:
+            return images
