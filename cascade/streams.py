@@ -46,10 +46,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import DataConfig
-from .data import columns, decode, make_example, pack_info, shard_files
+from .data import ImageFiles, columns, decode, list_image_folder, make_example, pack_info, shard_files
 from .errors import DataError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_PARTITIONS = 64  # default cap: a checkpoint stores one small position per partition
 
 
@@ -61,11 +60,23 @@ class Shard:
 
 
 @dataclass
+class Ordered:
+    shards: list[Shard] | FolderShards
+    order: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, index: int) -> Shard:
+        return self.shards[int(self.order[index]) if self.order is not None else index]
+
+
+@dataclass
 class StreamSpec:
     """What every reader needs to open the stream; picklable, so DataLoader workers get a copy."""
 
     name: str
-    shards: list[Shard]
+    shards: list[Shard] | FolderShards
     class_names: list[str] | None  # None: labels are taken as they are (a stream with no class list)
     partitions: int
     cfg: DataConfig
@@ -79,12 +90,11 @@ class StreamSpec:
         """Fewer shards than partitions: every partition reads every shard and keeps every P-th record."""
         return len(self.shards) < self.partitions and self.shards[0].builder != "hub"
 
-    def shards_of(self, partition: int, epoch: int) -> list[Shard]:
-        own = list(self.shards) if self.by_record or self.shards[0].builder == "hub" else self.shards[partition::self.partitions]
-        if not self.shuffle:
-            return own
-        order = np.random.default_rng([self.seed, partition, epoch]).permutation(len(own))
-        return [own[i] for i in order]
+    def shards_of(self, partition: int, epoch: int) -> "Ordered":
+        """The shards of `partition` in the order of `epoch` (a view: no object per shard)."""
+        own = self.shards if self.by_record or self.shards[0].builder == "hub" else self.shards[partition::self.partitions]
+        order = np.random.default_rng([self.seed, partition, epoch]).permutation(len(own)) if self.shuffle else None
+        return Ordered(own, order)
 
     def describe(self) -> str:
         what = (f"hub dataset {self.name} ({self.hub_shards} shards)" if self.shards[0].builder == "hub" else
@@ -99,7 +109,8 @@ def stream_spec(cfg: DataConfig, seed: int, readers: int, split: str | None = No
     split = split or cfg.split
     hub_shards = 0
     if cfg.source == "imagefolder":
-        shards, class_names = _folder_shards(cfg, split)
+        files, class_names = list_image_folder(cfg, split)
+        shards = FolderShards(files)
     elif cfg.source == "shards":
         builder, files = shard_files(cfg)
         shards = [Shard(str(f), builder) for f in files]
@@ -118,23 +129,22 @@ def stream_spec(cfg: DataConfig, seed: int, readers: int, split: str | None = No
     return StreamSpec(str(cfg.path), shards, class_names, partitions, cfg, split, seed, hub_shards)
 
 
-def _folder_shards(cfg: DataConfig, split: str) -> tuple[list[Shard], list[str]]:
-    root = Path(cfg.path)
-    if not root.is_dir():
-        raise DataError(f"data.path={cfg.path!r}: folder not found")
-    if (root / split).is_dir():  # an imagefolder with split folders
-        root = root / split
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
-    if not classes:  # a flat folder: one class
-        return [Shard(str(p), "image") for p in files], ["all"]
-    index = {c: i for i, c in enumerate(classes)}
-    if any(len(p.relative_to(root).parts) == 1 for p in files):
-        raise DataError(f"{root}: holds image files beside class folders ({', '.join(classes[:5])}); "
-                        "move them into a class folder")
-    return [Shard(str(p), "image", index[p.relative_to(root).parts[0]]) for p in files], classes
+class FolderShards:
+    """A folder's image files as one-record shards, without a Python object per file."""
+
+    builder = "image"
+
+    def __init__(self, files: ImageFiles):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return FolderShards(self.files[index])
+        path, label = self.files[int(index)]
+        return Shard(path, "image", label)
 
 
 def _class_label_names(shard: Shard, cfg: DataConfig) -> list[str] | None:
@@ -154,7 +164,8 @@ def _open_hub(cfg: DataConfig, split: str):
     import datasets
 
     try:
-        return datasets.load_dataset(cfg.path, split=split, streaming=True)
+        # reshard: one data source per parquet row group, so an open stream buffers a row group, not a file
+        return datasets.load_dataset(cfg.path, split=split, streaming=True).reshard()
     except Exception as e:  # the hub raises many types (connection, missing dataset, missing split)
         raise DataError(f"data.path={cfg.path!r}: cannot stream hub dataset split {split!r} ({type(e).__name__}: "
                         f"{' '.join(str(e).split())[:200]})") from None
@@ -166,7 +177,10 @@ def _open_file(shard: Shard, cfg: DataConfig):
     if not Path(shard.name).is_file():
         raise DataError(f"{shard.name}: shard not found (deleted or moved during the run?)")
     try:
-        return datasets.load_dataset(shard.builder, data_files=[shard.name], split="train", streaming=True)
+        ds = datasets.load_dataset(shard.builder, data_files=[shard.name], split="train", streaming=True)
+        # Parquet: one data source per row group, so that a stream holds one row group, not the whole
+        # file (pyarrow pre-buffers the fragment it reads).
+        return ds.reshard() if shard.builder == "parquet" else ds
     except Exception as e:  # pyarrow/tarfile raise their own types for a corrupt shard
         raise DataError(f"{shard.name}: unreadable {shard.builder} shard ({type(e).__name__}: "
                         f"{' '.join(str(e).split())[:200]})") from None

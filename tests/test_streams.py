@@ -49,8 +49,8 @@ def shards(folder, tmp_path_factory):
 
 
 def stream_cfg(path, **kw):
-    return DataConfig(source="imagefolder" if "folder" in str(path) else "shards", path=str(path), streaming=True,
-                      shuffle_buffer=kw.pop("shuffle_buffer", 3), **kw)
+    source = kw.pop("source", "imagefolder" if "folder" in str(path) else "shards")
+    return DataConfig(source=source, path=str(path), streaming=True, shuffle_buffer=kw.pop("shuffle_buffer", 3), **kw)
 
 
 def take(cfg, n, states=None, rank=0, world=1, batch=3):
@@ -125,10 +125,13 @@ def test_pack_cli_cuts_sub_images_and_refuses_a_used_folder(folder, tmp_path):
 # --- streaming: order, resume, partitions
 
 
-@pytest.mark.parametrize("source, workers, stop", [("parquet", 0, 4), ("parquet", 2, 5), ("tar", 0, 3), ("folder", 2, 3)])
+@pytest.mark.parametrize("source, workers, stop", [
+    ("parquet", 0, 4), ("parquet", 2, 5), ("tar", 0, 3), ("folder", 2, 3),
+    ("hub", 1, 4),  # a local folder of parquet files read as a hub dataset: split_dataset_by_node's partitions
+])
 def test_streamed_resume_continues_bit_for_bit(shards, folder, source, workers, stop):
-    path = folder[0] if source == "folder" else shards / source
-    cfg = stream_cfg(path, num_workers=workers)
+    path = folder[0] if source == "folder" else shards / ("parquet" if source == "hub" else source)
+    cfg = stream_cfg(path, num_workers=workers, **({"source": "hub"} if source == "hub" else {}))
     straight, _, _ = take(cfg, 9)
     first, state, _ = take(cfg, stop)
     rest, _, warning = take(cfg, 9 - stop, [state])
@@ -288,3 +291,14 @@ def test_streamed_training_resumes_with_another_process_count(shards, tmp_path):
     text = proc.stdout + proc.stderr
     assert "resumed with 1 readers where the checkpoint had 2" in text and "no example is repeated or skipped" in text
     assert "dropout draws anew" in text and (tmp_path / "checkpoints" / "step_00000005").is_dir()
+
+
+def test_a_map_style_position_maps_to_another_process_count():
+    """Every process count walks one permutation per epoch in global batches of processes x batch."""
+    from cascade.training import resized_position
+
+    # 100 examples, batch 4: 25 batches per epoch; 2 processes have 12 each, 3 have 8, 1 has 25
+    assert resized_position(5, 100, 4, before=2, now=1) == (10, 0)  # 40 examples seen: 10 batches of 4
+    assert resized_position(13, 100, 4, before=2, now=3) == (8, 8)  # epoch 1, 8 seen: repeat them (< 12)
+    assert resized_position(10, 100, 4, before=1, now=2) == (5, 0)
+    assert resized_position(7, 100, 4, before=1, now=2) == (3, 4)
