@@ -10,7 +10,7 @@
     accelerate launch --multi_gpu --num_processes 4 -m cascade upscale 8k.jpg 16k.png   # tiles shared
     python -m cascade assemble runs/cascade_photos runs/base_photos/pipeline runs/sr3_photos/pipeline
     python -m cascade pack ~/imagenet/train data/imagenet_256 --size 256 --shard-size 1GB
-    python -m cascade pack ~/DIV2K_train_HR data/div2k_sub --crops 480 --stride 240 --format webdataset
+    python -m cascade pack ~/DIV2K_train_HR data/div2k_sub --crops 480 --stride 240 --shard-size 64MB --format webdataset
 """
 
 from __future__ import annotations

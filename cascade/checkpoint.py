@@ -108,18 +108,26 @@ def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path) -> dict:
     return the trainer state, with "data_states" (every process's streamed-data position) and, when
     the checkpoint was written by another number of processes, "processes_before"."""
     rng_file = path / RNG_FILE.format(rank=accelerator.process_index)
-    written = len(list(path.glob(RNG_FILE.format(rank="*"))))
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path / STATE_FILE}: unreadable ({' '.join(str(e).split())[:200]})") from None
+    written = state.get("processes", len(list(path.glob(RNG_FILE.format(rank="*")))))
     resized = bool(written) and written != accelerator.num_processes
     if not rng_file.is_file() and not resized:
         why = ("a checkpoint from before cascade kept its own RNG states" if list(path.glob("random_states_*.pkl"))
                else "deleted or never written")
         raise CheckpointError(f"{rng_file}: missing ({why}); without it, dropout would not continue the run")
+    data_files = [path / DATA_FILE.format(rank=r) for r in range(written)]
+    present = [f.is_file() for f in data_files]
+    if any(present) and not all(present):
+        missing = data_files[present.index(False)]
+        raise CheckpointError(f"{missing}: missing (the checkpoint has the stream positions of only "
+                              f"{sum(present)} of its {written} processes)")
     try:
-        state = json.loads((path / STATE_FILE).read_text())
         accelerator.load_state(str(path), load_kwargs={"weights_only": True})
         ema.model.load_state_dict(load_file(str(path / "ema.safetensors"), device=str(accelerator.device)))
-        state["data_states"] = [json.loads((path / DATA_FILE.format(rank=r)).read_text()) for r in range(written)
-                                if (path / DATA_FILE.format(rank=r)).is_file()]
+        state["data_states"] = [json.loads(f.read_text()) for f in data_files if f.is_file()]
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise CheckpointError(f"{path}: cannot load checkpoint ({' '.join(str(e).split())[:300]})") from None
     if resized:  # the other processes' RNG streams have no counterpart: keep this run's seeded ones

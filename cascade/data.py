@@ -113,12 +113,14 @@ class ImageSource:
 def decode(record: dict, name: str) -> Image.Image:
     """A `datasets` image record {"bytes", "path"} as an RGB image; DataError naming `name` if it
     cannot be decoded."""
+    if not isinstance(record, dict) or not (record.get("bytes") or record.get("path")):
+        raise DataError(f"{name}: holds no image (its image column is empty)")
     try:
         data = record.get("bytes")
         image = Image.open(io.BytesIO(data) if data else record["path"])
         image.load()
         return to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, Image.DecompressionBombError) as e:
         raise DataError(f"{name}: cannot decode image ({' '.join(str(e).split())})") from None
 
 
@@ -192,13 +194,18 @@ def list_image_folder(cfg: DataConfig, split: str) -> tuple[ImageFiles, list[str
     elif split != "train":
         raise DataError(f"{root}: no {split!r} folder for data.split={split!r}")
     found: list[tuple[str, str]] = []  # (class folder or "", path)
-    stack = [(root, "")]
+    stack, seen = [(root, "")], {os.path.realpath(root)}
     while stack:
         folder, top = stack.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
+                if entry.name.startswith("."):  # hidden: .ipynb_checkpoints, .DS_Store, ...
+                    continue
                 if entry.is_dir():
-                    stack.append((Path(entry.path), top or entry.name))
+                    real = os.path.realpath(entry.path)
+                    if real not in seen:  # a symlinked folder is followed once: no cycles
+                        seen.add(real)
+                        stack.append((Path(entry.path), top or entry.name))
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
                     found.append((top, entry.path))
     if not found:
@@ -228,6 +235,9 @@ def shard_files(cfg: DataConfig) -> tuple[str, list[Path]]:
     files = sorted(path.glob("*")) if path.is_dir() else [path] if path.is_file() else sorted(map(Path, glob.glob(cfg.path)))
     by_kind = {k: [f for f in files if f.suffix == s] for k, s in (("parquet", ".parquet"), ("webdataset", ".tar"))}
     kinds = [k for k, v in by_kind.items() if v]
+    folder = path if path.is_dir() else path.parent
+    if (folder / "pack.json.partial").exists() and not (folder / "pack.json").exists():
+        raise DataError(f"{folder}: an interrupted `cascade pack` (no pack.json); delete the folder and pack again")
     if not kinds:
         raise DataError(f"data.path={cfg.path!r}: no .parquet or .tar shards there")
     if len(kinds) > 1:
@@ -239,7 +249,10 @@ def pack_info(cfg: DataConfig) -> dict:
     """The `pack.json` that `cascade pack` writes beside its shards ({} if there is none)."""
     path = Path(cfg.path)
     info = (path if path.is_dir() else path.parent) / "pack.json"
-    return json.loads(info.read_text()) if info.is_file() else {}
+    try:
+        return json.loads(info.read_text()) if info.is_file() else {}
+    except ValueError as e:
+        raise DataError(f"{info}: not valid JSON ({e})") from None
 
 
 def _load_shards(cfg: DataConfig, split: str) -> ImageSource:

@@ -203,6 +203,8 @@ def pack(src: str, out: str, *, size: int | None = None, crops: int | None = Non
     if not root.exists():
         raise DataError(f"{src}: not found")
     target = Path(out)
+    if (target / "pack.json.partial").exists() and not (target / "pack.json").exists():
+        raise DataError(f"{out}: holds an interrupted pack; delete it and pack again (nothing was changed)")
     if target.is_dir() and any(target.glob("train-*")) or (target / "pack.json").exists():
         raise DataError(f"{out}: already holds packed shards; give an empty or new folder (nothing was changed)")
     try:
@@ -252,6 +254,14 @@ def pack(src: str, out: str, *, size: int | None = None, crops: int | None = Non
             "encoding": f"jpeg{jpeg_quality}" if jpeg_quality else "png", "images": images, "skipped": skipped,
             "records": writer.records, "shards": writer.shards, "classes": spec.class_names}
     partial = target / "pack.json.partial"
-    partial.write_text(json.dumps(info, indent=1) + "\n")
+    with open(partial, "w") as f:
+        f.write(json.dumps(info, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(partial, target / "pack.json")
+    fd = os.open(target, os.O_RDONLY)  # the renames themselves reach the disk
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return info

@@ -26,16 +26,19 @@ training loop has consumed (not those prefetched), and every checkpoint stores t
 partition. Resuming restores each partition: with the same processes and workers the run continues
 bit for bit (each reader's turn and which worker comes next are restored too); with another number
 of processes or workers, partitions are dealt to the new readers and each continues where it stopped,
-so no example is repeated or skipped; only the order in which partitions are interleaved differs. A
-resume reads again (without decoding) the records of each partition's current block before the
-position: at most `shuffle_buffer` raw records per reader.
+so no example is repeated or skipped (a block keeps the size it started with); only the order in
+which partitions are interleaved differs. A resume reads again, without decoding, the records of each
+partition's current block before the position (parquet: at most `shuffle_buffer` raw records per
+reader; a .tar shard `datasets` re-iterates from its start). Each process saves its own partitions'
+positions only, with the shard list's count and hash.
 
 Every example's crop, flip and training draws are seeded by (seed, partition, epoch, index in the
-partition's epoch), so an example is the same whichever reader serves it.
+partition's epoch), not by the process or worker that reads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -126,6 +129,9 @@ def stream_spec(cfg: DataConfig, seed: int, readers: int, split: str | None = No
         raise DataError(f"data.source={cfg.source!r} cannot be streamed; use imagefolder, shards or hub")
     count = hub_shards or len(shards)
     partitions = cfg.partitions or max(readers, min(count, MAX_PARTITIONS))
+    if shards[0].builder == "image" and partitions > count:  # a file is one record: nothing to deal within it
+        raise DataError(f"{cfg.path}: {count} image files cannot feed {partitions} partitions (at least one per "
+                        "reader: processes x data.num_workers); use fewer, or data.streaming=false")
     return StreamSpec(str(cfg.path), shards, class_names, partitions, cfg, split, seed, hub_shards)
 
 
@@ -156,7 +162,8 @@ def _class_label_names(shard: Shard, cfg: DataConfig) -> list[str] | None:
 
 def _columns(ds, cfg: DataConfig, name: str) -> tuple[str, str | None]:
     if ds.features is None:
-        raise DataError(f"{name}: the stream does not say its columns; set data.image_column (and data.label_column)")
+        raise DataError(f"{name}: the stream does not declare its columns (features), so they cannot be read as a "
+                        "stream; use data.streaming=false")
     return columns(ds.features, cfg, name)
 
 
@@ -198,7 +205,11 @@ class ShardReader:
         from datasets.distributed import split_dataset_by_node
 
         if shard.builder == "hub":
-            ds = split_dataset_by_node(_open_hub(spec.cfg, spec.split), rank=partition, world_size=spec.partitions)
+            base = _open_hub(spec.cfg, spec.split)
+            # By shard (each read once) when there are enough, even if they do not divide evenly;
+            # else every partition reads everything and keeps every P-th example.
+            strategy = "shards" if base.num_shards >= spec.partitions else "examples"
+            ds = split_dataset_by_node(base, rank=partition, world_size=spec.partitions, strategy=strategy)
         else:
             ds = _open_file(shard, spec.cfg)
         image_col, label_col = _columns(ds, spec.cfg, shard.name)
@@ -261,8 +272,8 @@ class PartitionStream:
                 try:
                     reader = ShardReader(spec, shard, p, at.shard_state, at.pos)
                     while True:
-                        size = at.block_size or self.block_size
-                        block, ended = self._read_block(reader, size, stride)
+                        at.block_size = at.block_size or self.block_size  # a resumed block keeps its size
+                        block, ended = self._read_block(reader, at.block_size, stride)
                         perm = (np.random.default_rng([spec.seed, p, at.epoch, at.shard, at.block]).permutation(len(block))
                                 if spec.shuffle else range(len(block)))
                         while at.taken < len(block):
@@ -305,9 +316,12 @@ class StreamedCrops(torch.utils.data.IterableDataset):
     worker (one reader per worker). `resume` is set by `StreamLoader.load_state_dict`.
     """
 
-    def __init__(self, spec: StreamSpec, size: int, batch_size: int, rank: int = 0, world: int = 1):
+    def __init__(self, spec: StreamSpec, size: int, batch_size: int, rank: int = 0, world: int = 1,
+                 num_classes: int = 0):
         self.spec, self.size, self.batch_size, self.rank, self.world = spec, size, batch_size, rank, world
         self.workers = max(1, spec.cfg.num_workers)
+        # labels must lie in the stream's classes, or in the model's when the stream lists none
+        self.num_classes = len(spec.class_names) if spec.class_names is not None else num_classes
         self.resume: dict = {"positions": {}, "turns": {}, "rotation": 0}
 
     @property
@@ -330,6 +344,7 @@ class StreamedCrops(torch.utils.data.IterableDataset):
         streams = [PartitionStream(spec, p, self.resume["positions"].get(p), block) for p in parts]
         records = [iter(s) for s in streams]
         turn, skipped = self.resume["turns"].get(reader, 0), 0
+        decoded_at = [s.position.epoch for s in streams]  # each partition's epoch at the last decoded image
         while True:
             examples = []
             while len(examples) < self.batch_size:
@@ -343,9 +358,14 @@ class StreamedCrops(torch.utils.data.IterableDataset):
                         raise
                     skipped += 1
                     tqdm.write(f"warning: skipping {e} [{skipped} skipped so far by reader {reader}]", file=sys.stderr)
+                    if all(s.position.epoch >= e0 + 2 for s, e0 in zip(streams, decoded_at)):  # a whole epoch, none
+                        raise DataError(f"{spec.name}: no decodable image in a whole epoch of partitions "
+                                        f"{', '.join(map(str, parts))} ({skipped} skipped)") from None
                     continue
-                if spec.class_names is not None and not 0 <= label < len(spec.class_names):
-                    raise DataError(f"{name}: label {label} is outside the {len(spec.class_names)} classes")
+                decoded_at = [s.position.epoch for s in streams]
+                if self.num_classes and not 0 <= label < self.num_classes:
+                    raise DataError(f"{name}: label {label} is outside the {self.num_classes} classes "
+                                    f"[0, {self.num_classes})")
                 crop_seed, draw_seed = np.random.SeedSequence([spec.seed, *key]).generate_state(2)
                 example = make_example(image, label, self.size, cfg, int(crop_seed), int(draw_seed))
                 examples.append({**example, "epoch": key[1], "name": name})
@@ -357,12 +377,13 @@ class StreamedCrops(torch.utils.data.IterableDataset):
 
 @dataclass
 class StreamLoader:
-    """Batches of a `StreamedCrops` (forever), with the consumed position of every partition."""
+    """Batches of a `StreamedCrops` (forever), with the consumed position of this process's partitions."""
 
     dataset: StreamedCrops
     batches: int = 0  # batches this process has consumed
-    positions: dict = field(default_factory=dict)
-    turns: dict = field(default_factory=dict)
+    positions: dict = field(default_factory=dict)  # partition -> position, for this process's partitions
+    turns: dict = field(default_factory=dict)  # reader -> turn, for this process's readers
+    next_role: int = 0  # which of this process's workers makes the next batch
 
     def __iter__(self):
         cfg = self.dataset.spec.cfg
@@ -376,13 +397,23 @@ class StreamLoader:
             state = json.loads(batch.pop("state"))
             self.positions.update({int(p): s for p, s in state["positions"].items()})
             self.turns[state["reader"]] = state["turn"]
+            self.next_role = (state["reader"] - self.dataset.rank * self.dataset.workers + 1) % self.dataset.workers
             self.batches += 1
             yield batch
+
+    def fingerprint(self) -> dict:
+        """The shard list's count and hash: a resume refuses positions saved for other shards."""
+        if not hasattr(self, "_fingerprint"):
+            spec = self.dataset.spec
+            names = "\n".join(spec.shards[i].name for i in range(len(spec.shards))).encode()
+            self._fingerprint = {"shards": len(spec.shards), "sha256": hashlib.sha256(names).hexdigest()[:16]}
+        return self._fingerprint
 
     def state_dict(self) -> dict:
         """This process's part of the data position (every process's goes into a checkpoint)."""
         return {"partitions": self.dataset.spec.partitions, "readers": self.dataset.readers,
-                "workers": self.dataset.workers, "batches": self.batches,
+                "workers": self.dataset.workers, "batches": self.batches, "next_role": self.next_role,
+                "data": self.fingerprint(),
                 "positions": {str(p): s for p, s in sorted(self.positions.items())},
                 "turns": {str(r): t for r, t in sorted(self.turns.items())}}
 
@@ -390,32 +421,40 @@ class StreamLoader:
         """Continue from the states every process of a checkpoint saved; a warning when the readers changed."""
         if not states:
             return None
-        spec, first = self.dataset.spec, states[0]
-        if first["partitions"] < self.dataset.readers:
+        data, spec, first = self.dataset, self.dataset.spec, states[0]
+        if first.get("data") and first["data"] != self.fingerprint():
+            raise DataError(f"data.path={spec.name!r}: its shards changed since the checkpoint ({first['data']['shards']} "
+                            f"then, {len(spec.shards)} now, or other names); the saved positions no longer apply")
+        if first["partitions"] < data.readers:
             raise DataError(f"the checkpoint's stream has {first['partitions']} partitions, fewer than the "
-                            f"{self.dataset.readers} readers now (processes x data.num_workers); resume with fewer")
+                            f"{data.readers} readers now (processes x data.num_workers); resume with fewer")
         spec.partitions = first["partitions"]
         positions = {int(p): s for state in states for p, s in state["positions"].items()}
         turns = {int(r): t for state in states for r, t in state["turns"].items()}
-        same = first["readers"] == self.dataset.readers and first["workers"] == self.dataset.workers
-        self.positions, self.batches = positions, first["batches"]
-        self.dataset.resume = {"positions": positions, "turns": turns if same else {},
-                               "rotation": first["batches"] % self.dataset.workers if same else 0}
-        self.turns = dict(turns) if same else {}
+        same = first["readers"] == data.readers and first["workers"] == data.workers
+        # partition p is read by reader p mod R, which is a worker of process (p mod R) // workers
+        self.positions = {p: s for p, s in positions.items() if (p % data.readers) // data.workers == data.rank}
+        self.batches = first["batches"]
+        self.turns = {r: t for r, t in turns.items() if r // data.workers == data.rank} if same else {}
+        self.next_role = states[min(data.rank, len(states) - 1)].get("next_role", 0) if same else 0
+        data.resume = {"positions": self.positions, "turns": self.turns, "rotation": self.next_role}
         if same:
             return None
-        return (f"data: resumed with {self.dataset.readers} readers where the checkpoint had {first['readers']} "
+        return (f"data: resumed with {data.readers} readers where the checkpoint had {first['readers']} "
                 f"(processes x workers): each of the {spec.partitions} partitions continues where it stopped, so no "
                 "example is repeated or skipped, but the partitions are interleaved in another order, so this run "
                 "is not the one an uninterrupted run would have been")
 
 
-def make_loader(cfg: DataConfig, size: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1) -> StreamLoader:
+def make_loader(cfg: DataConfig, size: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
+                num_classes: int = 0) -> StreamLoader:
+    """Batches of `batch_size` crops at `size` px for process `rank` of `world`; labels must be
+    below `num_classes` when the stream lists no classes of its own."""
     spec = stream_spec(cfg, seed, world * max(1, cfg.num_workers))
     if spec.partitions < world * max(1, cfg.num_workers):
         raise DataError(f"data.partitions={spec.partitions} is below the {world * max(1, cfg.num_workers)} readers "
                         "(processes x data.num_workers); raise it or use fewer workers")
-    return StreamLoader(StreamedCrops(spec, size, batch_size, rank, world))
+    return StreamLoader(StreamedCrops(spec, size, batch_size, rank, world, num_classes))
 
 
 def first_images(cfg: DataConfig, count: int) -> list:

@@ -25,7 +25,7 @@ from . import data, diffusion, streams
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config, save_config
 from .ema import EMA
-from .errors import CascadeError, ConfigError
+from .errors import CascadeError, CheckpointError, ConfigError
 from .kinds import StageKind
 from .pipeline import Pipeline
 from .stage import Stage
@@ -96,6 +96,7 @@ class Progress:
     batches_seen: int = 0
     skipped: int = 0
     bad_window: bool = False  # a non-finite loss in the current optimizer step's micro-batches ("skip" mode)
+    resized: bool = False  # resumed from a checkpoint of another number of processes
 
 
 def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, dataloader,
@@ -122,6 +123,10 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
 
     # --- resume
     progress = _resume(accelerator, ema, out, dataloader, cfg.batch_size) if resume else Progress()
+    if progress.resized:  # warmup counts process-steps: where this run is in it, with its own process count
+        schedule = lr_schedule.scheduler
+        schedule.last_epoch = progress.step * accelerator.num_processes - 1
+        schedule.step()
     if progress.step >= cfg.max_steps:
         accelerator.print(f"already at step {progress.step} >= train.max_steps={cfg.max_steps}; nothing to train")
         return ema
@@ -177,6 +182,9 @@ def _resume(accelerator: Accelerator, ema: EMA, out: Path, dataloader, batch_siz
     batches_seen = state["batches_seen"]
     before, now = state.get("processes_before"), accelerator.num_processes
     if isinstance(dataloader, StreamLoader):
+        if not state["data_states"]:
+            raise CheckpointError(f"{path}: holds no stream positions (written by a run with data.streaming=false); "
+                                  "resume it map-style, or start the streamed run afresh")
         warning = dataloader.load_state_dict(state["data_states"])
         if warning:
             accelerator.print(f"warning: {warning}")
@@ -187,7 +195,7 @@ def _resume(accelerator: Accelerator, ema: EMA, out: Path, dataloader, batch_siz
                           "again), but batches are grouped differently, so this run is not the uninterrupted one")
     if before:
         accelerator.print(f"warning: the checkpoint's RNG states are per process ({before}); dropout draws anew")
-    return Progress(state["step"], batches_seen, state.get("skipped_steps", 0))
+    return Progress(state["step"], batches_seen, state.get("skipped_steps", 0), resized=bool(before))
 
 
 def resized_position(batches_seen: int, examples: int, batch_size: int, before: int, now: int) -> tuple[int, int]:
@@ -286,7 +294,7 @@ def train_stage(cfg, kind: StageKind, resume: bool = False) -> None:
     size, batch = cfg.model.sample_size, cfg.train.batch_size
     if cfg.data.streaming:
         loader = streams.make_loader(cfg.data, size, batch, cfg.train.seed, accelerator.process_index,
-                                     accelerator.num_processes)
+                                     accelerator.num_processes, num_classes=cfg.model.num_classes)
         name, class_names, what = loader.dataset.spec.name, loader.dataset.spec.class_names, loader.dataset.spec.describe()
     else:
         source = data.load_source(cfg.data)

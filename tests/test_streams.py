@@ -125,13 +125,25 @@ def test_pack_cli_cuts_sub_images_and_refuses_a_used_folder(folder, tmp_path):
 # --- streaming: order, resume, partitions
 
 
+@pytest.fixture(scope="module")
+def row_groups(tmp_path_factory):
+    """One parquet file of 30 records in row groups of 4 (the unit a parquet stream reads)."""
+    root = tmp_path_factory.mktemp("row_groups")
+    rng = np.random.default_rng(1)
+    write_parquet(root / "one.parquet", [rng.integers(0, 256, (20, 20, 3), dtype=np.uint8) for _ in range(30)],
+                  row_group_size=4)
+    return root
+
+
 @pytest.mark.parametrize("source, workers, stop", [
     ("parquet", 0, 4), ("parquet", 2, 5), ("tar", 0, 3), ("folder", 2, 3),
     ("hub", 1, 4),  # a local folder of parquet files read as a hub dataset: split_dataset_by_node's partitions
+    ("row_groups", 0, 5),  # blocks of 8 records across row groups of 4, resumed mid-block
 ])
-def test_streamed_resume_continues_bit_for_bit(shards, folder, source, workers, stop):
-    path = folder[0] if source == "folder" else shards / ("parquet" if source == "hub" else source)
-    cfg = stream_cfg(path, num_workers=workers, **({"source": "hub"} if source == "hub" else {}))
+def test_streamed_resume_continues_bit_for_bit(shards, folder, row_groups, source, workers, stop):
+    path = {"folder": folder[0], "row_groups": row_groups, "hub": shards / "parquet"}.get(source, shards / source)
+    extra = {"source": "hub"} if source == "hub" else {"shuffle_buffer": 8} if source == "row_groups" else {}
+    cfg = stream_cfg(path, num_workers=workers, **extra)
     straight, _, _ = take(cfg, 9)
     first, state, _ = take(cfg, stop)
     rest, _, warning = take(cfg, 9 - stop, [state])
@@ -154,7 +166,9 @@ def test_every_record_once_per_epoch_and_processes_see_disjoint_partitions(shard
 
 @pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
 def test_a_changed_process_count_neither_repeats_nor_skips(shards, before, after):
-    cfg = stream_cfg(shards / "parquet", partitions=4)
+    """Blocks of 4 records per partition with 2 readers, of 2 with one: a partition resumed mid-block
+    finishes the block it was in with the block's own size and permutation."""
+    cfg = stream_cfg(shards / "parquet", partitions=4, shuffle_buffer=8)
     everything = record_names(cfg)
     phase1 = [take(cfg, 2, rank=r, world=before) for r in range(before)]
     states = [s for _, s, _ in phase1]
@@ -165,6 +179,20 @@ def test_a_changed_process_count_neither_repeats_nor_skips(shards, before, after
         assert "no example is repeated or skipped" in warning
         seen += names_of_epoch(batches)
     assert seen == everything  # each record exactly once in epoch 0
+
+
+def test_resuming_twice_with_several_processes_stays_exact(shards):
+    """Each process saves only its own partitions' positions, so a second resume starts from the
+    latest positions of every partition (not from copies the first resume handed every process)."""
+    cfg = stream_cfg(shards / "parquet", partitions=4, shuffle_buffer=8)
+    straight = [take(cfg, 6, rank=r, world=2)[0] for r in (0, 1)]
+    first = [take(cfg, 2, rank=r, world=2) for r in (0, 1)]
+    second = [take(cfg, 2, [s for _, s, _ in first], rank=r, world=2) for r in (0, 1)]
+    third = [take(cfg, 2, [s for _, s, _ in second], rank=r, world=2) for r in (0, 1)]
+    for r in (0, 1):
+        assert sorted(second[r][1]["positions"]) == (["0", "2"] if r == 0 else ["1", "3"])
+        resumed = first[r][0] + second[r][0] + third[r][0]
+        assert [b["name"] for b in resumed] == [b["name"] for b in straight[r]], f"rank {r}"
 
 
 def test_examples_do_not_depend_on_the_reader_that_serves_them(shards):
@@ -181,7 +209,7 @@ def test_examples_do_not_depend_on_the_reader_that_serves_them(shards):
 # --- bad data
 
 
-def write_parquet(path, images, bad_index=None):
+def write_parquet(path, images, bad_index=None, row_group_size=None):
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -193,7 +221,7 @@ def write_parquet(path, images, bad_index=None):
         Image.fromarray(pixels).save(buffer, "PNG")
         rows.append({"image": {"bytes": b"not an image" if i == bad_index else buffer.getvalue(), "path": f"{i}.png"},
                      "label": 0})
-    pq.write_table(pa.Table.from_pylist(rows, schema=features.arrow_schema), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=features.arrow_schema), path, row_group_size=row_group_size)
 
 
 def test_bad_records_and_shards_are_named_or_skipped_and_counted(tmp_path, capsys):
@@ -220,7 +248,9 @@ def test_bad_records_and_shards_are_named_or_skipped_and_counted(tmp_path, capsy
         streams.make_loader(stream_cfg(tmp_path / "empty"), 16, 2)
 
 
-def test_a_stream_needs_as_many_partitions_as_readers(shards):
+def test_a_stream_needs_as_many_partitions_as_readers(shards, folder):
+    with pytest.raises(DataError, match=r"13 image files cannot feed 16 partitions"):
+        streams.make_loader(stream_cfg(folder[0], num_workers=2), 16, 2, world=8)
     with pytest.raises(DataError, match=r"data.partitions=2 is below the 4 readers"):
         streams.make_loader(stream_cfg(shards / "parquet", partitions=2, num_workers=2), 16, 2, world=2)
     _, state, _ = take(stream_cfg(shards / "parquet", partitions=2), 1)
@@ -241,11 +271,14 @@ def test_map_style_sources_hold_no_per_image_records(tmp_path):
     assert data_bytes > 15e6
     cfg = DataConfig(source="shards", path=str(tmp_path / "big.parquet"))
     data.load_source(cfg)  # first call converts to the Arrow cache; measure the second, as every later run is
+    import pyarrow as pa
+
+    arrow_before = pa.total_allocated_bytes()
     tracemalloc.start()
     source = data.load_source(cfg)
     loader = data.make_loader(source, 16, cfg, batch_size=8)
     batch = next(iter(loader))
-    held = tracemalloc.get_traced_memory()[0]
+    held = tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes() - arrow_before  # Python + Arrow heaps
     tracemalloc.stop()
     assert len(source) == 10_000 and batch["image"].shape == (8, 3, 16, 16)
     assert held < 0.05 * data_bytes, f"{held / 1e6:.1f} MB held for {data_bytes / 1e6:.1f} MB of images"
