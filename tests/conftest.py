@@ -52,17 +52,47 @@ def root():
     return ROOT
 
 
+def _env():
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=str(ROOT))
+
+
+def _checked(args, proc, check):
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
 def run(*args, check=True):
     """`python ARGS` as a user runs it: a subprocess in the repository, offline."""
     import subprocess
     import sys
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=_env(), capture_output=True, text=True,
                           timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc
+    return _checked(args, proc, check)
+
+
+def run_together(*commands, check=True):
+    """Several independent `run`s at once, one thread each (two-threaded processes side by side on two
+    cores slow each other more than they gain). Compare results only with other `run_together`
+    processes: torch's reductions can round differently with another thread count."""
+    import subprocess
+    import sys
+    import tempfile
+
+    started = []
+    for args in commands:
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # pipes could fill and stall a process
+        env = dict(_env(), OMP_NUM_THREADS="1")
+        started.append((args, subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env, stdout=out,
+                                               stderr=err, text=True), out, err))
+    results = []
+    for args, process, out, err in started:
+        code = process.wait(timeout=600)
+        out.seek(0)
+        err.seek(0)
+        results.append(_checked(args, subprocess.CompletedProcess(args, code, out.read(), err.read()), check))
+    return results
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, free_port, run, run_in_process
+from conftest import ROOT, free_port, run, run_in_process, run_together
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,9 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(script,
               "model.dropout=0"]
     launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
-    two = run(*launch, *common, "train.batch_size=4", f"train.output_dir={tmp_path / 'two'}")
+    two, _ = run_together([*launch, *common, "train.batch_size=4", f"train.output_dir={tmp_path / 'two'}"],
+                          [*common, "train.batch_size=8", f"train.output_dir={tmp_path / 'one'}"])
     assert (two.stdout + two.stderr).count("exported the EMA model") == 1  # logging and saving happen once
-    run(*common, "train.batch_size=8", f"train.output_dir={tmp_path / 'one'}")
     ckpt = "checkpoints/step_00000006/model.safetensors"
     assert (tmp_path / "two" / "checkpoints" / "step_00000006" / "rng_state_1.safetensors").is_file()  # both ranks' RNG
     one, two = (load_file(tmp_path / d / ckpt) for d in ("one", "two"))
@@ -113,12 +113,12 @@ def test_undecodable_image_in_training_names_the_file(tmp_path):
         (tmp_path / "data" / cls).mkdir(parents=True)
         Image.new("RGB", (20, 20), (200, 10, 10)).save(tmp_path / "data" / cls / "ok.png")
     (tmp_path / "data" / "b" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
-    args = ["train/base.py", "--config", "configs/base_tiny.yaml", f"train.output_dir={tmp_path / 'run'}",
-            "data.source=imagefolder", f"data.path={tmp_path / 'data'}", "model.num_classes=2", "train.batch_size=3",
+    args = ["train/base.py", "--config", "configs/base_tiny.yaml", "data.source=imagefolder", f"data.path={tmp_path / 'data'}", "model.num_classes=2", "train.batch_size=3",
             "train.max_steps=2"]
-    proc = run(*args, check=False)
+    proc, ok = run_together([*args, f"train.output_dir={tmp_path / 'stop'}"],
+                            [*args, "data.on_bad_image=skip", f"train.output_dir={tmp_path / 'skip'}"], check=False)
     assert proc.returncode == 2 and "truncated.png: cannot decode image" in proc.stderr, proc.stderr[-2000:]
-    ok = run(*args, "data.on_bad_image=skip")
+    assert ok.returncode == 0, ok.stderr[-2000:]
     # What a terminal shows of each line: the text after its last carriage return (tqdm redraws with \r)
     warning = [line.split("\r")[-1] for line in ok.stderr.splitlines() if "skipping" in line]
     assert warning and warning[0].startswith("warning: skipping ") and "truncated.png" in warning[0], ok.stderr[-2000:]
@@ -225,57 +225,55 @@ TINY = {"train/base.py": "configs/base_tiny.yaml", "train/sr3.py": "configs/sr3_
 @pytest.fixture(scope="module")
 def straight_runs(tmp_path_factory):
     """Uninterrupted 10-step runs of both scripts, checkpoints every 2 steps (the reference)."""
-    runs = {}
-    for script, config in TINY.items():
-        out = tmp_path_factory.mktemp("straight")
-        run(script, "--config", config, "train.max_steps=10", "train.save_every=2", "train.sample_every=4",
-            "train.keep_last=3", f"train.output_dir={out}")
-        runs[script] = final_weights(out)
-    return runs
+    outs = {script: tmp_path_factory.mktemp("straight") for script in TINY}
+    run_together(*([script, "--config", config, "train.max_steps=10", "train.save_every=2", "train.sample_every=4",
+                    "train.keep_last=3", f"train.output_dir={outs[script]}"] for script, config in TINY.items()))
+    return {script: final_weights(out) for script, out in outs.items()}
 
 
-@pytest.mark.parametrize("script, stop_at", [
-    # exactly at an epoch boundary (8 batches per epoch); mid-epoch resumes of both scripts are the
-    # SIGKILL tests below (steps 4 and 2)
-    ("train/base.py", 8),
-])
-def test_resumed_run_equals_the_uninterrupted_one_bit_for_bit(straight_runs, script, stop_at, tmp_path):
-    common = [script, "--config", TINY[script], "train.save_every=2", "train.sample_every=4", "train.keep_last=3",
-              f"train.output_dir={tmp_path}"]
-    run(*common, f"train.max_steps={stop_at}")
-    proc = run(*common, "train.max_steps=10", "--resume")
-    assert f"(step {stop_at})" in proc.stdout + proc.stderr
-    assert_same_weights(straight_runs[script], final_weights(tmp_path), f"after resuming at step {stop_at}")
-
-
-@pytest.mark.parametrize("script, fault, step, resumes_at", [
-    ("train/base.py", "kill-after-save", 4, 4),  # SIGKILL right after a checkpoint
+# (script, how the first run ends, at which step, the checkpoint the resume starts from); 8 batches per epoch
+RESUMES = [
+    ("train/base.py", "stop", 8, 8),  # a run that ended at max_steps=8, exactly at an epoch boundary, resumed to 10
+    ("train/base.py", "kill-after-save", 4, 4),  # SIGKILL right after a checkpoint, mid-epoch
     ("train/base.py", "kill-mid-save", 6, 4),  # SIGKILL while step 6 is half written: step 4 is the last good one
     ("train/sr3.py", "kill-mid-save", 4, 2),
-])
-def test_sigkill_then_resume_equals_the_uninterrupted_run(straight_runs, script, fault, step, resumes_at, tmp_path):
-    common = [script, "--config", TINY[script], "train.max_steps=10", "train.save_every=2", "train.sample_every=4",
-              "train.keep_last=3", f"train.output_dir={tmp_path}"]
-    killed = run("tests/inject.py", fault, step, *common, check=False)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    checkpoints = tmp_path / "checkpoints"
-    if fault == "kill-mid-save":
-        assert (checkpoints / f"step_{step:08d}.tmp").is_dir() and not (checkpoints / f"step_{step:08d}").exists()
-    proc = run(*common, "--resume")
-    assert f"resumed from {checkpoints / f'step_{resumes_at:08d}'} (step {resumes_at})" in proc.stdout + proc.stderr
-    assert not list(checkpoints.glob("*.tmp"))  # the half-written folder is cleared when that step is saved again
-    assert_same_weights(straight_runs[script], final_weights(tmp_path), f"after SIGKILL ({fault} at step {step})")
+]
+
+
+def test_stopped_or_killed_runs_resume_to_the_uninterrupted_weights(straight_runs, tmp_path):
+    """Each case of RESUMES, resumed, ends with the uninterrupted run's weights bit for bit. The
+    cases are independent runs, started together (run_together) to share their start-up time."""
+    cases = []
+    for i, (script, how, step, resumes_at) in enumerate(RESUMES):
+        out = tmp_path / f"case{i}"
+        common = [script, "--config", TINY[script], "train.save_every=2", "train.sample_every=4", "train.keep_last=3",
+                  f"train.output_dir={out}"]
+        first = [*common, f"train.max_steps={step}"] if how == "stop" else \
+            ["tests/inject.py", how, step, *common, "train.max_steps=10"]
+        cases.append((script, how, step, resumes_at, out, common, first))
+    for (_, how, step, _, out, _, _), proc in zip(cases, run_together(*(c[-1] for c in cases), check=False)):
+        assert proc.returncode == (0 if how == "stop" else -9), f"{how} at {step}: {proc.stderr[-2000:]}"
+        if how == "kill-mid-save":
+            checkpoints = out / "checkpoints"
+            assert (checkpoints / f"step_{step:08d}.tmp").is_dir() and not (checkpoints / f"step_{step:08d}").exists()
+    resumed = run_together(*([*common, "train.max_steps=10", "--resume"] for *_, common, _ in cases))
+    for (script, how, step, resumes_at, out, _, _), proc in zip(cases, resumed):
+        checkpoints = out / "checkpoints"
+        assert f"resumed from {checkpoints / f'step_{resumes_at:08d}'} (step {resumes_at})" in proc.stdout + proc.stderr
+        assert not list(checkpoints.glob("*.tmp"))  # a half-written folder is cleared when that step is saved again
+        assert_same_weights(straight_runs[script], final_weights(out), f"{script}: after {how} at step {step}")
 
 
 def test_nonfinite_loss_stops_naming_the_step_or_is_skipped_and_counted(tmp_path):
     common = ["train/base.py", "--config", "configs/base_tiny.yaml", "train.max_steps=6", "train.save_every=2"]
-    stop = run("tests/inject.py", "nan-loss", 4, *common, f"train.output_dir={tmp_path / 'stop'}", check=False)
+    stop, skip = run_together(["tests/inject.py", "nan-loss", 4, *common, f"train.output_dir={tmp_path / 'stop'}"],
+                              ["tests/inject.py", "nan-loss", 4, *common, "train.on_nonfinite_loss=skip",
+                               f"train.output_dir={tmp_path / 'skip'}"], check=False)
     assert stop.returncode == 2 and "step 4: loss is nan (not finite)" in stop.stderr
+    assert skip.returncode == 0, skip.stderr[-2000:]
     assert "Traceback" not in stop.stderr and len([x for x in stop.stderr.splitlines() if "error:" in x]) == 1
     good = final_weights(tmp_path / "stop", step=2)  # the last good checkpoint is intact and loadable
     assert all(torch.isfinite(v).all() for w in good.values() for v in w.values())
-    skip = run("tests/inject.py", "nan-loss", 4, *common, "train.on_nonfinite_loss=skip",
-               f"train.output_dir={tmp_path / 'skip'}")
     assert "step 4: non-finite loss, step skipped (1 skipped so far)" in skip.stdout + skip.stderr
     state = json.loads((tmp_path / "skip" / "checkpoints" / "step_00000006" / "trainer_state.json").read_text())
     assert state["skipped_steps"] == 1 and state["step"] == 6 and state["ema_updates"] == 5

@@ -17,7 +17,7 @@ from cascade.config import DataConfig
 from cascade.errors import DataError
 from cascade.packing import grid, pack, resize_shorter, sub_images
 
-from conftest import run
+from conftest import run, run_together
 
 
 def make_folder(root: Path, per_class=(7, 6), seed=0) -> dict[str, np.ndarray]:
@@ -298,13 +298,14 @@ def test_streamed_training_killed_and_resumed_equals_the_uninterrupted_run(shard
     second worker's partitions, as the uninterrupted one did, and ends with the same weights."""
     from test_cli import assert_same_weights, final_weights
 
-    run(*stream_training(shards, tmp_path / "straight", "data.num_workers=2", "train.max_steps=7"))
     common = stream_training(shards, tmp_path / "killed", "data.num_workers=2", "train.max_steps=7")
-    killed = run("tests/inject.py", "kill-after-save", 3, *common, check=False)
+    _, killed = run_together(stream_training(shards, tmp_path / "straight", "data.num_workers=2", "train.max_steps=7"),
+                             ["tests/inject.py", "kill-after-save", 3, *common], check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / "straight" / "checkpoints" / "step_00000007").is_dir()
     saved = json.loads((tmp_path / "killed" / "checkpoints" / "step_00000003" / "data_state_0.json").read_text())
     assert saved["batches"] == 3 and len(saved["positions"]) == 4
-    resumed = run(*common, "--resume")
+    resumed, = run_together([*common, "--resume"])  # one thread, as the runs above
     assert "(step 3)" in resumed.stdout + resumed.stderr
     assert_same_weights(final_weights(tmp_path / "straight", 7), final_weights(tmp_path / "killed", 7),
                         "after SIGKILL and --resume of a streamed run")
@@ -316,22 +317,38 @@ def test_streamed_training_resumes_with_another_process_count(shards, tmp_path):
 
     launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
-    run(*launch, *stream_training(shards, tmp_path, "train.max_steps=3", "train.batch_size=4"))
+    run_together([*launch, *stream_training(shards, tmp_path, "train.max_steps=3", "train.batch_size=4")])  # 1 thread each
     step3 = tmp_path / "checkpoints" / "step_00000003"
     states = [json.loads((step3 / f"data_state_{r}.json").read_text()) for r in (0, 1)]
     assert sorted(p for s in states for p in s["positions"]) == ["0", "1", "2", "3"]  # each rank its own partitions
-    proc = run(*stream_training(shards, tmp_path, "train.max_steps=5", "train.batch_size=4"), "--resume")
+    proc, = run_together([*stream_training(shards, tmp_path, "train.max_steps=5", "train.batch_size=4"), "--resume"])
     text = proc.stdout + proc.stderr
     assert "resumed with 1 readers where the checkpoint had 2" in text and "no example is repeated or skipped" in text
     assert "dropout draws anew" in text and (tmp_path / "checkpoints" / "step_00000005").is_dir()
 
 
 def test_a_map_style_position_maps_to_another_process_count():
-    """Every process count walks one permutation per epoch in global batches of processes x batch."""
+    """Checked against Accelerate's own sharding: the examples N processes have seen after k
+    micro-batches each are (up to the counted repeats) those M processes see before the new position."""
+    from accelerate.data_loader import BatchSamplerShard, SeedableRandomSampler
+
     from cascade.training import resized_position
 
-    # 100 examples, batch 4: 25 batches per epoch; 2 processes have 12 each, 3 have 8, 1 has 25
-    assert resized_position(5, 100, 4, before=2, now=1) == (10, 0)  # 40 examples seen: 10 batches of 4
-    assert resized_position(13, 100, 4, before=2, now=3) == (8, 8)  # epoch 1, 8 seen: repeat them (< 12)
-    assert resized_position(10, 100, 4, before=1, now=2) == (5, 0)
-    assert resized_position(7, 100, 4, before=1, now=2) == (3, 4)
+    examples, batch = 100, 4
+
+    def seen(processes, batches_each, epoch=0):
+        sampler = SeedableRandomSampler(range(examples), generator=torch.Generator(), data_seed=7)
+        base = torch.utils.data.BatchSampler(sampler, batch, drop_last=True)
+        out = []
+        for rank in range(processes):
+            sampler.set_epoch(epoch)  # as each process does (iterating advances the sampler's epoch)
+            for b in list(BatchSamplerShard(base, processes, rank))[:batches_each]:
+                out += b
+        return out
+
+    for before, after, k in ((2, 1, 5), (1, 2, 7), (2, 3, 11), (3, 2, 4)):
+        position, repeated = resized_position(k, examples, batch, before, after)
+        assert position < (examples // batch) // after
+        old, new = seen(before, k), seen(after, position)
+        assert set(new) <= set(old) and len(old) - len(new) == repeated < after * batch  # resume repeats these
+    assert resized_position(13, 100, 4, before=2, now=3) == (8, 8)  # epoch 1 (12 batches each), 8 seen
