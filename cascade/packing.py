@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 from .config import DataConfig
 from .data import decode, pack_info
 from .errors import DataError
-from .streams import PartitionStream, stream_spec
+from .shards import stream_spec
+from .streams import PartitionStream
 
 ROW_GROUP = 64  # records per parquet row group: what a streamed resume reads again at most, per shard
 

@@ -16,10 +16,18 @@ from conftest import ROOT, free_port, run, run_in_process, run_together
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    proc = run("train/base.py", "--config", "configs/base_tiny.yaml", f"train.output_dir={out}")
-    return out, proc
+def trained_both(tmp_path_factory):
+    """The tiny base stage (16 px) and an SR3 stage that chains after it (16 -> 32 px), trained together."""
+    base, sr = tmp_path_factory.mktemp("run"), tmp_path_factory.mktemp("sr")
+    procs = run_together(["train/base.py", "--config", "configs/base_tiny.yaml", f"train.output_dir={base}"],
+                         ["train/sr3.py", "--config", "configs/sr3_tiny.yaml", f"train.output_dir={sr}",
+                          "model.sample_size=32", "sr.residual=true"])
+    return (base, procs[0]), sr
+
+
+@pytest.fixture(scope="module")
+def trained(trained_both):
+    return trained_both[0]
 
 
 def test_train_writes_checkpoints_samples_and_pipeline(trained):
@@ -126,12 +134,8 @@ def test_undecodable_image_in_training_names_the_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_sr(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sr")
-    # 16 -> 32 px, so that it chains after base_tiny's 16 px model
-    run("train/sr3.py", "--config", "configs/sr3_tiny.yaml", f"train.output_dir={out}", "model.sample_size=32",
-        "sr.residual=true")
-    return out
+def trained_sr(trained_both):
+    return trained_both[1]
 
 
 def test_sr3_training_writes_triplets_checkpoints_and_an_upsampler(trained_sr):
@@ -222,15 +226,6 @@ def assert_same_weights(a, b, context):
 TINY = {"train/base.py": "configs/base_tiny.yaml", "train/sr3.py": "configs/sr3_tiny.yaml"}
 
 
-@pytest.fixture(scope="module")
-def straight_runs(tmp_path_factory):
-    """Uninterrupted 10-step runs of both scripts, checkpoints every 2 steps (the reference)."""
-    outs = {script: tmp_path_factory.mktemp("straight") for script in TINY}
-    run_together(*([script, "--config", config, "train.max_steps=10", "train.save_every=2", "train.sample_every=4",
-                    "train.keep_last=3", f"train.output_dir={outs[script]}"] for script, config in TINY.items()))
-    return {script: final_weights(out) for script, out in outs.items()}
-
-
 # (script, how the first run ends, at which step, the checkpoint the resume starts from); 8 batches per epoch
 RESUMES = [
     ("train/base.py", "stop", 8, 8),  # a run that ended at max_steps=8, exactly at an epoch boundary, resumed to 10
@@ -240,9 +235,12 @@ RESUMES = [
 ]
 
 
-def test_stopped_or_killed_runs_resume_to_the_uninterrupted_weights(straight_runs, tmp_path):
-    """Each case of RESUMES, resumed, ends with the uninterrupted run's weights bit for bit. The
-    cases are independent runs, started together (run_together) to share their start-up time."""
+def test_stopped_or_killed_runs_resume_to_the_uninterrupted_weights(tmp_path):
+    """Each case of RESUMES, resumed, ends with the weights of an uninterrupted 10-step run
+    (checkpoints every 2 steps) bit for bit. Independent runs are started together (run_together)."""
+    straight = {script: tmp_path / ("straight_" + script.split("/")[-1][:-3]) for script in TINY}
+    references = [[script, "--config", config, "train.max_steps=10", "train.save_every=2", "train.sample_every=4",
+                   "train.keep_last=3", f"train.output_dir={straight[script]}"] for script, config in TINY.items()]
     cases = []
     for i, (script, how, step, resumes_at) in enumerate(RESUMES):
         out = tmp_path / f"case{i}"
@@ -251,7 +249,9 @@ def test_stopped_or_killed_runs_resume_to_the_uninterrupted_weights(straight_run
         first = [*common, f"train.max_steps={step}"] if how == "stop" else \
             ["tests/inject.py", how, step, *common, "train.max_steps=10"]
         cases.append((script, how, step, resumes_at, out, common, first))
-    for (_, how, step, _, out, _, _), proc in zip(cases, run_together(*(c[-1] for c in cases), check=False)):
+    first_runs = run_together(*references, *(c[-1] for c in cases), check=False)
+    assert all(proc.returncode == 0 for proc in first_runs[:len(references)]), first_runs[0].stderr[-2000:]
+    for (_, how, step, _, out, _, _), proc in zip(cases, first_runs[len(references):]):
         assert proc.returncode == (0 if how == "stop" else -9), f"{how} at {step}: {proc.stderr[-2000:]}"
         if how == "kill-mid-save":
             checkpoints = out / "checkpoints"
@@ -261,7 +261,7 @@ def test_stopped_or_killed_runs_resume_to_the_uninterrupted_weights(straight_run
         checkpoints = out / "checkpoints"
         assert f"resumed from {checkpoints / f'step_{resumes_at:08d}'} (step {resumes_at})" in proc.stdout + proc.stderr
         assert not list(checkpoints.glob("*.tmp"))  # a half-written folder is cleared when that step is saved again
-        assert_same_weights(straight_runs[script], final_weights(out), f"{script}: after {how} at step {step}")
+        assert_same_weights(final_weights(straight[script]), final_weights(out), f"{script}: after {how} at step {step}")
 
 
 def test_nonfinite_loss_stops_naming_the_step_or_is_skipped_and_counted(tmp_path):

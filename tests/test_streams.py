@@ -16,6 +16,7 @@ from cascade import data, streams
 from cascade.config import DataConfig
 from cascade.errors import DataError
 from cascade.packing import grid, pack, resize_shorter, sub_images
+from cascade.shards import stream_spec
 
 from conftest import run, run_together
 
@@ -66,7 +67,7 @@ def names_of_epoch(batches, epoch=0):
 
 def record_names(cfg):
     """Every record of a stream, by the name a batch gives it (one pass over every shard)."""
-    spec = streams.stream_spec(cfg, 0, 1)
+    spec = stream_spec(cfg, 0, 1)
     spec.partitions, spec.shuffle = 1, False
     names = []
     for _, _, name, key in streams.PartitionStream(spec, 0, None, 1):
