@@ -223,7 +223,7 @@ def list_image_folder(cfg: DataConfig, split: str) -> tuple[ImageFiles, list[str
 
 def _load_imagefolder(cfg: DataConfig, split: str) -> ImageSource:
     """A folder's images by path (our listing rather than `datasets`' imagefolder builder, which took
-    151 s and 210 MB to index 100,000 files here, every run: eval/bench_data.py)."""
+    151 s and 210 MB to index 100,000 files here, every run, in eval/bench_data.py's memory table)."""
     files, classes = list_image_folder(cfg, split)
     return ImageSource(FileRecords(files), files.labels, classes, name=str(cfg.path))
 
