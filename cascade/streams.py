@@ -272,7 +272,7 @@ def make_loader(cfg: DataConfig, size: int, batch_size: int, seed: int = 0, rank
 
 
 def first_images(cfg: DataConfig, count: int) -> list:
-    """The first `count` decodable images of the stream's partition 0, for previews."""
+    """The first `count` images of the stream's partition 0 (repeated if it holds fewer), for previews."""
     spec = stream_spec(cfg, 0, 1)
     images = []
     for record, _, name, _ in PartitionStream(spec, 0, None, 1):
