@@ -2,6 +2,7 @@
 #   make demo   set up .venv if missing, train a small cascade (32 px base + 32->64 SR3) on the
 #               built-in photos, write its sample grid and a held-out upscaling comparison
 #   make test   set up .venv if missing, run the test suite
+#   make demo-labels   train a small label-map cascade (32 px -> 64 px) on the built-in layouts, score it
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ TORCH := torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup demo test clean
+.PHONY: setup demo demo-labels test clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,14 @@ demo: setup
 	$(PY) eval/sample.py --pipeline $(DEMO) --per-class 4 --zoom 3 --out $(DEMO)/samples.png
 	$(PY) eval/sr.py --pipeline runs/sr3_photos/pipeline --num 32 --aug-levels 0 0.02 0.05 0.1 \
 		--zoom 3 --out $(DEMO)/heldout.png
+
+LABELS := runs/labels_layouts
+
+demo-labels: setup
+	$(LAUNCH) train/label_map.py --config configs/labels_base.yaml
+	$(LAUNCH) train/label_map.py --config configs/labels_sr.yaml
+	$(PY) -m cascade assemble $(LABELS) runs/labels_base/pipeline runs/labels_sr/pipeline
+	$(PY) eval/label_map.py --pipeline $(LABELS) --out $(LABELS)/eval
 
 test: setup
 	$(PY) -m pytest -q --durations=10 tests

@@ -89,18 +89,31 @@ def train_classifier(model: ResNetClassifier, images: torch.Tensor, labels: torc
     generator = torch.Generator().manual_seed(seed)  # batch order and augmentation; seed the init before building
     x_all = model.prepare(images)
     y_all = labels.to(model.device)
-    batch_size = min(batch_size, len(images))
-    steps_per_epoch = max(1, len(images) // batch_size)
+
+    def loss_of(idx):
+        return F.cross_entropy(model(flip_and_translate(x_all[idx], generator)), y_all[idx])
+
+    return fit_batches(model, len(images), batch_size, epochs, loss_of, lr, weight_decay, generator, desc)
+
+
+def fit_batches(model: nn.Module, count: int, batch_size: int, epochs: int, loss_of, lr: float, weight_decay: float,
+                generator: torch.Generator, desc: str) -> nn.Module:
+    """The loop of the metrics' small networks: `epochs` passes over `count` examples in a fresh
+    order from `generator` each, batches of `batch_size` (a last partial batch dropped), AdamW with
+    cosine decay, a progress bar. `loss_of(indices)` is the loss of those examples. Returns the model
+    in eval mode."""
+    batch_size = min(batch_size, count)
+    steps_per_epoch = max(1, count // batch_size)
     total = epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    device = next(model.parameters()).device
     model.train()
     with tqdm(total=total, desc=desc, unit="step") as bar:
         for _ in range(epochs):
-            order = torch.randperm(len(images), generator=generator)
+            order = torch.randperm(count, generator=generator)
             for k in range(steps_per_epoch):
-                idx = order[k * batch_size:(k + 1) * batch_size].to(model.device)
-                loss = F.cross_entropy(model(flip_and_translate(x_all[idx], generator)), y_all[idx])
+                loss = loss_of(order[k * batch_size:(k + 1) * batch_size].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

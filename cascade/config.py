@@ -38,11 +38,16 @@ class ModelConfig:
     use_aug_level: bool = False  # embed a conditioning-augmentation level (SR3 stages)
     norm_groups: int = 32  # GroupNorm groups (clamped to divide the channel count)
     layout: Literal["standard", "efficient"] = "standard"  # SR3/ADM, or Imagen's Efficient U-Net (see cascade.unet)
+    num_labels: int = 0  # label-map stages: semantic classes of the label map (IDs 0..num_labels-1, plus a learned null map)
+    label_embed_dim: int = 16  # label-map stages: channels of the learned per-pixel label embedding
+    use_instances: bool = False  # label-map stages: one more input channel, pix2pixHD's instance-boundary map
 
     def validate(self) -> None:
         _positive(self, "sample_size", "in_channels", "out_channels", "base_channels", "num_res_blocks", "head_channels")
         _check(self.cond_channels >= 0, "cond_channels", self.cond_channels, "must be >= 0")
         _check(self.num_classes >= 0, "num_classes", self.num_classes, "must be >= 0")
+        _check(self.num_labels >= 0, "num_labels", self.num_labels, "must be >= 0")
+        _check(self.label_embed_dim > 0, "label_embed_dim", self.label_embed_dim, "must be > 0")
         _check(len(self.channel_mult) > 0 and all(m > 0 for m in self.channel_mult), "channel_mult",
                self.channel_mult, "must be a non-empty list of positive integers")
         _check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
@@ -74,8 +79,8 @@ class DiffusionConfig:
 class DataConfig:
     """Where training images come from (`cascade.data`)."""
 
-    source: Literal["photos", "imagefolder", "shards", "hub"] = "photos"  # built-in offline photos, a local folder, parquet/tar shards, or a hub dataset
-    path: Optional[str] = None  # imagefolder: root whose subfolders are the classes; shards: their folder or a glob; hub: dataset name (e.g. cifar10)
+    source: Literal["photos", "imagefolder", "shards", "hub", "layouts", "paired"] = "photos"  # built-in offline photos, a local folder, parquet/tar shards, a hub dataset; label-map stages: built-in layouts or a paired folder (cascade.label_data)
+    path: Optional[str] = None  # imagefolder: root whose subfolders are the classes; shards: their folder or a glob; hub: dataset name (e.g. cifar10); paired: the folder holding images/, labels/ (and instances/)
     split: str = "train"  # dataset split
     image_column: Optional[str] = None  # hub: column holding images (auto-detected when None)
     label_column: Optional[str] = None  # hub: column holding class labels (auto-detected when None)
@@ -91,11 +96,12 @@ class DataConfig:
     def validate(self) -> None:
         _check(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "crop_scale",
                self.crop_scale, "must be [min, max] with 0 < min <= max <= 1")
-        _check(self.source == "photos" or self.path, "path", self.path, f"is required when source is {self.source!r}")
+        _check(self.source in ("photos", "layouts") or self.path, "path", self.path,
+               f"is required when source is {self.source!r}")
         _check(self.epoch_size is None or self.epoch_size > 0, "epoch_size", self.epoch_size, "must be > 0 or null")
         _check(self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")
-        _check(not self.streaming or self.source != "photos", "streaming", self.streaming,
-               "needs data.source imagefolder, shards or hub (the built-in photos are held in memory)")
+        _check(not self.streaming or self.source in ("imagefolder", "shards", "hub"), "streaming", self.streaming,
+               "needs data.source imagefolder, shards or hub (the built-in photos and label-map data are indexed)")
         _check(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, "must be >= 1")
         _check(self.partitions is None or self.partitions >= 1, "partitions", self.partitions, "must be >= 1 or null")
 
@@ -225,6 +231,48 @@ class SR3StageConfig:
                f"must divide model.sample_size={self.model.sample_size}")
         _check(self.model.use_aug_level or self.sr.noise_aug_max == 0, "model.use_aug_level", self.model.use_aug_level,
                "must be true when sr.noise_aug_max > 0 (the model is told the augmentation level)")
+
+
+@dataclass
+class LabelConfig:
+    """What the label maps of a label-map stage mean (`cascade.label_maps`); `model.num_labels` counts them."""
+
+    names: list[str] = field(default_factory=list)  # one name per label ID (default: from the data, or the IDs)
+    ignore_id: Optional[int] = None  # an ID meaning "unlabelled" (Cityscapes/ADE20K: 255 or 0): read as the null label
+
+    def validate(self) -> None:
+        _check(self.ignore_id is None or self.ignore_id >= 0, "ignore_id", self.ignore_id, "must be >= 0 or null")
+
+
+@dataclass
+class LabelStageConfig:
+    """Everything `train/label_map.py` needs: a label-map stage, a base stage (no `sr` section) or an
+    upsampler (with one), conditioned on the label map at its own size."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(num_labels=6))
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(source="layouts"))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/labels"))
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    sr: Optional[SRConfig] = None  # an upsampler: the low-res image as in SR3, plus the label map
+
+    def validate(self) -> None:
+        BaseStageConfig.validate(self)
+        _check(self.model.num_labels > 0, "model.num_labels", self.model.num_labels,
+               "must be > 0 for a label-map stage (the number of semantic classes)")
+        _check(self.data.source in ("layouts", "paired"), "data.source", self.data.source,
+               "must be 'layouts' (built in) or 'paired' (images/ + labels/ folders) for a label-map stage")
+        _check(not self.labels.names or len(self.labels.names) == self.model.num_labels, "labels.names",
+               self.labels.names, f"must list model.num_labels={self.model.num_labels} names")
+        want = self.model.in_channels if self.sr else 0
+        _check(self.model.cond_channels == want, "model.cond_channels", self.model.cond_channels,
+               f"must be {want} ({'the upsampled low-res image' if self.sr else 'a base stage has no low-res input'})")
+        if self.sr:
+            _check(self.model.sample_size % self.sr.scale == 0, "sr.scale", self.sr.scale,
+                   f"must divide model.sample_size={self.model.sample_size}")
+            _check(self.model.use_aug_level or self.sr.noise_aug_max == 0, "model.use_aug_level",
+                   self.model.use_aug_level, "must be true when sr.noise_aug_max > 0")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -379,10 +379,14 @@ class CropDataset(torch.utils.data.Dataset):
                 # Our own line, above the progress bar (`warnings.warn` would put a torch-internal path before it).
                 tqdm.write(f"warning: skipping {e} [{len(self.skipped)} skipped so far]", file=sys.stderr)
                 continue
-            crop_seed, draw_seed = self.seeds(index)
-            return make_example(image, int(self.source.labels[i]), self.size, self.cfg, crop_seed, draw_seed,
-                                self.source.reference(i))
+            return self.example(i, image, *self.seeds(index))
         raise DataError(f"{self.source.name}: no decodable image left ({len(self.skipped)} skipped)")
+
+
+    def example(self, i: int, image: Image.Image, crop_seed: int, draw_seed: int) -> dict:
+        """The training example of source image `i` (decoded as `image`) for these seeds."""
+        return make_example(image, int(self.source.labels[i]), self.size, self.cfg, crop_seed, draw_seed,
+                            self.source.reference(i))
 
 
 def make_example(image: Image.Image, label: int, size: int, cfg: DataConfig, crop_seed: int, draw_seed: int,

@@ -1,7 +1,8 @@
 """Inference: a cascade is an ordered list of stages (cascade.stage), run one after the other.
 
-Stage 0 generates from class labels or noise (a base stage); every later stage takes the previous
-one's output (an SR3 upsampler: CDM's non-truncated conditioning augmentation at the stage's level,
+Stage 0 generates from class labels or noise (a base stage), or from a label map (label-map
+stages, cascade.kinds.LabelMap, which then condition every stage on the map); every later stage
+takes the previous one's output (an SR3 upsampler: CDM's non-truncated conditioning augmentation at the stage's level,
 then bicubic upsampling and concatenation). `upscale` starts at an upsampler with a user's image.
 
 Folder layout written by `Pipeline.save_pretrained` and read by `Pipeline.from_pretrained`:
@@ -15,6 +16,7 @@ Usage:
     images = pipe(class_labels=[0, 1, 2], seed=0)                 # final PIL images; image i has seed 0 + i
     images = pipe(class_labels=[0, 1], seed=0, settings={1: dict(steps=50)})  # stage 1 with 50 steps, this call only
     big = pipe.upscale(Image.open("photo.png"))                   # SR only
+    photos = Pipeline.from_pretrained("runs/labels_layouts")(label_maps="map.png", num_images=3)  # label maps
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from . import rng
 from .errors import CheckpointError
@@ -45,7 +48,8 @@ class Pipeline:
             if not stage.kind.takes_input:
                 raise ValueError(f"stage {i} is a {stage.kind.name} stage; only stage 0 may take no input")
             before = self.stages[i - 1]
-            if before.resolution != stage.input_resolution:
+            # Label-map stages sample at the map's size, whatever their training crops were.
+            if before.resolution != stage.input_resolution and not stage.kind.uses_label_maps:
                 raise ValueError(f"stage {i} upsamples {stage.input_resolution} px -> {stage.resolution} px, "
                                  f"but stage {i - 1} outputs {before.resolution} px")
         # Offload: keep every stage on the CPU and move each to this device only while it runs.
@@ -93,16 +97,17 @@ class Pipeline:
         return per_stage
 
     def _cascade(self, first: int, images, class_labels, num_images, generators, per_stage, progress,
-                 tiling=None) -> list[torch.Tensor]:
+                 tiling=None, extra: list[dict] | None = None) -> list[torch.Tensor]:
         outputs = []
         for i, stage in enumerate(self.stages[first:], start=first):
+            more = extra[i] if extra is not None else {}
             if self.offload_device is not None:
                 stage.unet.to(self.offload_device)
             try:
                 images = stage.sample(None if images is None else images.clamp(-1, 1),
                                       class_labels=class_labels if stage.unet.config.num_classes else None,
                                       num_images=num_images, generator=generators, settings=per_stage[i],
-                                      tiling=tiling if stage.kind.spatial else None, progress=progress)
+                                      tiling=tiling if stage.kind.spatial else None, progress=progress, **more)
             finally:
                 if self.offload_device is not None:
                     stage.unet.to("cpu")
@@ -112,9 +117,20 @@ class Pipeline:
     def __call__(self, class_labels=None, num_images: int | None = None, seed=None,
                  generator: rng.Generators = None, steps: int | None = None, guidance_scale: float | None = None,
                  settings: dict | None = None, output_type: str = "pil", return_intermediates: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, label_maps=None, instances=None, edit_from=None, mask=None,
+                 margin: int = 16, tile_size: int | None = None, overlap: int | None = None, tile_batch: int = 8):
         """Generate: the base stage from `class_labels` (indices or names; or `num_images` for an
         unconditional model), then every upsampler.
+
+        Label-map cascades (cascade.kinds.LabelMap): `label_maps` (one map or a list: HxW arrays of
+        IDs, single-channel PIL images, paths, or [N x 1 x H x W] tensors) at the output size, which
+        any size may be (maps are padded to what the stages take, outputs cropped back); each stage
+        sees the map resized nearest to its own size. One map with `num_images` draws that many
+        samples of it. `instances`: instance-ID maps of the same size (boundaries, pix2pixHD).
+        `edit_from` (the image a previous call made) and `mask` (nonzero = the region to redo, e.g.
+        where the label changed): only the mask grown by `margin` px is generated again, every stage
+        keeping the rest; the output equals `edit_from` outside it exactly. `tile_size` / `overlap` /
+        `tile_batch`: denoise in tiles of that many output pixels (see `upscale`).
 
         `seed`: an int (image i gets seed + i) or one per image: an image is the same whatever batch
         it is drawn in (`generator`, one for the whole batch, is the other way). `steps` /
@@ -128,12 +144,73 @@ class Pipeline:
         if class_labels is not None and not self.base.unet.config.num_classes:
             raise ValueError("class_labels given, but the base stage is unconditional (num_classes=0); "
                              "pass num_images instead")
+        tiling = Tiling(tile_size, overlap, tile_batch) if tile_size is not None else None
+        if label_maps is None and (instances is not None or edit_from is not None or mask is not None):
+            raise ValueError("instances, edit_from and mask go with label_maps")
+        extra, crop = None, None
+        if label_maps is not None:
+            extra, crop, num_images = self._label_inputs(label_maps, instances, edit_from, mask, margin, num_images)
         n = len(class_labels) if class_labels is not None else (num_images or 1)
         generators = rng.per_image(seed, n) if seed is not None else generator
         per_stage = self.stage_settings(settings, steps=steps, guidance_scale=guidance_scale)
-        outputs = self._cascade(0, None, class_labels, num_images, generators, per_stage, progress)
+        outputs = self._cascade(0, None, class_labels, num_images, generators, per_stage, progress, tiling, extra)
+        if crop is not None:  # padded label maps: back to the size asked for
+            outputs = [o[..., :math.ceil(crop[0] * o.shape[-2] / outputs[-1].shape[-2]),
+                         :math.ceil(crop[1] * o.shape[-1] / outputs[-1].shape[-1])] for o in outputs]
         converted = [convert(o, output_type) for o in outputs]
         return converted if return_intermediates else converted[-1]
+
+    def _label_inputs(self, label_maps, instances, edit_from, mask, margin: int, num_images: int | None):
+        """Per-stage sampling inputs of label maps (and an edit) at the final size: ([{label_map,
+        instances, keep} per stage], the unpadded (H, W), the number of images)."""
+        from .label_maps import as_maps, dilate, resize, shrink_mask
+        from .resize import downsample
+
+        if not self.base.kind.uses_label_maps:
+            raise ValueError(f"label_maps given, but the base stage is a {self.base.kind.name} stage")
+        maps = as_maps(label_maps)
+        if num_images and maps.shape[0] == 1:
+            maps = maps.expand(num_images, -1, -1, -1)
+        n, (h, w) = maps.shape[0], maps.shape[-2:]
+        if num_images and n != num_images:
+            raise ValueError(f"num_images={num_images} for {n} label maps")
+        inst = None if instances is None else as_maps(instances, "instance map")
+        if inst is not None and inst.shape[0] not in (1, n):
+            raise ValueError(f"{inst.shape[0]} instance maps for {n} label maps")
+        inst = None if inst is None else inst.expand(n, -1, -1, -1)
+        if inst is not None and inst.shape[-2:] != maps.shape[-2:]:
+            raise ValueError(f"instance map {tuple(inst.shape[-2:])} and label map {(h, w)} differ in size")
+        scales = [math.prod(s.kind.scale for s in self.stages[i + 1:]) for i in range(len(self.stages))]
+        multiple = scales[0] * math.lcm(self.base.size_multiple, input_multiple(self.stages[1:]))
+        pad = lambda x: F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="replicate")  # noqa: E731
+        maps = pad(maps.float()).long()
+        inst = None if inst is None else pad(inst.float()).long()
+        full = maps.shape[-2:]
+        sizes = [(full[0] // k, full[1] // k) for k in scales]
+        keeps = [None] * len(self.stages)
+        if edit_from is not None or mask is not None:
+            if edit_from is None or mask is None:
+                raise ValueError("an edit needs both edit_from (the previous output) and mask (the region to redo)")
+            known = torch.cat(as_batches(edit_from))
+            region = as_maps(mask, "mask") != 0
+            for what, x in (("edit_from", known), ("mask", region)):
+                if x.shape[0] not in (1, n):
+                    raise ValueError(f"{x.shape[0]} {what} images for {n} label maps")
+            for what, x in (("edit_from", known), ("mask", region)):
+                if tuple(x.shape[-2:]) != (h, w):
+                    raise ValueError(f"{what} is {x.shape[-1]}x{x.shape[-2]}, the label map {w}x{h}")
+            known = pad(known).expand(n, -1, -1, -1)
+            region = F.pad(dilate(region, margin), (0, full[1] - w, 0, full[0] - h)).expand(n, -1, -1, -1)
+            keeps = [(downsample(known, k) if k > 1 else known, shrink_mask(region, size))
+                     for k, size in zip(scales, sizes)]
+        extra = []
+        for stage, size, keep in zip(self.stages, sizes, keeps):
+            if not stage.kind.uses_label_maps:
+                extra.append({"keep": keep} if keep is not None else {})
+                continue
+            item = {"label_map": resize(maps, size), "instances": None if inst is None else resize(inst, size)}
+            extra.append({**item, "keep": keep} if keep is not None else item)
+        return extra, (h, w), n
 
     def upscale(self, images, class_labels=None, seed=None, generator: rng.Generators = None,
                 steps: int | None = None, guidance_scale: float | None = None, aug_level: float | None = None,

@@ -64,22 +64,32 @@ def _schedule_kwargs(cls: type, train_config) -> dict:
     return {k: train_config[k] for k in SCHEDULE_KEYS if k in accepted and k in train_config}
 
 
-def guided(denoiser: Callable, scale: float, null_class: int | None) -> Callable:
+def guided(denoiser: Callable, scale: float, null_class: int | None, null_label: int | None = None) -> Callable:
     """Classifier-free guidance (Ho & Salimans 2022): pred_u + scale * (pred_c - pred_u).
 
-    scale = 1 returns the conditional denoiser unchanged; scale = 0 is the unconditional one. The
-    conditional and unconditional passes run as one batch of 2N.
+    The unconditional branch replaces the class labels by `null_class` and, for label-map stages,
+    the label map by the null map (`null_label` everywhere, no instance boundaries). scale = 1
+    returns the conditional denoiser unchanged; scale = 0 is the unconditional one. The conditional
+    and unconditional passes run as one batch of 2N.
     """
-    if scale == 1.0 or null_class is None:
+    if scale == 1.0 or (null_class is None and null_label is None):
         return denoiser
 
-    def guided_denoiser(x, t, class_labels=None, **cond):
-        if class_labels is None:
+    def guided_denoiser(x, t, **cond):
+        null = dict(cond)
+        if null_class is not None and cond.get("class_labels") is not None:
+            null["class_labels"] = torch.full_like(cond["class_labels"], null_class)
+        if null_label is not None and cond.get("label_map") is not None:
+            null["label_map"] = torch.full_like(cond["label_map"], null_label)
+            if cond.get("boundary") is not None:
+                null["boundary"] = torch.zeros_like(cond["boundary"])
+        changed = [k for k in cond if null[k] is not cond[k]]
+        if not changed:
             return denoiser(x, t, **cond)
-        null = torch.full_like(class_labels, null_class)
-        doubled = {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.ndim > 0 else v for k, v in cond.items()}
+        doubled = {k: torch.cat([v, null[k]]) if isinstance(v, torch.Tensor) and v.ndim > 0 else v
+                   for k, v in cond.items()}
         t2 = torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.ndim > 0 else t
-        pred_c, pred_u = denoiser(torch.cat([x, x]), t2, class_labels=torch.cat([class_labels, null]), **doubled).chunk(2)
+        pred_c, pred_u = denoiser(torch.cat([x, x]), t2, **doubled).chunk(2)
         return pred_u + scale * (pred_c - pred_u)
 
     return guided_denoiser

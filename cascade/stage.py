@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from . import rng
 from .config import SampleConfig
 from .errors import CheckpointError
-from .kinds import SR3, Base, StageKind
+from .kinds import SR3, Base, Conditioning, StageKind
 from .sampling import constrained, guided, make_sampler, sample
 from .tiling import TiledDenoiser, effective_receptive_field
 from .unet import UNet
@@ -149,7 +149,9 @@ class Stage:
     @torch.no_grad()
     def sample(self, source: torch.Tensor | None = None, class_labels=None, num_images: int | None = None,
                seed=None, generator: rng.Generators = None, settings: dict | None = None,
-               tiling: Tiling | None = None, progress: bool = True) -> torch.Tensor:
+               tiling: Tiling | None = None, label_map: torch.Tensor | None = None,
+               instances: torch.Tensor | None = None, keep: tuple[torch.Tensor, torch.Tensor] | None = None,
+               progress: bool = True) -> torch.Tensor:
         """Images [N x 3 x H x W] in [-1, 1].
 
         - `source` [N x 3 x h x w] in [-1, 1]: the input of kinds that take one (SR3: the low-res
@@ -160,22 +162,42 @@ class Stage:
         - `settings`: overrides of `self.defaults` for this call (sampler, steps, guidance_scale,
           aug_level, consistent).
         - `tiling` (kinds with spatial conditioning): denoise jointly in overlapping tiles.
+        - `label_map` / `instances` [N x 1 x H x W] long (label-map kinds): the semantic map and the
+          instance IDs, resized nearest to the output size (a base stage's output takes the map's size).
+        - `keep` (image [N x 3 x H x W] in [-1, 1] at the output size, mask [N x 1 x H x W] bool): an
+          edit: only the masked pixels are generated; every step's x0 estimate takes the image outside
+          the mask, and the output is the image there exactly.
         """
         s = self.settings(settings)
         if tiling is not None and not self.kind.spatial:
             raise ValueError(f"tiling applies to stages with an input image, not to a {self.kind.name} stage")
         device = torch.device("cpu") if tiling is not None else self.device  # where the full-size images live
         n = source.shape[0] if source is not None else None
-        labels = self.label_tensor(class_labels, num_images or n)
-        n = n or (len(labels) if labels is not None else (num_images or 1))
+        maps_n = label_map.shape[0] if label_map is not None else None
+        labels = self.label_tensor(class_labels, num_images or n or maps_n)
+        n = n or num_images or (len(labels) if class_labels is not None else None) or maps_n or 1
         if labels is not None and len(labels) != n:
             raise ValueError(f"{len(labels)} class labels for {n} images")
         generators = rng.per_image(seed, n) if seed is not None else generator
         inputs = self.kind.sampling_inputs(self, source, s, generators, device)
+        for what, maps in (("label maps", label_map), ("instance maps", instances)):
+            if maps is not None and maps.shape[0] not in (1, n):
+                raise ValueError(f"{maps.shape[0]} {what} for {n} images")
+        if self.kind.uses_label_maps:
+            inputs = self.kind.with_label_maps(self, inputs, label_map, instances, device)
+            inputs.cond["label_map"] = inputs.cond["label_map"].expand(n, -1, -1, -1)
+            if "boundary" in inputs.cond:
+                inputs.cond["boundary"] = inputs.cond["boundary"].expand(n, -1, -1, -1)
+        elif label_map is not None or instances is not None:
+            raise ValueError(f"a {self.kind.name} stage takes no label map")
+        if keep is not None:
+            inputs = _keeping(inputs, keep[0].to(device), keep[1].to(device).bool(), n)
         cond = dict(inputs.cond)
         if labels is not None:
             cond["class_labels"] = labels.to(device)
-        denoiser = guided(self.unet, s.guidance_scale, self.unet.null_class if self.unet.config.num_classes else None)
+        config = self.unet.config
+        denoiser = guided(self.unet, s.guidance_scale, self.unet.null_class if config.num_classes else None,
+                          self.unet.null_label if config.num_labels else None)
         scheduler = make_sampler(s.sampler, self.noise_scheduler.config)
         bar = None
         if tiling is not None:
@@ -192,7 +214,10 @@ class Stage:
                 bar.close()
         if inputs.project is not None:  # the last step's output is the last x0 estimate up to round-off: make it exact
             images = inputs.project(images)
-        return inputs.finish(images)
+        images = inputs.finish(images)
+        if keep is not None:  # the kept pixels are the given image's, bit for bit
+            images = torch.where(keep[1].to(images.device).bool(), images, keep[0].to(images.device, images.dtype))
+        return images
 
     def _tiled(self, denoiser, size, tiling: Tiling, scheduler, steps: int, n: int, progress: bool):
         """The tiled denoiser over full-size host tensors, and its progress bar (tiles x steps)."""
@@ -232,6 +257,22 @@ class Stage:
             return cls(unet.eval(), scheduler, kind, defaults, class_names)
         except ValueError as e:
             raise CheckpointError(f"{folder}: {e}") from None
+
+
+def _keeping(inputs: Conditioning, image: torch.Tensor, mask: torch.Tensor, n: int) -> Conditioning:
+    """`inputs` whose x0 estimates take `image` outside `mask` (an edit, RePaint/DDNM-style: the
+    sampler regenerates the masked pixels in agreement with the kept ones at every step)."""
+    if image.shape[0] != n or mask.shape[0] != n or tuple(image.shape[-2:]) != tuple(inputs.size) or tuple(mask.shape[-2:]) != tuple(inputs.size):
+        raise ValueError(f"the image to keep {tuple(image.shape)} and its mask {tuple(mask.shape)} must be "
+                         f"[{n} x 3 x {inputs.size[0]} x {inputs.size[1]}]")
+    known = inputs.start(image)  # in the space the model generates in
+    before = inputs.project
+
+    def project(x0):
+        x0 = before(x0) if before is not None else x0
+        return torch.where(mask.to(x0.device), x0, known.to(x0.device, x0.dtype))
+
+    return replace(inputs, project=project)
 
 
 def _read_stage_file(path: Path) -> tuple[StageKind, SampleConfig, list[str]]:

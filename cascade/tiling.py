@@ -142,9 +142,10 @@ def effective_receptive_field(unet, size: int, timesteps: list[int], cond: Calla
         for t in timesteps:
             x = torch.randn(1, cfg.in_channels, size, size, generator=g).to(device, dtype).requires_grad_()
             kwargs = dict(cond(g)) if cond is not None else {}
-            for key in spatial:
+            images = [key for key in spatial if key in kwargs and kwargs[key].is_floating_point()]  # not label IDs
+            for key in images:
                 kwargs[key] = kwargs[key].to(device, dtype).requires_grad_()
-            inputs = [x, *(kwargs[key] for key in spatial)]
+            inputs = [x, *(kwargs[key] for key in images)]
             out = unet(x, torch.tensor([t], device=device), **kwargs)
             grads = torch.autograd.grad(out[0, :, size // 2, size // 2].sum(), inputs)
             total += sum(gr.abs().sum(dim=(0, 1)).double().cpu() for gr in grads)

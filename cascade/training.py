@@ -9,6 +9,7 @@ preview grids, crash-safe checkpoints and resume.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from diffusers.optimization import get_scheduler
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import data, diffusion, streams
+from . import data, diffusion, label_data, streams
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config, save_config
 from .ema import EMA
@@ -282,8 +283,9 @@ def export_stage(accelerator: Accelerator, stage, output_dir: str | Path) -> Non
 
 
 def train_stage(cfg, kind: StageKind, resume: bool = False) -> None:
-    """Train one stage of kind `kind` from a stage config (`BaseStageConfig`, `SR3StageConfig`, or
-    any dataclass with model, diffusion, data, train and sample sections) and export it.
+    """Train one stage of kind `kind` from a stage config (`BaseStageConfig`, `SR3StageConfig`,
+    `LabelStageConfig`, or any dataclass with model, diffusion, data, train and sample sections) and
+    export it. Label-map kinds read pairs (cascade.label_data), the others images (cascade.data).
 
     The kind says what the model is conditioned on and what it generates (cascade.kinds); this is
     everything else, the same for every kind.
@@ -292,7 +294,16 @@ def train_stage(cfg, kind: StageKind, resume: bool = False) -> None:
 
     # --- data: random crops at the model's resolution, labels from the source (indexed, or streamed)
     size, batch = cfg.model.sample_size, cfg.train.batch_size
-    if cfg.data.streaming:
+    if kind.uses_label_maps:  # pairs of an image and its label map (cascade.label_data)
+        source = label_data.load_pairs(cfg.data, cfg.model.num_labels, kind.ignore_id, kind.label_names)
+        loader = label_data.make_loader(source, size, cfg.data, batch, cfg.train.seed)
+        name, class_names, what = source.name, None, f"{len(source)} label-map pairs from {source.name}"
+        if cfg.model.use_instances and not source.has_instances:
+            raise ConfigError(f"model.use_instances=true, but {source.name} has no instance maps (instances/); "
+                              "add them or set model.use_instances=false")
+        if not kind.label_names:
+            kind = dataclasses.replace(kind, label_names=tuple(source.label_names))
+    elif cfg.data.streaming:
         loader = streams.make_loader(cfg.data, size, batch, cfg.train.seed, accelerator.process_index,
                                      accelerator.num_processes, num_classes=cfg.model.num_classes)
         name, class_names, what = loader.dataset.spec.name, loader.dataset.spec.class_names, loader.dataset.spec.describe()
@@ -302,7 +313,8 @@ def train_stage(cfg, kind: StageKind, resume: bool = False) -> None:
         name, class_names, what = source.name, source.class_names, f"{len(source)} images from {source.name}"
     data.check_num_classes(name, class_names, cfg.model.num_classes)
     inputs = f"; {size // kind.scale} px -> " if kind.takes_input else "; "
-    classes = f"{len(class_names)} classes" if class_names is not None else "labels as stored"
+    classes = (f"{cfg.model.num_labels} label IDs" if kind.uses_label_maps else
+               f"{len(class_names)} classes" if class_names is not None else "labels as stored")
     accelerator.print(f"data: {what}, {classes}{inputs}{size} px {kind.name} stage")
 
     # --- model and forward process
@@ -323,7 +335,10 @@ def train_stage(cfg, kind: StageKind, resume: bool = False) -> None:
         return kind.loss(model, model_config, noise_scheduler, batch, cfg.train.label_dropout)
 
     # --- previews from the EMA weights: the kind draws them (held-out crops for kinds with an input)
-    crops = data.fixed_crops(cfg.data, cfg.model.sample_size, cfg.sample.preview_per_class) if kind.takes_input else None
+    if kind.uses_label_maps:  # held-out pairs: (label map | sample | truth)
+        crops = label_data.held_out(cfg.data, cfg.model.num_labels, kind.ignore_id, size, cfg.sample.preview_per_class)
+    else:
+        crops = data.fixed_crops(cfg.data, size, cfg.sample.preview_per_class) if kind.takes_input else None
 
     def preview_fn(ema_model, step):
         stage = Stage(ema_model, noise_scheduler, kind, cfg.sample, class_names)

@@ -16,7 +16,8 @@ Two layouts (`layout`):
 
 The denoiser contract, the same for the base model and every SR3 upsampler:
 
-    unet(x, t, class_labels=None, aug_level=None, cond_image=None) -> prediction [N x C x H x W]
+    unet(x, t, class_labels=None, aug_level=None, cond_image=None, label_map=None, boundary=None)
+        -> prediction [N x C x H x W]
 
 - `x` [N x in_channels x H x W]: the noisy image x_t.
 - `t` [N] or scalar: the diffusion timestep in [0, T).
@@ -26,6 +27,12 @@ The denoiser contract, the same for the base model and every SR3 upsampler:
   (CDM section 3). Its embedding's last layer is zero-initialised, so it starts as a no-op.
 - `cond_image` [N x cond_channels x H x W]: extra channels concatenated to x (SR3: the low-res
   image already upsampled to H x W).
+- `label_map` [N x 1 x H x W] long (UNets with `num_labels`): a semantic label per pixel in
+  [0, num_labels), or `num_labels` (= `null_label`) for "no label"; None means all null. Each pixel's
+  label is looked up in a learned embedding of `label_embed_dim` channels, concatenated to x (a
+  one-hot map through the first convolution, factored; cascade.label_maps).
+- `boundary` [N x 1 x H x W] float in {0, 1} (UNets with `use_instances`): pix2pixHD's instance
+  boundary map, one more input channel; None means no boundaries.
 
 Each conditioning signal has its own embedding; they are summed into one vector per example.
 """
@@ -150,6 +157,9 @@ class UNet(Model):
         use_aug_level: bool = False,
         norm_groups: int = 32,
         layout: str = "standard",
+        num_labels: int = 0,
+        label_embed_dim: int = 16,
+        use_instances: bool = False,
     ):
         super().__init__()
         if layout not in LAYOUTS:
@@ -163,7 +173,10 @@ class UNet(Model):
         self.aug_embed = (nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), _zero(nn.Linear(emb_dim, emb_dim)))
                           if use_aug_level else None)
 
-        self.conv_in = nn.Conv2d(in_channels + cond_channels, ch, 3, padding=1)
+        # One extra row: the learned "null" label map (classifier-free guidance on label maps).
+        self.label_embed = nn.Embedding(num_labels + 1, label_embed_dim) if num_labels else None
+        extra = (label_embed_dim if num_labels else 0) + int(use_instances)
+        self.conv_in = nn.Conv2d(in_channels + cond_channels + extra, ch, 3, padding=1)
         widths = [ch * m for m in channel_mult]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skips, cin, res = [ch], ch, sample_size
@@ -211,6 +224,35 @@ class UNet(Model):
         """The label index meaning "no class" (classifier-free guidance's unconditional branch)."""
         return self.config.num_classes
 
+    @property
+    def null_label(self) -> int:
+        """The label-map ID meaning "no label" (the unconditional branch of guidance on label maps)."""
+        return self.config.num_labels
+
+    def spatial_inputs(self, x: torch.Tensor, cond_image, label_map, boundary) -> torch.Tensor:
+        """x with the conditioning images concatenated: cond_image, the label embedding, the boundary map."""
+        config, parts = self.config, [x]
+        if config.cond_channels:
+            if cond_image is None:
+                raise ValueError(f"this UNet needs cond_image with {config.cond_channels} channels")
+            parts.append(cond_image.to(x.dtype))
+        elif cond_image is not None:
+            raise ValueError("cond_image given to a UNet built with cond_channels=0")
+        if self.label_embed is not None:
+            n, _, h, w = x.shape
+            if label_map is None:
+                label_map = torch.full((n, 1, h, w), self.null_label, dtype=torch.long, device=x.device)
+            if label_map.shape != (n, 1, h, w):
+                raise ValueError(f"label_map must be [{n} x 1 x {h} x {w}], got {tuple(label_map.shape)}")
+            parts.append(rearrange(self.label_embed(label_map[:, 0].long()), "n h w c -> n c h w").to(x.dtype))
+        elif label_map is not None:
+            raise ValueError("label_map given to a UNet built with num_labels=0")
+        if config.use_instances:
+            parts.append(torch.zeros_like(x[:, :1]) if boundary is None else boundary.to(x.dtype))
+        elif boundary is not None:
+            raise ValueError("boundary given to a UNet built with use_instances=False")
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
+
     def embed(self, t, class_labels, aug_level, n: int, device) -> torch.Tensor:
         """The summed conditioning embedding [N x emb_dim]."""
         ch = self.config.base_channels
@@ -230,13 +272,9 @@ class UNet(Model):
         return emb
 
     def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None, aug_level=None,
-                cond_image: torch.Tensor | None = None) -> torch.Tensor:
-        if self.config.cond_channels:
-            if cond_image is None:
-                raise ValueError(f"this UNet needs cond_image with {self.config.cond_channels} channels")
-            x = torch.cat([x, cond_image.to(x.dtype)], dim=1)
-        elif cond_image is not None:
-            raise ValueError("cond_image given to a UNet built with cond_channels=0")
+                cond_image: torch.Tensor | None = None, label_map: torch.Tensor | None = None,
+                boundary: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.spatial_inputs(x, cond_image, label_map, boundary)
         emb = self.embed(t, class_labels, aug_level, x.shape[0], x.device).to(x.dtype)
 
         # Channels-last activations: on the CPU (oneDNN) and on tensor-core GPUs convolutions and

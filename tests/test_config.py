@@ -15,10 +15,11 @@ def write(tmp_path, text):
 def test_every_preset_loads_with_the_values_its_file_gives(name):
     import yaml
 
-    from cascade.config import SR3StageConfig, to_dict
+    from cascade.config import LabelStageConfig, SR3StageConfig, to_dict
 
     path = ROOT / "configs" / name
-    cfg = load_config(SR3StageConfig if name.startswith("sr3_") else BaseStageConfig, path)
+    kind = {"sr3": SR3StageConfig, "labels": LabelStageConfig}.get(name.split("_")[0], BaseStageConfig)
+    cfg = load_config(kind, path)
     loaded = to_dict(cfg)
     for section, values in yaml.safe_load(path.read_text()).items():
         for key, value in values.items():  # every key the file sets arrives unchanged (numbers as numbers)
