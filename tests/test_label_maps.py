@@ -204,3 +204,29 @@ def test_eval_label_map_scores_a_pipeline_against_the_segmenters_real_data_bound
     assert report["fid"] > 0 and report["fid_real_train"] > 0 and report["diversity"] > 0
     assert (tmp_path / "segmenter" / "config.json").is_file()
     assert Image.open(tmp_path / "label_map.png").width > 4 * 32  # map | 2 samples | real
+
+
+def test_label_stages_chain_whatever_their_crops_and_broadcast_one_map():
+    from cascade.config import DiffusionConfig, SampleConfig
+    from cascade.diffusion import make_noise_scheduler
+    from cascade.kinds import LabelMap, LabelSR3
+    from cascade.stage import Stage
+    from conftest import tiny_stage
+
+    schedule = make_noise_scheduler(DiffusionConfig(schedule="cosine", prediction_type="v_prediction"))
+
+    def stage(kind, size, cond):
+        unet = randomize(tiny_unet(sample_size=size, num_classes=0, num_labels=6, cond_channels=cond,
+                                   use_aug_level=bool(cond)), scale=0.05).eval()
+        return Stage(unet, schedule, kind, SampleConfig(steps=2, guidance_scale=2.0))
+
+    base, up = stage(LabelMap(), 16, 0), stage(LabelSR3(scale=2), 16, 3)  # the upsampler trained on 16 px crops too
+    pipe = Pipeline([base, up])  # label-map stages sample at the map's size: no crop-size check
+    with pytest.raises(ValueError, match="stage 1 upsamples 8 px -> 16 px, but stage 0 outputs 32 px"):
+        Pipeline([tiny_stage(32), tiny_stage(16, scale=2)])  # other kinds are still checked
+    one = torch.randint(0, 6, (1, 1, 12, 20))
+    out = base.sample(label_map=one, num_images=3, seed=0, progress=False)
+    assert out.shape == (3, 3, 12, 20) and not torch.equal(out[0], out[1])
+    assert pipe(label_maps=one, num_images=2, seed=0, output_type="pt", progress=False).shape == (2, 3, 12, 20)
+    with pytest.raises(ValueError, match="2 label maps for 3 images"):
+        base.sample(label_map=one.expand(2, -1, -1, -1), num_images=3, progress=False)
