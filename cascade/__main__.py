@@ -37,11 +37,7 @@ DEFAULT_PIPELINE = "runs/cascade_photos"
 
 
 def upscale(args) -> None:
-    try:
-        image = Image.open(args.input)
-        image.load()
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"{args.input}: cannot read image ({' '.join(str(e).split())})") from None
+    image = _read_image(args.input)
     if args.pipeline == DEFAULT_PIPELINE and not Path(args.pipeline).is_dir():
         raise CascadeError(f"no pipeline at {DEFAULT_PIPELINE}: run `make demo` first, or pass --pipeline FOLDER")
     processes = int(os.environ.get("WORLD_SIZE", "1"))
@@ -90,10 +86,7 @@ def upscale(args) -> None:
         raise
     except ValueError as e:
         raise CascadeError(f"{args.input}: {e}") from None
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(args.output).with_name(Path(args.output).name + ".partial")
-    out.save(partial, format=Image.registered_extensions().get(Path(args.output).suffix.lower(), "PNG"))
-    partial.replace(args.output)  # never leave a half-written output file
+    _save(out, Path(args.output))
     print(f"wrote {args.output}: {image.width}x{image.height} -> {out.width}x{out.height}")
 
 
