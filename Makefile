@@ -3,6 +3,7 @@
 #               built-in photos, write its sample grid and a held-out upscaling comparison
 #   make test   set up .venv if missing, run the test suite
 #   make demo-labels   train a small label-map cascade (32 px -> 64 px) on the built-in layouts, score it
+#   make demo-one-shot train a one-shot cascade on one built-in photo (~30 min), generate from it, score it
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ TORCH := torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup demo demo-labels test clean
+.PHONY: setup demo demo-labels demo-one-shot test clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +41,13 @@ demo-labels: setup
 	$(LAUNCH) train/label_map.py --config configs/labels_sr.yaml
 	$(PY) -m cascade assemble $(LABELS) runs/labels_base/pipeline runs/labels_sr/pipeline
 	$(PY) eval/label_map.py --pipeline $(LABELS) --out $(LABELS)/eval
+
+ONE_SHOT := runs/one_shot
+
+demo-one-shot: setup
+	$(LAUNCH) train/one_shot.py --image builtin:china --config configs/one_shot.yaml
+	$(PY) -m cascade generate --pipeline $(ONE_SHOT)/pipeline --size 1280x854 --num 4 --seed 0 --out $(ONE_SHOT)/samples
+	$(PY) eval/one_shot.py --pipeline $(ONE_SHOT)/pipeline --image builtin:china --out $(ONE_SHOT)/eval
 
 test: setup
 	$(PY) -m pytest -q --durations=10 tests

@@ -1,5 +1,5 @@
-"""Command line: `python -m cascade upscale IN OUT`, `synthesize LABELS OUT`, `assemble OUT STAGE...`,
-`pack SRC OUT` and `layouts OUT`.
+"""Command line: `python -m cascade upscale IN OUT`, `synthesize LABELS OUT`, `generate`, `edit`,
+`assemble OUT STAGE...`, `pack SRC OUT` and `layouts OUT`.
 
     python -m cascade upscale photo.png photo_x2.png          # with the demo cascade's upsampler
     python -m cascade upscale photo.png photo_x2.png --pipeline runs/sr3_photos/pipeline
@@ -12,6 +12,9 @@
     python -m cascade synthesize labels.png photo.png --pipeline runs/labels_layouts --num 4 --size 2048x1024
     python -m cascade synthesize labels2.png photo2.png --edit-from photo.png --mask changed.png   # redo one region
     python -m cascade layouts data/layouts_test --num 64 --split test       # the built-in pairs as a folder
+    python -m cascade generate --pipeline runs/one_shot/pipeline --size 3840x2160 --num 4 --seed 0 --out samples/
+    python -m cascade edit --pipeline runs/one_shot/pipeline --image edited.png --mask mask.png --strength 0.5 --out out.png
+    python -m cascade upscale small.png big.png --pipeline runs/one_shot/pipeline --prior --scale 4   # no SR stage
     python -m cascade assemble runs/cascade_photos runs/base_photos/pipeline runs/sr3_photos/pipeline
     python -m cascade pack ~/imagenet/train data/imagenet_256 --size 256 --shard-size 1GB
     python -m cascade pack ~/DIV2K_train_HR data/div2k_sub --crops 480 --stride 240 --shard-size 64MB --format webdataset
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from pathlib import Path
@@ -27,9 +31,11 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from . import one_shot
 from .cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from .errors import CascadeError, DataError
 from .giant import STREAM_ABOVE, upscale_to_file
+from .images import to_pil, to_rgb, to_unit
 from .pipeline import Pipeline
 
 
@@ -46,6 +52,8 @@ def upscale(args) -> None:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     pipe = Pipeline.from_pretrained(args.pipeline, device=device)
     pipe = apply_sampling_arguments(pipe, args)
+    if args.prior:
+        return _prior_upscale(pipe, image, args)
     ups = pipe.upsamplers
     if not ups:
         raise CascadeError(f"--pipeline {args.pipeline}: has no upsampler, only a {pipe.stages[0].resolution} px base "
@@ -88,6 +96,34 @@ def upscale(args) -> None:
         raise CascadeError(f"{args.input}: {e}") from None
     _save(out, Path(args.output))
     print(f"wrote {args.output}: {image.width}x{image.height} -> {out.width}x{out.height}")
+
+
+def _prior_upscale(pipe, image: Image.Image, args) -> None:
+    """`upscale --prior`: generative-prior SR with the pipeline's first stage (cascade.one_shot.prior_upscale)."""
+    from .images import pil_to_tensor
+
+    stage = pipe.stages[0]
+    if stage.kind.takes_input:
+        raise CascadeError(f"--prior: the first stage of {args.pipeline} is an upsampler; pass a pipeline whose first "
+                           f"stage generates (a one-shot scene or a base stage)")
+    factor = args.scale
+    if args.size:
+        width, height = _size(args.size)
+        if width % image.width or height % image.height or width // image.width != height // image.height:
+            raise CascadeError(f"--size {args.size}: --prior needs the same integer factor in both directions "
+                               f"(the input is {image.width}x{image.height}); or use --scale")
+        factor = width // image.width
+    if factor < 2:
+        raise CascadeError(f"--scale {factor}: must be >= 2")
+    lowres = pil_to_tensor(image)[None].to(stage.device)
+    try:
+        out = one_shot.prior_upscale(stage, lowres, factor, seed=args.seed)
+    except ValueError as e:
+        raise CascadeError(f"{args.input}: {e}") from None
+    result = to_pil(to_unit(out.cpu()))[0]
+    _save(result, Path(args.output))
+    print(f"wrote {args.output}: {image.width}x{image.height} -> {result.width}x{result.height} "
+          f"(generative prior: stage 0, a {stage.kind.name} stage, projected onto the input at every step)")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -167,6 +203,99 @@ def _save(image: Image.Image, path: Path) -> None:
     partial.replace(path)
 
 
+DEFAULT_ONE_SHOT = "runs/one_shot/pipeline"
+
+
+def _one_shot_pipeline(args) -> Pipeline:
+    if args.pipeline == DEFAULT_ONE_SHOT and not Path(args.pipeline).is_dir():
+        raise CascadeError(f"no pipeline at {DEFAULT_ONE_SHOT}: train one with `accelerate launch train/one_shot.py "
+                           f"--image photo.jpg` (or `make demo-one-shot`), or pass --pipeline")
+    pipe = apply_sampling_arguments(Pipeline.from_pretrained(args.pipeline, device=args.device), args)
+    try:
+        one_shot.scene_stage(pipe)
+    except ValueError as e:
+        raise CascadeError(f"--pipeline {args.pipeline}: {e}") from None
+    return pipe
+
+
+def generate(args) -> None:
+    pipe = _one_shot_pipeline(args)
+    if args.num < 1:
+        raise CascadeError(f"--num {args.num}: must be >= 1")
+    if args.size:
+        size = _size(args.size)
+    else:  # the training photo's size, as recorded by train/one_shot.py
+        info = Path(args.pipeline) / "one_shot.json"
+        size = tuple(json.loads(info.read_text())["trained_on"]) if info.is_file() else None
+        if size is None:
+            raise CascadeError("--size WIDTHxHEIGHT is needed (this pipeline records no training photo size)")
+    try:
+        p = one_shot.plan(pipe, size)
+    except ValueError as e:  # "size WxH: why"
+        raise CascadeError(f"--size {size[0]}x{size[1]}: {str(e).split(': ', 1)[-1]}") from None
+    out = Path(args.out)
+    suffix = "." + args.format
+    streamed = p.full[0] * p.full[1] > one_shot.IN_MEMORY_PIXELS
+    print(f"{size[0]}x{size[1]}: scene {p.scene[1]}x{p.scene[0]}, then x{p.scale} through {len(p.upsamplers)} "
+          f"upsamplers{' (streamed to disk)' if streamed else ''}", flush=True)
+    thumbs = []
+    for i in range(args.num):
+        seed = args.seed + i
+        path = out / f"sample_{seed:04d}{suffix}"
+        try:
+            if streamed:
+                out.mkdir(parents=True, exist_ok=True)
+                one_shot.generate(pipe, size, seed, args.tile_size, path=path)
+                thumbs.append(_thumbnail_of_streamed(pipe, p, seed))
+            else:
+                image = one_shot.generate(pipe, size, seed, args.tile_size)
+                _save(image, path)
+                thumbs.append(image)
+        except ValueError as e:
+            raise CascadeError(f"generate --size {size[0]}x{size[1]}: {e}") from None
+        print(f"wrote {path}", flush=True)
+    _save(one_shot.contact_sheet(thumbs), out / "contact_sheet.png")
+    print(f"wrote {out / 'contact_sheet.png'}: {args.num} samples, seeds {args.seed}..{args.seed + args.num - 1}")
+
+
+def _thumbnail_of_streamed(pipe, p, seed: int) -> Image.Image:
+    """A small copy of a streamed sample for the contact sheet: the same seed through the cascade up to
+    the last size of at most 1024 px (the file itself is never read back whole)."""
+    from dataclasses import replace
+
+    keep = 0
+    while keep < len(p.upsamplers) and max(p.scene) * math.prod(s.kind.scale for s in p.upsamplers[:keep + 1]) <= 1024:
+        keep += 1
+    short = replace(p, upsamplers=p.upsamplers[:keep])
+    scene = one_shot.draw_scene(short, seed, progress=False)
+    if not keep:
+        return to_pil(to_unit(scene))[0]
+    return short.pipeline().upscale(to_unit(scene), seed=seed, progress=False)[0]
+
+
+def edit(args) -> None:
+    if not 0.0 <= args.strength <= 1.0:
+        raise CascadeError(f"--strength {args.strength}: must be in [0, 1] (0 keeps the image, 1 redraws it)")
+    pipe = _one_shot_pipeline(args)
+    image = to_rgb(_read_image(args.image))
+    mask = None
+    if args.mask:
+        from .label_maps import read_mask
+
+        mask = read_mask(args.mask)
+        if mask.shape != (image.height, image.width):
+            raise DataError(f"{args.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, the image {args.image} "
+                            f"{image.width}x{image.height}")
+    try:
+        out = one_shot.edit(pipe, image, args.strength, mask=mask, seed=args.seed, margin=args.margin,
+                            tile_size=args.tile_size)
+    except ValueError as e:
+        raise CascadeError(f"edit {args.image}: {e}") from None
+    _save(out, Path(args.out))
+    print(f"wrote {args.out}: {out.width}x{out.height}, strength {args.strength:g}"
+          + (f", only {args.mask} resampled" if args.mask else ""))
+
+
 def layouts(args) -> None:
     from .label_data import LAYOUT_SIZE, write_pairs
     from .layouts import NAMES, layout
@@ -226,6 +355,10 @@ def main(argv=None) -> None:
     up.add_argument("--state-dir", help="streamed: keep the state here, so an interrupted upscale can be resumed "
                     "(default: a temporary folder, always removed)")
     up.add_argument("--resume", action="store_true", help="continue the interrupted upscale whose state is in --state-dir")
+    up.add_argument("--prior", action="store_true", help="generative-prior SR (PULSE's idea): the pipeline's first "
+                    "stage (one-shot scene or base) generates the output, projected at every step so that it "
+                    "downsamples to the input exactly; no SR stage is used")
+    up.add_argument("--scale", type=int, default=4, help="--prior: the upscaling factor (default 4)")
     up.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     up.set_defaults(run=upscale)
     syn = commands.add_parser("synthesize", help="label map (class IDs) -> photo, with a label-map pipeline")
@@ -251,6 +384,31 @@ def main(argv=None) -> None:
     syn.add_argument("--margin", type=int, default=16, help="px the mask is grown by, so the edit blends in")
     syn.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     syn.set_defaults(run=synthesize)
+    gen = commands.add_parser("generate", help="new images of any size from a one-shot cascade (train/one_shot.py)")
+    gen.add_argument("--pipeline", default=DEFAULT_ONE_SHOT, help=f"a one-shot pipeline (default: {DEFAULT_ONE_SHOT})")
+    gen.add_argument("--size", help="output WIDTHxHEIGHT, any aspect ratio (default: the training photo's size)")
+    gen.add_argument("--num", type=int, default=1, help="images, seeds --seed, --seed + 1, ...")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--out", default="samples", help="folder for sample_SEED.png and contact_sheet.png")
+    gen.add_argument("--format", default="png", choices=["png", "tif"])
+    gen.add_argument("--tile-size", type=int, help="upsamplers' tile side in output px (default: twice their "
+                     "training size); outputs above 16 MP are streamed to disk")
+    add_sampling_arguments(gen)
+    gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    gen.set_defaults(run=generate)
+    ed = commands.add_parser("edit", help="SDEdit, inpaint or harmonize an image with a one-shot cascade")
+    ed.add_argument("--pipeline", default=DEFAULT_ONE_SHOT, help=f"a one-shot pipeline (default: {DEFAULT_ONE_SHOT})")
+    ed.add_argument("--image", required=True, help="the image to edit (e.g. a sample you painted on, or a collage)")
+    ed.add_argument("--mask", help="same size; nonzero where to resample (the rest is kept exactly), e.g. a pasted "
+                    "object to harmonize")
+    ed.add_argument("--strength", type=float, default=0.5, help="noise level in [0, 1]: 0 keeps, 1 redraws")
+    ed.add_argument("--margin", type=int, default=0, help="px the mask is grown by")
+    ed.add_argument("--out", required=True)
+    ed.add_argument("--seed", type=int, default=0)
+    ed.add_argument("--tile-size", type=int, help="upsamplers' tile side in output px")
+    add_sampling_arguments(ed)
+    ed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ed.set_defaults(run=edit)
     lay = commands.add_parser("layouts", help="write the built-in label-map pairs as a paired folder")
     lay.add_argument("output", help="a new folder for images/, labels/, instances/")
     lay.add_argument("--num", type=int, default=64)

@@ -47,11 +47,12 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
                     steps: int | None = None, aug_level: float | None = None, settings: dict | None = None,
                     size: tuple[int, int] | None = None, tile_size: int = 256, overlap: int | None = None,
                     tile_batch: int = 8, state_dir: str | Path | None = None, resume: bool = False,
-                    storage: str = "disk", progress: bool = True) -> dict:
+                    storage: str = "disk", crop: tuple[int, int] | None = None, progress: bool = True) -> dict:
     """Upscale `image` (one image, any form `Pipeline.upscale` takes) with the upsamplers from
     `start_at` into `path` (.png or .tif). `size` (width, height): the output size; the input is
     first resized (antialiased bicubic) to size / the pipeline's scale, which must not exceed the
-    input. Returns a report (sizes, tiles, seconds). Settings as in `Pipeline.upscale`."""
+    input. `crop` (width, height): write only the top-left part of the output of this size. Returns a
+    report (sizes, tiles, seconds). Settings as in `Pipeline.upscale`."""
     started, procs = time.perf_counter(), Processes()
     start = start_at if start_at is not None else (1 if pipe.base is not None else 0)
     if not 0 <= start < len(pipe.stages) or not pipe.stages[start].kind.takes_input:
@@ -60,6 +61,10 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
     scale = math.prod(s.kind.scale for s in stages)
     x = _input(image, scale, size)
     out_h, out_w = x.shape[-2] * scale, x.shape[-1] * scale
+    if crop is not None:
+        if not (0 < crop[0] <= out_w and 0 < crop[1] <= out_h):
+            raise ValueError(f"crop {crop[0]}x{crop[1]}: must fit in the {out_w}x{out_h} output")
+        out_w, out_h = crop
     x = pad_to_multiple(x, input_multiple(stages)).contiguous()
     per_stage = pipe.stage_settings(settings, steps=steps)[start:]
     if aug_level is not None:

@@ -14,6 +14,8 @@ as {"name": ..., **fields}; every subclass with a `name` is registered in KINDS 
   (HR - upsample(LR)) * residual_scale, which sampling divides and adds back (SRDiff).
 - `LabelMap` / `LabelSR3`: the same two conditioned on a semantic label map as well (pix2pixHD's job;
   SDM), resized nearest to the stage's output size; see "Label-map kinds" below.
+- `Scene` / `OneShotSR3`: a cascade trained on one image (OUR-GAN's and SinGAN's job; SinDDM): the
+  whole picture at a coarse size, then upsamplers; see "One-shot kinds" below.
 
 A new kind is a subclass here or in the user's own code (see tests/test_kinds.py): a `name`,
 `takes_input`, `cond_channels`, `source_from`, `training_inputs` and `sampling_inputs`; `spatial`
@@ -59,6 +61,7 @@ class StageKind:
     spatial: ClassVar[tuple[str, ...]] = ()  # conditioning entries [N x C x H x W] at the output size
     scale: ClassVar[int] = 1  # output side / input side (kinds with an input may make it a field)
     uses_label_maps: ClassVar[bool] = False  # conditioned on a semantic label map (cascade.label_maps)
+    any_size: ClassVar[bool] = False  # samples at any size (trained on crops): chains skip the training-size check
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -130,6 +133,11 @@ class StageKind:
             raise ValueError(f"a {self.name} stage takes no label map")
         return inputs
 
+    def at_size(self, stage, inputs: Conditioning, size: tuple[int, int], device) -> Conditioning:
+        """`inputs` for an output of `size` (H, W) other than the training size (kinds without an input
+        that generate at any size, e.g. the one-shot `Scene`)."""
+        raise ValueError(f"a {self.name} stage generates at its training size; size= applies to scene stages")
+
     def preview(self, stage, images: torch.Tensor, per_row: int) -> Image.Image:
         """A training preview from the EMA stage: input kinds draw rows of (input | sample | truth) for
         the held-out `images`; the others a row of `per_row` samples per class, same seeds each time."""
@@ -179,6 +187,14 @@ class Base(StageKind):
         if settings.consistent:
             raise ValueError("consistent applies to stages that take an input image")
         return Conditioning((stage.resolution, stage.resolution), {})
+
+    def at_size(self, stage, inputs, size, device):
+        """The UNet is fully convolutional: at another size it draws its training statistics over a
+        larger (or smaller) field (used by generative-prior SR, cascade.one_shot.prior_upscale)."""
+        m = stage.size_multiple
+        if size[0] < m or size[1] < m or size[0] % m or size[1] % m:
+            raise ValueError(f"size {size[1]}x{size[0]} must be positive multiples of {m}")
+        return replace(inputs, size=(int(size[0]), int(size[1])))
 
 
 @dataclass(frozen=True)
@@ -278,6 +294,7 @@ class LabelMaps:
     """What the label-map kinds share: the map's meaning and the conditioning built from it."""
 
     uses_label_maps: ClassVar[bool] = True
+    any_size: ClassVar[bool] = True  # label-map stages sample at the map's size
     label_names: tuple[str, ...] = ()  # one per ID (for previews and reports)
     ignore_id: int | None = None  # the data's "unlabelled" ID, read as the null map
 
@@ -365,3 +382,88 @@ def label_kind(cfg) -> StageKind:
     if cfg.sr is not None:
         return LabelSR3.from_config(cfg.sr, cfg.labels)
     return LabelMap(tuple(cfg.labels.names), cfg.labels.ignore_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# One-shot kinds (OUR-GAN, ConSinGAN, SinDDM: a cascade trained on a single image; cascade.one_shot)
+#
+# The scene stage generates the whole picture at a coarse size. It is trained on random crops of the
+# training image at that size (with scale jitter), and its denoiser is fully convolutional with a
+# receptive field smaller than the picture, so a sample is a new arrangement of the image's parts, of
+# any size (SinGAN's arbitrary-size generation). `positional` adds OUR-GAN's vertical positional
+# embedding: one input channel holding each row's height in the picture, so structure stays where it
+# is in the image (sky up, ground down) while the horizontal arrangement is free. The upsamplers are
+# SR3 stages trained on crops of the same image at their scales.
+
+
+def row_positions(top: torch.Tensor, rows: int, height: torch.Tensor) -> torch.Tensor:
+    """The vertical position of `rows` rows starting at `top` in a picture `height` rows tall, in
+    [-1, 1] (pixel centres; -1 is the top edge): [N] x3 -> [N x rows]."""
+    index = torch.arange(rows, dtype=torch.float32)
+    return ((top.view(-1, 1).float() + index + 0.5) / height.view(-1, 1).float()) * 2 - 1
+
+
+@dataclass(frozen=True)
+class Scene(StageKind):
+    """A one-shot scene stage: generates a whole picture like the training image at a coarse size."""
+
+    name: ClassVar[str] = "scene"
+    any_size: ClassVar[bool] = True
+
+    size: tuple[int, int] = (48, 64)  # (H, W) of the training image at this stage's scale: the default output
+    positional: bool = True  # OUR-GAN's vertical positional embedding (one input channel)
+
+    def cond_channels(self, in_channels: int) -> int:
+        return 1 if self.positional else 0
+
+    def position(self, rows: torch.Tensor, width: int) -> torch.Tensor:
+        """The positional channel [N x 1 x H x width] of rows' positions [N x H] (see `row_positions`)."""
+        return rows.view(rows.shape[0], 1, -1, 1).expand(-1, -1, -1, width)
+
+    def training_inputs(self, config, image, alphas_cumprod, generators):
+        return image, {}
+
+    def batch_conditioning(self, config, batch, label_dropout, generators):
+        cond = super().batch_conditioning(config, batch, label_dropout, generators)
+        if self.positional:  # the crop's rows, where they are in the (scale-jittered) picture
+            cond["cond_image"] = self.position(batch["rows"].to(batch["image"].device), batch["image"].shape[-1])
+        return cond
+
+    def sampling_inputs(self, stage, source, settings, generators, device):
+        if source is not None:
+            raise ValueError("a scene stage takes no input image")
+        if settings.consistent:
+            raise ValueError("consistent applies to stages that take an input image")
+        return self.at_size(stage, Conditioning(tuple(self.size), {}), tuple(self.size), device)
+
+    def at_size(self, stage, inputs, size, device):
+        h, w = int(size[0]), int(size[1])
+        m = stage.size_multiple
+        if h < m or w < m or h % m or w % m:
+            raise ValueError(f"scene size {w}x{h} must be positive multiples of {m}")
+        cond = dict(inputs.cond)
+        if self.positional:  # the picture spans [-1, 1] vertically at any height
+            rows = row_positions(torch.zeros(1), h, torch.tensor([float(h)]))
+            cond["cond_image"] = self.position(rows, w).to(device)
+        return replace(inputs, size=(h, w), cond=cond)
+
+    def erf_inputs(self, config, size, generator, device):
+        cond = {}
+        if self.positional:
+            rows = row_positions(torch.zeros(1), size, torch.tensor([float(size)]))
+            cond["cond_image"] = self.position(rows, size).to(device)
+        return cond
+
+    def preview(self, stage, images, per_row):
+        """The training image at the scene's size, then `per_row` samples (same seeds each time)."""
+        samples = stage.sample(num_images=per_row, seed=0, progress=False).cpu().clamp(-1, 1)
+        return make_grid(torch.cat([images[:1].to(samples), samples]), nrow=per_row + 1)
+
+
+@dataclass(frozen=True)
+class OneShotSR3(SR3):
+    """An SR3 upsampler trained on crops of one image at a range of scales. It may follow any stage,
+    itself included: the one-shot cascade repeats its last upsampler beyond the training image's size."""
+
+    name: ClassVar[str] = "one_shot_sr3"
+    any_size: ClassVar[bool] = True

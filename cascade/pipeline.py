@@ -48,8 +48,8 @@ class Pipeline:
             if not stage.kind.takes_input:
                 raise ValueError(f"stage {i} is a {stage.kind.name} stage; only stage 0 may take no input")
             before = self.stages[i - 1]
-            # Label-map stages sample at the map's size, whatever their training crops were.
-            if before.resolution != stage.input_resolution and not stage.kind.uses_label_maps:
+            # Kinds trained on crops (label maps, one-shot) sample at any size, whatever their crops were.
+            if before.resolution != stage.input_resolution and not stage.kind.any_size:
                 raise ValueError(f"stage {i} upsamples {stage.input_resolution} px -> {stage.resolution} px, "
                                  f"but stage {i - 1} outputs {before.resolution} px")
         # Offload: keep every stage on the CPU and move each to this device only while it runs.

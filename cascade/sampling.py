@@ -126,7 +126,7 @@ def constrained(denoiser: Callable, project: Callable, alphas_cumprod: torch.Ten
 @torch.no_grad()
 def sample(denoiser: Callable, scheduler: SchedulerMixin, shape: tuple[int, ...], steps: int,
            generator: rng.Generators = None, device: torch.device | str = "cpu",
-           progress: bool = True, **cond) -> torch.Tensor:
+           progress: bool = True, init: torch.Tensor | None = None, strength: float = 1.0, **cond) -> torch.Tensor:
     """Draw samples [shape] by running `scheduler` for `steps` network evaluations.
 
     `generator`: one torch.Generator for the batch, or one per image (cascade.rng), which makes
@@ -134,13 +134,28 @@ def sample(denoiser: Callable, scheduler: SchedulerMixin, shape: tuple[int, ...]
     schedulers inject draw from it (diffusers' `randn_tensor` takes a list of generators, one per
     image). Noise is drawn on the CPU, so a seed gives the same images on any device. `cond`
     (class_labels, cond_image, aug_level) is passed to the denoiser at every step.
+
+    `init` (in the model's space) and `strength`: SDEdit. The last round(strength * steps) steps run,
+    from `init` noised to the first of them by the scheduler's own forward process (`add_noise`),
+    as diffusers' image-to-image pipelines do; strength 0 returns `init`.
     """
     # 1. choose the timesteps t_1 > ... > t_steps
     scheduler.set_timesteps(steps, device=device)
-    # 2. x_T ~ N(0, sigma_max^2 I)  (sigma_max = 1 for variance-preserving schedulers)
-    x = rng.randn(shape, generator).to(device) * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    # 2. x_T ~ N(0, sigma_max^2 I)  (sigma_max = 1 for variance-preserving schedulers), or init noised to t_start
+    noise = rng.randn(shape, generator).to(device)
+    if init is None:
+        x = noise * scheduler.init_noise_sigma
+    else:
+        start = (steps - min(steps, round(strength * steps))) * scheduler.order
+        timesteps = timesteps[start:]
+        if len(timesteps) == 0:
+            return init.to(device)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        x = scheduler.add_noise(init.to(device), noise, timesteps[:1])
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    for t in tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not progress):
+    for t in tqdm(timesteps, desc="sampling", leave=False, disable=not progress):
         # 3. predict with the network (some schedulers rescale x_t first), then 4. step to t_{i+1}
         prediction = denoiser(scheduler.scale_model_input(x, t), t, **cond)
         x = scheduler.step(prediction, t, x, **step_kwargs).prev_sample

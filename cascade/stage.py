@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from . import rng
 from .config import SampleConfig
 from .errors import CheckpointError
-from .kinds import SR3, Base, Conditioning, StageKind
+from .kinds import SR3, Base, Conditioning, Scene, StageKind
+from .resize import project_onto_lowres
 from .sampling import constrained, guided, make_sampler, sample
 from .tiling import TiledDenoiser, effective_receptive_field
 from .unet import UNet
@@ -151,7 +152,8 @@ class Stage:
                seed=None, generator: rng.Generators = None, settings: dict | None = None,
                tiling: Tiling | None = None, label_map: torch.Tensor | None = None,
                instances: torch.Tensor | None = None, keep: tuple[torch.Tensor, torch.Tensor] | None = None,
-               progress: bool = True) -> torch.Tensor:
+               size: tuple[int, int] | None = None, init: torch.Tensor | None = None, strength: float = 1.0,
+               lowres: torch.Tensor | None = None, progress: bool = True) -> torch.Tensor:
         """Images [N x 3 x H x W] in [-1, 1].
 
         - `source` [N x 3 x h x w] in [-1, 1]: the input of kinds that take one (SR3: the low-res
@@ -167,6 +169,14 @@ class Stage:
         - `keep` (image [N x 3 x H x W] in [-1, 1] at the output size, mask [N x 1 x H x W] bool): an
           edit: only the masked pixels are generated; every step's x0 estimate takes the image outside
           the mask, and the output is the image there exactly.
+        - `size` (H, W) (kinds that generate at any size, e.g. the one-shot scene): the output size.
+        - `init` [N x 3 x H x W] in [-1, 1] at the output size and `strength` in [0, 1]: SDEdit (Meng et
+          al. 2022): sampling starts from `init` noised to the level `strength` of the way up the
+          schedule, and runs the remaining steps (0: `init` unchanged; 1: a fresh sample).
+        - `lowres` [N x 3 x h x w] in [-1, 1] (stages without an input): generative-prior SR, PULSE's
+          idea with a diffusion prior: every x0 estimate is projected onto the images that downsample
+          (cascade.resize, antialiased bicubic) to `lowres` exactly, and so is the output. The output
+          side must be an integer multiple of `lowres`'s.
         """
         s = self.settings(settings)
         if tiling is not None and not self.kind.spatial:
@@ -190,8 +200,22 @@ class Stage:
                 inputs.cond["boundary"] = inputs.cond["boundary"].expand(n, -1, -1, -1)
         elif label_map is not None or instances is not None:
             raise ValueError(f"a {self.kind.name} stage takes no label map")
+        if size is not None:
+            if self.kind.takes_input:
+                raise ValueError(f"size= applies to stages without an input, not to a {self.kind.name} stage")
+            inputs = self.kind.at_size(self, inputs, tuple(size), device)
+        if isinstance(self.kind, Scene) and "cond_image" in inputs.cond:  # one positional channel for every image
+            inputs.cond["cond_image"] = inputs.cond["cond_image"].expand(n, -1, -1, -1)
+        if lowres is not None:
+            inputs = _consistent_with(inputs, lowres.to(device), n, self.kind)
         if keep is not None:
             inputs = _keeping(inputs, keep[0].to(device), keep[1].to(device).bool(), n)
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ValueError(f"strength={strength}: must be in [0, 1]")
+        if init is not None:
+            if tuple(init.shape) != (n, 3, *inputs.size):
+                raise ValueError(f"init {tuple(init.shape)} must be [{n} x 3 x {inputs.size[0]} x {inputs.size[1]}]")
+            init = inputs.start(init.to(device, torch.float32))
         cond = dict(inputs.cond)
         if labels is not None:
             cond["class_labels"] = labels.to(device)
@@ -208,7 +232,7 @@ class Stage:
         shape = (n, self.unet.config.in_channels, *inputs.size)
         try:
             images = sample(denoiser, scheduler, shape, s.steps, generator=generators, device=device,
-                            progress=progress and tiling is None, **cond)
+                            progress=progress and tiling is None, init=init, strength=float(strength), **cond)
         finally:
             if bar is not None:
                 bar.close()
@@ -271,6 +295,24 @@ def _keeping(inputs: Conditioning, image: torch.Tensor, mask: torch.Tensor, n: i
     def project(x0):
         x0 = before(x0) if before is not None else x0
         return torch.where(mask.to(x0.device), x0, known.to(x0.device, x0.dtype))
+
+    return replace(inputs, project=project)
+
+
+def _consistent_with(inputs: Conditioning, lowres: torch.Tensor, n: int, kind: StageKind) -> Conditioning:
+    """`inputs` whose x0 estimates are projected onto the images that downsample to `lowres` (prior SR)."""
+    if kind.takes_input:
+        raise ValueError(f"lowres= (generative-prior SR) applies to stages without an input, not to a {kind.name} "
+                         f"stage; its `consistent` setting does this for upsamplers")
+    (h, w), (H, W) = lowres.shape[-2:], inputs.size
+    if lowres.shape[0] != n or H % h or W % w or H // h != W // w:
+        raise ValueError(f"lowres {tuple(lowres.shape)}: the output {W}x{H} must be an integer multiple of it, "
+                         f"the same in both directions, for {n} images")
+    factor, before = H // h, inputs.project
+
+    def project(x0):
+        x0 = before(x0) if before is not None else x0
+        return inputs.start(project_onto_lowres(inputs.finish(x0), lowres.to(x0.device, x0.dtype), factor))
 
     return replace(inputs, project=project)
 

@@ -282,19 +282,23 @@ def export_stage(accelerator: Accelerator, stage, output_dir: str | Path) -> Non
         accelerator.print(f"exported the EMA model to {out}")
 
 
-def train_stage(cfg, kind: StageKind, resume: bool = False) -> None:
+def train_stage(cfg, kind: StageKind, resume: bool = False, examples=None) -> None:
     """Train one stage of kind `kind` from a stage config (`BaseStageConfig`, `SR3StageConfig`,
     `LabelStageConfig`, or any dataclass with model, diffusion, data, train and sample sections) and
     export it. Label-map kinds read pairs (cascade.label_data), the others images (cascade.data).
 
     The kind says what the model is conditioned on and what it generates (cascade.kinds); this is
-    everything else, the same for every kind.
+    everything else, the same for every kind. `examples` (cascade.one_image.OneImageData): examples the
+    caller built (the one-shot crops of one photo) instead of `cfg.data`'s.
     """
     accelerator = make_accelerator(cfg.train, cfg)
 
     # --- data: random crops at the model's resolution, labels from the source (indexed, or streamed)
     size, batch = cfg.model.sample_size, cfg.train.batch_size
-    if kind.uses_label_maps:  # pairs of an image and its label map (cascade.label_data)
+    if examples is not None:
+        loader, name, class_names, what = (examples.loader(batch, cfg.train.seed), examples.name, None,
+                                           examples.describe())
+    elif kind.uses_label_maps:  # pairs of an image and its label map (cascade.label_data)
         source = label_data.load_pairs(cfg.data, cfg.model.num_labels, kind.ignore_id, kind.label_names)
         loader = label_data.make_loader(source, size, cfg.data, batch, cfg.train.seed)
         name, class_names, what = source.name, None, f"{len(source)} label-map pairs from {source.name}"
@@ -335,7 +339,9 @@ def train_stage(cfg, kind: StageKind, resume: bool = False) -> None:
         return kind.loss(model, model_config, noise_scheduler, batch, cfg.train.label_dropout)
 
     # --- previews from the EMA weights: the kind draws them (held-out crops for kinds with an input)
-    if kind.uses_label_maps:  # held-out pairs: (label map | sample | truth)
+    if examples is not None:
+        crops = examples.previews(cfg.sample.preview_per_class)
+    elif kind.uses_label_maps:  # held-out pairs: (label map | sample | truth)
         crops = label_data.held_out(cfg.data, cfg.model.num_labels, kind.ignore_id, size, cfg.sample.preview_per_class)
     else:
         crops = data.fixed_crops(cfg.data, size, cfg.sample.preview_per_class) if kind.takes_input else None

@@ -23,6 +23,9 @@ Columns, mean over images (the SR papers' protocol: uint8 images, `scale` border
   eval/fid.py), one number per row; it needs a few hundred images to mean much.
 Extra rows:
 - `--consistent`: each SR row again with the exact-consistency projection at every step.
+- `--prior PIPELINE`: generative-prior SR (PULSE's idea, with diffusion): the first stage of PIPELINE (the
+  class-conditional base of the demo cascade, sampled unconditionally at the output size, or a one-shot
+  scene stage) generates each output with its x0 projected onto the input at every step; no SR stage.
 - `--tile-size T [--overlap O]`: each SR row again, denoised as jointly fused tiles (cascade.tiling),
   plus "independent tiles", the naive baseline (each tile upscaled on its own and pasted, cut at the
   middle of the overlaps). Two more columns: the seam ratio (gradient energy across the tile edges
@@ -43,11 +46,12 @@ from tqdm import tqdm
 
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
 from cascade.errors import DataError
-from cascade.images import from_unit, make_grid, uint8_to_unit, unit_to_uint8
+from cascade.images import from_unit, make_grid, to_unit, uint8_to_unit, unit_to_uint8
 from cascade.metrics import sr as metrics
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.upscaling import SRScores, bicubic, low_res, upscale_batch
 from cascade.metrics.sources import parse_source, load_real, real_batches
+from cascade.one_shot import prior_upscale
 from cascade.pipeline import Pipeline
 from cascade.tiling import make_tiles
 
@@ -68,6 +72,9 @@ def parse_args(argv):
     parser.add_argument("--tile-size", type=int, help="add tiled rows (tile side in output pixels) and seam columns")
     parser.add_argument("--overlap", type=int, help="tile overlap (default: each stage's measured ERF radius)")
     parser.add_argument("--tile-batch", type=int, default=8)
+    parser.add_argument("--prior", help="add a generative-prior SR row: the first stage of this pipeline (a base or "
+                        "one-shot scene stage) generates the output, projected onto the input at every step (no SR stage)")
+    parser.add_argument("--prior-steps", type=int, help="--prior: sampling steps (default: the stage's)")
     parser.add_argument("--fid", action="store_true", help="add an FID column (outputs vs ground truths)")
     parser.add_argument("--weights", help="FID Inception weights (see eval/fid.py)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -98,6 +105,7 @@ def main(argv=None):
     overlap = (args.overlap if args.overlap is not None else ups[-1].tile_overlap()) if args.tile_size else None
     methods = sr_methods(args, ups[0].defaults.aug_level)
     network = load_feature_network(args.weights, device) if args.fid else None
+    args.prior_stage = Pipeline.from_stages([args.prior], device=device).stages[0] if args.prior else None
     rows, shown, count, size = evaluate(pipe, start, batches, num, methods, overlap, network, args)
 
     scale = math.prod(s.kind.scale for s in ups)
@@ -140,6 +148,11 @@ def evaluate(pipe, start, batches, num, methods, overlap, network, args):
             h, w = hr.shape[-2:]
             outputs = {"bicubic": bicubic(lr, (h, w))}  # image i of the run has seed args.seed + i, whatever the batch
             outputs.update(upscale_batch(pipe, lr, methods, args.seed + count, start)[0])
+            if args.prior_stage is not None:  # PULSE's idea with a diffusion prior: no SR stage
+                lowres = uint8_to_unit(lr, torch.float32).to(args.prior_stage.device) * 2 - 1
+                sr = prior_upscale(args.prior_stage, lowres, scale, seed=args.seed + count, steps=args.prior_steps,
+                                   progress=False)
+                outputs[f"prior ({args.prior_stage.kind.name} stage)"] = unit_to_uint8(to_unit(sr.cpu()))
             if args.tile_size:
                 multiple = ups[-1].size_multiple
                 grid = make_tiles(h, w, ups[-1].tile_geometry(args.tile_size, overlap)[0], overlap, multiple)

@@ -15,16 +15,30 @@ def write(tmp_path, text):
 def test_every_preset_loads_with_the_values_its_file_gives(name):
     import yaml
 
-    from cascade.config import LabelStageConfig, SR3StageConfig, to_dict
+    from cascade.config import LabelStageConfig, OneShotConfig, SR3StageConfig, to_dict
 
     path = ROOT / "configs" / name
-    kind = {"sr3": SR3StageConfig, "labels": LabelStageConfig}.get(name.split("_")[0], BaseStageConfig)
+    kind = {"sr3": SR3StageConfig, "labels": LabelStageConfig, "one": OneShotConfig}.get(name.split("_")[0],
+                                                                                          BaseStageConfig)
     cfg = load_config(kind, path)
-    loaded = to_dict(cfg)
-    for section, values in yaml.safe_load(path.read_text()).items():
-        for key, value in values.items():  # every key the file sets arrives unchanged (numbers as numbers)
-            got = loaded[section][key]
-            assert got == value or (isinstance(value, (int, float)) and float(got) == float(value)), (section, key)
+
+    def same(given, loaded, where):  # every key the file sets arrives unchanged (numbers as numbers)
+        if isinstance(given, dict):
+            for key, value in given.items():
+                same(value, loaded[key], f"{where}.{key}")
+        else:
+            assert loaded == given or (isinstance(given, (int, float)) and float(loaded) == float(given)), where
+
+    same(yaml.safe_load(path.read_text()), to_dict(cfg), name)
+
+
+def test_a_key_set_in_a_section_keeps_the_defaults_its_parent_gives_the_others():
+    from cascade.config import OneShotConfig, SR3StageConfig
+
+    sr = load_config(SR3StageConfig, None, ["model.base_channels=16"])
+    assert (sr.model.base_channels, sr.model.cond_channels, sr.model.sample_size, sr.model.use_aug_level) == (16, 3, 64, True)
+    one = load_config(OneShotConfig, None, ["fine.train.max_steps=5"])
+    assert one.fine.train.max_steps == 5 and one.fine.scales == [0.75, 8.0] and one.fine.train.lr == 4e-4
 
 
 def test_unknown_key_names_file_and_key(tmp_path):

@@ -198,12 +198,16 @@ def test_sr_cli_reports_bicubic_and_each_level_on_crops_and_folders(tmp_path):
 
 def test_sr_cli_tiled_consistent_and_fid_rows(tmp_path):
     Pipeline([tiny_stage(16, 2)]).save_pretrained(tmp_path / "up")
+    Pipeline([tiny_stage(16)]).save_pretrained(tmp_path / "prior")  # a base stage, sampled at the crops' 40 px
     proc = run_in_process("eval/sr.py", "--pipeline", tmp_path / "up", "--num", "3", "--steps", "2", "--crop-size", "40",
-                          "--tile-size", "16", "--overlap", "8", "--consistent", "--fid", "--out", tmp_path / "t.png")
+                          "--tile-size", "16", "--overlap", "8", "--consistent", "--fid", "--prior", tmp_path / "prior",
+                          "--out", tmp_path / "t.png")
     report = json.loads((tmp_path / "t.json").read_text())
     rows = report["rows"]
     assert list(rows) == ["bicubic", "SR s=0", "SR s=0 consistent", "SR s=0 tiled", "SR s=0 tiled consistent",
-                          "independent tiles"]
+                          "prior (base stage)", "independent tiles"]
+    # generative-prior SR: projected at every step, so it is as consistent as the projected SR rows (uint8 floor)
+    assert rows["prior (base stage)"]["consistency"] < 2 * rows["SR s=0 consistent"]["consistency"] + 1e-7
     assert report["tile_size"] == 16 and report["overlap"] == 8 and "tiles 16 px, overlap 8 px" in proc.stdout
     assert all("seam_ratio" in r and "fid" in r for r in rows.values())
     assert all(("psnr_vs_whole" in r) == (" tiled" in name) for name, r in rows.items())

@@ -1,0 +1,216 @@
+"""Training data of a one-shot cascade: random crops of a single photo at a range of scales.
+
+`load_photo` reads the photo with bounded memory: a JPEG is decoded at a reduced scale (libjpeg's
+DCT scaling, `Image.draft`) when it is larger than `max_side`; other formats are decoded once at
+full size (3 bytes per pixel: 300 MB for 100 MP, twice that for 16-bit) and freed after the
+antialiased downscale to `max_side`. Any mode is converted to 8-bit RGB (cascade.images.to_rgb:
+grayscale and palette expanded, alpha composited on white, 16-bit rescaled).
+
+`OneImageCrops` yields {"image": [3 x h x w] in [-1, 1], "label": 0, "seed", "rows": [h]} where
+`rows` is where the crop's rows are in the (resized) picture, in [-1, 1] (cascade.kinds.Scene's
+positional channel). The photo is held as a pyramid of `levels` sizes between the two long sides
+given (uint8, built once), so drawing a crop costs a crop, not a resize of the photo.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DataError
+from .images import to_rgb
+from .kinds import row_positions
+
+
+BUILTIN = {  # photos that ship in the scikit-learn / scikit-image wheels: `--image builtin:china`
+    "china": lambda: __import__("sklearn.datasets").datasets.load_sample_image("china.jpg"),  # 640x427, a temple
+    "rocket": lambda: __import__("skimage.data").data.rocket(),  # 640x427
+    "coffee": lambda: __import__("skimage.data").data.coffee(),  # 600x400
+}
+
+
+def load_photo(path: str | Path, max_side: int) -> tuple[Image.Image, tuple[int, int]]:
+    """(the photo as RGB with its longer side at most `max_side`, its size in the file (W, H)).
+    `builtin:NAME` is one of the photos in BUILTIN."""
+    if str(path).startswith("builtin:"):
+        name = str(path).removeprefix("builtin:")
+        if name not in BUILTIN:
+            raise DataError(f"{path}: no such built-in photo (known: {', '.join('builtin:' + k for k in BUILTIN)})")
+        image = Image.fromarray(BUILTIN[name]())
+        return (resize_long_side(image, max_side) if max(image.size) > max_side else image), image.size
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the user's own photo: a 100 MP image is not a decompression bomb
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            original = image.size
+            if image.format == "JPEG" and max(original) > max_side:
+                image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale, still >= max_side
+            image.load()
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise DataError(f"{path}: cannot read image ({' '.join(str(e).split())})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+    image = to_rgb(image)
+    if max(image.size) > max_side:
+        image = resize_long_side(image, max_side)
+    return image, original
+
+
+def resize_long_side(image: Image.Image, long_side: int, multiple: int = 1) -> Image.Image:
+    """`image` resized (antialiased bicubic) so that its longer side is `long_side`, the aspect ratio
+    kept, both sides rounded to multiples of `multiple`."""
+    w, h = image.size
+    k = long_side / max(w, h)
+    size = (max(multiple, round(w * k / multiple) * multiple), max(multiple, round(h * k / multiple) * multiple))
+    return image if size == image.size else image.resize(size, Image.BICUBIC, reducing_gap=3.0)
+
+
+def _tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)  # uint8 [3 x H x W]
+
+
+class OneImageCrops(torch.utils.data.Dataset):
+    """Random crops (`crop` = (h, w)) of one photo resized so its longer side is in `long_sides`."""
+
+    def __init__(self, image: Image.Image, crop: tuple[int, int], long_sides: tuple[float, float],
+                 flip: bool = True, length: int = 4096, seed: int = 0, levels: int = 8):
+        lo, hi = long_sides
+        count = 1 if hi <= lo * 1.001 else levels
+        sides = [round(lo * (hi / lo) ** (i / max(1, count - 1))) for i in range(count)]
+        self.pyramid = [_tensor(resize_long_side(image, side)) for side in sides]
+        self.crop, self.flip, self.length, self.seed, self.epoch = tuple(crop), flip, length, seed, 0
+        smallest = self.pyramid[0].shape[-2:]
+        if smallest[0] < self.crop[0] or smallest[1] < self.crop[1]:
+            raise ValueError(f"{smallest[1]}x{smallest[0]} px is smaller than the {self.crop[1]}x{self.crop[0]} "
+                             f"training crops")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def example(self, level: int, top: int, left: int, flip: bool, draw_seed: int) -> dict:
+        picture = self.pyramid[level]
+        h, w = self.crop
+        crop = picture[:, top:top + h, left:left + w].float() / 127.5 - 1
+        rows = row_positions(torch.tensor([top]), h, torch.tensor([picture.shape[1]]))[0]
+        return {"image": crop.flip(-1) if flip else crop, "label": 0, "seed": draw_seed, "rows": rows}
+
+    def __getitem__(self, index: int) -> dict:
+        crop_seed, draw_seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2)
+        g = torch.Generator().manual_seed(int(crop_seed))
+        level = int(torch.randint(0, len(self.pyramid), (), generator=g))
+        H, W = self.pyramid[level].shape[-2:]
+        top = int(torch.randint(0, H - self.crop[0] + 1, (), generator=g))
+        left = int(torch.randint(0, W - self.crop[1] + 1, (), generator=g))
+        flip = self.flip and bool(torch.rand((), generator=g) < 0.5)
+        return self.example(level, top, left, flip, int(draw_seed))
+
+
+@dataclass
+class OneImageData:
+    """What `cascade.training.train_stage` needs from a one-shot stage's data."""
+
+    crops: OneImageCrops
+    name: str
+    previews_of: torch.Tensor  # [N x 3 x h x w] in [-1, 1]: what the training previews show
+
+    def loader(self, batch_size: int, seed: int) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.crops, batch_size=batch_size, shuffle=True, drop_last=True,
+                                           generator=torch.Generator().manual_seed(seed))
+
+    def describe(self) -> str:
+        sides = [max(p.shape[-2:]) for p in self.crops.pyramid]
+        h, w = self.crops.crop
+        return (f"{w}x{h} crops of {self.name} at long side {sides[0]}"
+                + (f"..{sides[-1]} px ({len(sides)} scales)" if len(sides) > 1 else " px"))
+
+    def previews(self, count: int) -> torch.Tensor:
+        return self.previews_of[:count]
+
+
+def fixed_crops(crops: OneImageCrops, count: int) -> torch.Tensor:
+    """`count` reproducible crops spread over the pyramid's scales (for SR previews)."""
+    g = torch.Generator().manual_seed(12345)
+    out = []
+    for i in range(count):
+        level = round(i * (len(crops.pyramid) - 1) / max(1, count - 1))
+        H, W = crops.pyramid[level].shape[-2:]
+        top = int(torch.randint(0, H - crops.crop[0] + 1, (), generator=g))
+        left = int(torch.randint(0, W - crops.crop[1] + 1, (), generator=g))
+        out.append(crops.example(level, top, left, False, 0)["image"])
+    return torch.stack(out)
+
+
+def scene_size(image_size: tuple[int, int], long_side: int, multiple: int) -> tuple[int, int]:
+    """(H, W) of a picture of `image_size` (W, H) at `long_side`, sides multiples of `multiple`."""
+    w, h = image_size
+    k = long_side / max(w, h)
+    return (max(multiple, round(h * k / multiple) * multiple), max(multiple, round(w * k / multiple) * multiple))
+
+
+def crop_side(side: int, fraction: float, multiple: int) -> int:
+    return max(multiple, math.floor(side * fraction / multiple) * multiple)
+
+
+def training_stages(cfg, photo: Image.Image, name: str) -> list[tuple[str, object, object, OneImageData]]:
+    """[(stage name, stage config, kind, data)] of a one-shot cascade (`OneShotConfig`) on `photo`:
+    the scene at `scene.long_side`, then each upsampler at its scale. DataError names the photo and
+    the value when it is too small for a stage."""
+    from dataclasses import replace
+
+    from .kinds import OneShotSR3, Scene
+    from .unet import size_multiple
+
+    W, H = photo.size
+    long = max(W, H)
+    sc = cfg.scene
+    m = size_multiple(sc.model.channel_mult, sc.model.layout)
+    if long < sc.scene.long_side:
+        raise DataError(f"{name}: {W}x{H} is smaller than the scene stage's size (scene.scene.long_side="
+                        f"{sc.scene.long_side} px on the longer side)")
+    scene = scene_size(photo.size, sc.scene.long_side, m)
+    lo, hi = (sc.scene.long_side * j for j in sc.scene.scale_jitter)
+    short = min(scene) * sc.scene.scale_jitter[0]
+    crop = tuple(crop_side(round(side * sc.scene.scale_jitter[0]), sc.scene.crop, m) for side in scene)
+    if short < m:
+        raise DataError(f"{name}: {W}x{H} is too narrow for a scene of {sc.scene.long_side} px on the longer side")
+    scene_cfg = replace(sc, model=replace(sc.model, sample_size=max(crop) // m * m,
+                                          cond_channels=1 if sc.scene.positional else 0))
+    stages = []
+    picture = pil_tensor(photo.resize(scene[::-1], Image.BICUBIC, reducing_gap=3.0))  # what the previews show first
+    data = OneImageData(OneImageCrops(photo, crop, (lo, hi), cfg.random_flip, cfg.epoch_size, sc.train.seed),
+                        name, picture[None])
+    stages.append(("scene", scene_cfg, Scene(size=scene, positional=sc.scene.positional), data))
+    side = sc.scene.long_side
+    for stage_name in ("coarse", "fine"):
+        st = getattr(cfg, stage_name)
+        side *= st.sr.scale
+        lo, hi = min(side * st.scales[0], long), min(side * st.scales[1], long)
+        size = st.model.sample_size
+        try:
+            crops = OneImageCrops(photo, (size, size), (lo, hi), cfg.random_flip, cfg.epoch_size, st.train.seed)
+        except ValueError as e:
+            raise DataError(f"{name}: {W}x{H} is too small for the {stage_name} upsampler's {size} px crops at its "
+                            f"scale (longer side {round(lo)} px): {e}; use a larger photo or a smaller "
+                            f"{stage_name}.model.sample_size") from None
+        data = OneImageData(crops, name, fixed_crops(crops, st.sample.preview_per_class))
+        stages.append((stage_name, st, OneShotSR3.from_config(st.sr), data))
+    return stages
+
+
+def pil_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL -> [3 x H x W] in [-1, 1]."""
+    return _tensor(image).float() / 127.5 - 1
