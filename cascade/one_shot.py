@@ -106,13 +106,26 @@ def check_resources(p: Plan, streamed: bool, folder: Path) -> None:
                              f"streamed state; {folder} has {free / 2 ** 30:.0f} GiB free")
         return
     need = h * w * 3 * 4 * 8
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    free = available_memory()
+    if free is None:
         return
     if need > free:
         raise ValueError(f"a {p.size[1]}x{p.size[0]} output needs about {need / 2 ** 30:.1f} GiB of memory; "
                          f"{free / 2 ** 30:.1f} GiB is free")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the host can give without swapping (Linux MemAvailable; None if unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def draw_scene(p: Plan, seed: int, progress: bool = True) -> torch.Tensor:
@@ -126,18 +139,18 @@ def generate(pipe: Pipeline, size: tuple[int, int], seed: int = 0, tile_size: in
     outputs above IN_MEMORY_PIXELS, returning None). `tile_size`: the upsamplers' tiles (output px;
     default twice the last upsampler's training size)."""
     p = plan(pipe, size)
+    streamed = path is not None and p.full[0] * p.full[1] > IN_MEMORY_PIXELS
+    check_resources(p, streamed, Path(path).resolve().parent if streamed else Path("."))  # before any work
     scene = draw_scene(p, seed, progress)
     if not p.upsamplers:
         return to_pil(to_unit(scene[..., :p.size[0], :p.size[1]]))[0]
     tile = tile_size or 2 * p.upsamplers[-1].resolution
     chain = p.pipeline()
-    if path is not None and p.full[0] * p.full[1] > IN_MEMORY_PIXELS:
+    if streamed:
         from .giant import upscale_to_file
 
-        check_resources(p, True, Path(path).resolve().parent)
         upscale_to_file(chain, to_unit(scene), path, seed=seed, tile_size=tile, crop=p.size[::-1], progress=progress)
         return None
-    check_resources(p, False, Path("."))
     out = chain.upscale(to_unit(scene), seed=seed, tile_size=tile, output_type="pt", progress=progress)
     return to_pil(out[0][None, :, :p.size[0], :p.size[1]])[0]
 

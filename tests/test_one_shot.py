@@ -192,3 +192,26 @@ def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
     assert rows["photo shifted 4 px"]["copied_fraction"] == 1  # a copy is recognised as one
     assert rows["patch shuffle 4x4"]["layout"] < 0.99 and rows["tiny"]["nearest_patch"] > 1
     assert "| tiny | 2 |" in proc.stdout and (tmp_path / "eval" / "samples.png").is_file()
+
+
+def test_large_outputs_are_streamed_to_disk(trained, tmp_path, monkeypatch):
+    from cascade import one_shot
+
+    folder, _ = trained
+    monkeypatch.setattr(one_shot, "IN_MEMORY_PIXELS", 1000)  # everything above 1000 px streams here
+    proc = run_in_process("-m", "cascade", "generate", "--pipeline", folder, "--size", "90x50", "--out", tmp_path)
+    assert "(streamed to disk)" in proc.stdout
+    assert Image.open(tmp_path / "sample_0000.png").size == (90, 50)
+    assert (tmp_path / "contact_sheet.png").is_file() and not list(tmp_path.glob("*.partial"))
+
+
+def test_an_output_the_host_cannot_hold_is_refused_before_any_work(trained, tmp_path, monkeypatch):
+    from cascade import one_shot
+
+    folder, _ = trained
+    monkeypatch.setattr(one_shot, "available_memory", lambda: 10_000)
+    proc = run_in_process("-m", "cascade", "generate", "--pipeline", folder, "--size", "90x50", "--out", tmp_path / "o",
+                          check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "90x50 output needs about" in last and "of memory" in last
+    assert not (tmp_path / "o" / "sample_0000.png").exists()
