@@ -4,6 +4,9 @@
 #   make test   set up .venv if missing, run the test suite
 #   make demo-labels   train a small label-map cascade (32 px -> 64 px) on the built-in layouts, score it
 #   make demo-one-shot train a one-shot cascade on one built-in photo (~30 min), generate from it, score it
+#   make study-texture / study-regression / study-compute / study-augmentation
+#               train the variants a study needs (runs/study/, skipped when already there) and run it
+#               (docs/studies.md; a few hours on 2 CPU cores for all four)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +14,8 @@ TORCH := torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup demo demo-labels demo-one-shot test clean
+.PHONY: setup demo demo-labels demo-one-shot test clean study-texture study-regression study-compute \
+	study-augmentation
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +52,44 @@ demo-one-shot: setup
 	$(LAUNCH) train/one_shot.py --image builtin:china --config configs/one_shot.yaml
 	$(PY) -m cascade generate --pipeline $(ONE_SHOT)/pipeline --size 1280x854 --num 4 --seed 0 --out $(ONE_SHOT)/samples
 	$(PY) eval/one_shot.py --pipeline $(ONE_SHOT)/pipeline --image builtin:china --out $(ONE_SHOT)/eval
+
+# The papers' findings at the demo's scale (docs/studies.md): one run per variant under runs/study/,
+# each trained once (make skips variants whose pipeline exists), then eval/bench_studies.py.
+STUDY := runs/study
+SR := train/sr3.py --config configs/sr3_photos.yaml
+STUDY_EVAL := $(PY) eval/bench_studies.py --runs $(STUDY) --num 128 --seeds 0 1 --out docs/studies
+sr3 := $(SR)
+sr3_x4 := $(SR) sr.residual_scale=4 sr.blur_prob=0.5
+sr3_x1 := $(SR) sr.residual_scale=1 sr.blur_prob=0.5
+sr3_x8_blur := $(SR) sr.blur_prob=0.5
+sr3_x16_blur := $(SR) sr.residual_scale=16 sr.blur_prob=0.5
+sr3_x4_noblur := $(SR) sr.residual_scale=4
+sr3_x4_blur_only := $(SR) sr.residual_scale=4 sr.blur_prob=0.5 sr.noise_aug_max=0
+sr3_x4_noaug := $(SR) sr.residual_scale=4 sr.noise_aug_max=0
+regression := $(SR) sr.kind=regression sr.residual_scale=4 sr.blur_prob=0.5
+base32 := train/base.py --config configs/base_photos.yaml
+base64 := train/base.py --config configs/base_photos_64.yaml
+
+$(STUDY)/%/pipeline/cascade.json: | setup
+	$(LAUNCH) $($*) train.output_dir=$(STUDY)/$*
+
+# 2x and 4x the demo's steps continue the demo preset's run (the learning rate is constant after warm-up, and a
+# resumed run equals an uninterrupted one), so the three points cost 2800 steps, not 4900
+$(STUDY)/sr3_1400/pipeline/cascade.json: $(STUDY)/sr3/pipeline/cascade.json
+	rm -rf $(STUDY)/sr3_1400 && cp -r $(STUDY)/sr3 $(STUDY)/sr3_1400
+	$(LAUNCH) $(SR) train.output_dir=$(STUDY)/sr3_1400 train.max_steps=1400 --resume
+$(STUDY)/sr3_2800/pipeline/cascade.json: $(STUDY)/sr3_1400/pipeline/cascade.json
+	rm -rf $(STUDY)/sr3_2800 && cp -r $(STUDY)/sr3_1400 $(STUDY)/sr3_2800
+	$(LAUNCH) $(SR) train.output_dir=$(STUDY)/sr3_2800 train.max_steps=2800 --resume
+
+study-texture: $(foreach r,sr3 sr3_x4 sr3_x1 sr3_x8_blur sr3_x16_blur sr3_x4_noblur sr3_2800,$(STUDY)/$(r)/pipeline/cascade.json)
+	$(STUDY_EVAL) texture
+study-regression: $(foreach r,sr3 sr3_x4 regression,$(STUDY)/$(r)/pipeline/cascade.json)
+	$(STUDY_EVAL) regression --fid
+study-compute: $(foreach r,sr3 sr3_1400 sr3_2800,$(STUDY)/$(r)/pipeline/cascade.json)
+	$(STUDY_EVAL) compute --fid
+study-augmentation: $(foreach r,sr3_x4 sr3_x4_noblur sr3_x4_blur_only sr3_x4_noaug base32 base64,$(STUDY)/$(r)/pipeline/cascade.json)
+	$(STUDY_EVAL) augmentation
 
 test: setup
 	$(PY) -m pytest -q --durations=10 tests

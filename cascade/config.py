@@ -197,6 +197,7 @@ class SRConfig:
     """The upsampling task of an SR3 stage and its conditioning augmentation (CDM section 3)."""
 
     scale: int = 2  # upsampling factor: the low-res input has model.sample_size / scale pixels
+    kind: Literal["sr3", "regression"] = "sr3"  # diffusion upsampler, or SR3's one-step L2 regression baseline
     noise_aug_max: float = 0.2  # s_max: training corrupts the low-res input at s ~ U[0, s_max] (0: off)
     blur_prob: float = 0.5  # probability of blurring the low-res input in training (0: off)
     blur_sigma: list[float] = field(default_factory=lambda: [0.4, 0.6])  # blur sigma range, in low-res pixels

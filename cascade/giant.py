@@ -24,6 +24,7 @@ import shutil
 import signal
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -71,6 +72,10 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
         per_stage = [{"aug_level": aug_level, **s} for s in per_stage]
     streamed, source = [], tuple(x.shape[-2:])
     for i, (stage, changes) in enumerate(zip(stages, per_stage)):
+        if stage.defaults.consistent and "consistent" not in changes:  # a stage's default, not the caller's ask
+            warnings.warn(f"stage {start + i} samples with exact consistency by default; a streamed upscale "
+                          f"cannot project onto the whole input, so it samples without", stacklevel=2)
+            changes = {**changes, "consistent": False}
         streamed.append(StreamedStage(i, stage, stage.settings(changes), source, tile_size, overlap, tile_batch, seed))
         source = streamed[-1].geo.size
     record = {"input": hashlib.sha256(memoryview(x.numpy())).hexdigest(), "seed": seed, "size": [out_w, out_h],

@@ -30,7 +30,7 @@ from typing import Callable, ClassVar
 import torch
 from PIL import Image
 
-from . import augment, diffusion, label_maps, rng
+from . import augment, diffusion, label_maps, rng, sampling
 from .images import make_grid
 from .resize import downsample, project_onto_lowres, upsample
 
@@ -62,6 +62,7 @@ class StageKind:
     scale: ClassVar[int] = 1  # output side / input side (kinds with an input may make it a field)
     uses_label_maps: ClassVar[bool] = False  # conditioned on a semantic label map (cascade.label_maps)
     any_size: ClassVar[bool] = False  # samples at any size (trained on crops): chains skip the training-size check
+    iterative: ClassVar[bool] = True  # sampled by a diffusion sampler (False: one network evaluation, `generate`)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -102,6 +103,12 @@ class StageKind:
         (a window of the input gives the same values as the whole input, away from the window's
         edges), so the streamed upscaler can build it tile by tile."""
         raise NotImplementedError(f"stage kind {self.name!r} cannot be streamed (no `conditioning`)")
+
+    def generate(self, denoiser, scheduler, shape: tuple[int, ...], steps: int, generators: rng.Generators, device,
+                 progress: bool, init: torch.Tensor | None, strength: float, cond: dict) -> torch.Tensor:
+        """The model-space output of a batch: `steps` steps of the diffusion sampler `scheduler`."""
+        return sampling.sample(denoiser, scheduler, shape, steps, generator=generators, device=device,
+                               progress=progress, init=init, strength=strength, **cond)
 
     def erf_inputs(self, config, size: int, generator: torch.Generator, device) -> dict:
         """Conditioning for measuring the ERF at size x size: random images for the `spatial`
@@ -276,6 +283,38 @@ class SR3(StageKind):
             return lambda x0: project_onto_lowres(x0, lowres, self.scale)
         rs = self.residual_scale
         return lambda x0: (project_onto_lowres(x0 / rs + offset, lowres, self.scale) - offset) * rs
+
+
+@dataclass(frozen=True)
+class Regression(SR3):
+    """SR3's regression baseline (Saharia et al. 2021, table 2): the same UNet and conditioning as SR3
+    (augmentation and residual included), trained with an L2 loss to output the high-res image (or
+    the scaled residual) in one evaluation. Its x_t input is zeros and its timestep 0, fixed, so it
+    is a plain conditional network; sampling settings (sampler, steps) do not apply. It wins PSNR and
+    SSIM and loses FID to a diffusion upsampler (docs/studies.md): the classic fast baseline."""
+
+    name: ClassVar[str] = "regression"
+    iterative: ClassVar[bool] = False
+
+    @staticmethod
+    def predict(model, cond_image: torch.Tensor, **cond) -> torch.Tensor:
+        """The network's output for the conditioning alone (the same call in training and sampling)."""
+        return model(torch.zeros_like(cond_image), torch.tensor(0, device=cond_image.device), cond_image=cond_image,
+                     **cond)
+
+    def loss(self, model, config, scheduler, batch, label_dropout):
+        generators = rng.example_generators(batch["seed"])
+        target, cond = self.training_inputs(config, batch["image"], scheduler.alphas_cumprod, generators)
+        cond.update(self.batch_conditioning(config, batch, label_dropout, generators))
+        return torch.nn.functional.mse_loss(self.predict(model, **cond).float(), target.float())
+
+    def generate(self, denoiser, scheduler, shape, steps, generators, device, progress, init, strength, cond):
+        if init is not None:
+            raise ValueError("a regression stage has no noise to edit from: init/strength (SDEdit) do not apply")
+        out = self.predict(denoiser, **cond)
+        if tuple(out.shape) != tuple(shape):
+            raise ValueError(f"regression output {tuple(out.shape)} differs from the expected {tuple(shape)}")
+        return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from .config import SampleConfig
 from .errors import CheckpointError
 from .kinds import SR3, Base, Conditioning, Scene, StageKind
 from .resize import project_onto_lowres
-from .sampling import constrained, guided, make_sampler, sample
+from .sampling import constrained, guided, make_sampler
 from .tiling import TiledDenoiser, effective_receptive_field
 from .unet import UNet
 
@@ -226,13 +226,13 @@ class Stage:
         bar = None
         if tiling is not None:
             denoiser, bar = self._tiled(denoiser, inputs.size, tiling, scheduler, s.steps, n, progress)
-        if inputs.project is not None:
+        if inputs.project is not None and self.kind.iterative:
             config = self.noise_scheduler.config
             denoiser = constrained(denoiser, inputs.project, self.noise_scheduler.alphas_cumprod, config.prediction_type)
         shape = (n, self.unet.config.in_channels, *inputs.size)
         try:
-            images = sample(denoiser, scheduler, shape, s.steps, generator=generators, device=device,
-                            progress=progress and tiling is None, init=init, strength=float(strength), **cond)
+            images = self.kind.generate(denoiser, scheduler, shape, s.steps, generators, device,
+                                        progress and tiling is None, init, float(strength), cond)
         finally:
             if bar is not None:
                 bar.close()

@@ -198,6 +198,9 @@ class StreamedStage:
         if settings.consistent:
             raise ValueError("consistent (the exact-consistency projection) needs the whole image; "
                              "streamed upscaling does not offer it")
+        if not stage.kind.iterative:
+            raise ValueError(f"a {stage.kind.name} stage is one network evaluation, not a sampler that streams "
+                             f"tile by tile; upscale it in memory with tiles (Pipeline.upscale(tile_size=...))")
         self.index, self.stage, self.settings, self.seed = index, stage, settings, seed
         self.kind, self.batch = stage.kind, max(1, tile_batch)
         self.source_size = source_size

@@ -17,7 +17,9 @@ Columns, mean over images (the SR papers' protocol: uint8 images, `scale` border
 - PSNR and SSIM on RGB and on the BT.601 luma Y; equal to scikit-image's (see cascade/metrics/sr.py);
 - consistency: SR3's MSE between the downsampled output and the low-res input, on the [0, 1] scale;
 - HF energy / truth: high-frequency (Laplacian) energy relative to the ground truth's, totals over
-  images (1.0 = as sharp as the truth; bicubic is far below);
+  images (1.0 = as sharp as the truth; bicubic is far below); "HF smooth" / "HF textured": the same
+  within the truth's smooth regions (luma local std < 3 grey levels, 7x7) and textured ones (>= 8),
+  where painted texture (smooth >> 1) and lost detail (textured << 1) show (cascade/metrics/sr.py);
 - colour shift: the largest per-channel difference of means between output and input (0..255 scale);
 - FID (`--fid`): between the outputs and the ground truths (cascade.metrics; the same weights as
   eval/fid.py), one number per row; it needs a few hundred images to mean much.
@@ -177,7 +179,8 @@ def evaluate(pipe, start, batches, num, methods, overlap, network, args):
 
 COLUMNS = [("psnr_rgb", "PSNR RGB", "{:.2f}"), ("psnr_y", "PSNR Y", "{:.2f}"), ("ssim_rgb", "SSIM RGB", "{:.4f}"),
            ("ssim_y", "SSIM Y", "{:.4f}"), ("consistency", "consistency", "{:.2e}"),
-           ("hf_energy_vs_truth", "HF energy / truth", "{:.3f}"), ("colour_shift", "colour shift /255", "{:.2f}"),
+           ("hf_energy_vs_truth", "HF energy / truth", "{:.3f}"), ("hf_smooth_vs_truth", "HF smooth", "{:.3f}"),
+           ("hf_textured_vs_truth", "HF textured", "{:.3f}"), ("colour_shift", "colour shift /255", "{:.2f}"),
            ("fid", "FID", "{:.2f}"), ("seam_ratio", "seam ratio", "{:.3f}"), ("psnr_vs_whole", "PSNR vs whole", "{:.2f}")]
 
 

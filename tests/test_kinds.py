@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cascade import Pipeline
-from cascade.kinds import SR3, Conditioning, StageKind
+from cascade.kinds import KINDS, SR3, Conditioning, Regression, StageKind
 from cascade.resize import downsample, upsample
 from cascade.stage import Stage, Tiling
 from conftest import ROOT, run, tiny_stage
@@ -107,6 +107,51 @@ def test_training_and_sampling_give_the_model_the_same_conditioning(residual):
     torch.testing.assert_close(finish(target), hr, rtol=0, atol=1e-6)
     if residual:
         torch.testing.assert_close(target, (hr - upsample(downsample(hr, 2), (16, 16))) * 4.0)
+
+
+def test_regression_kind_is_one_l2_trained_evaluation_of_the_same_conditioning(tmp_path):
+    """SR3's regression baseline: training's loss is MSE(unet(0, t=0, cond), target) for the same
+    conditioning SR3 builds; sampling is that one evaluation turned back into an image, whatever the
+    sampler, steps or seed; it saves, loads and projects like any upsampler."""
+    plain = tiny_stage(16, scale=2)
+    kind = Regression(scale=2, residual=True, residual_scale=4.0, noise_aug_max=0.0, blur_prob=0.0)
+    stage = Stage(plain.unet, plain.noise_scheduler, kind, plain.defaults)
+    hr = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    lr = kind.source_from(hr)
+    batch = {"image": hr, "label": torch.zeros(3, dtype=torch.long), "seed": torch.arange(3)}
+    calls = record_calls(stage.unet)
+    loss = kind.loss(stage.unet, stage.unet.config, stage.noise_scheduler, batch, label_dropout=0.0)
+    out = stage.sample(lr, seed=0, settings=dict(sampler="ddpm", steps=50), progress=False)
+    assert len(calls) == 2  # one forward pass in training, one in sampling (not 50)
+    torch.testing.assert_close(calls[0]["cond_image"], calls[1]["cond_image"], rtol=0, atol=0)
+
+    offset = upsample(lr, (16, 16))
+    with torch.no_grad():
+        prediction = stage.unet(torch.zeros_like(hr), torch.tensor(0), cond_image=offset, aug_level=torch.zeros(3))
+    torch.testing.assert_close(loss, torch.nn.functional.mse_loss(prediction, (hr - offset) * 4.0))
+    torch.testing.assert_close(out, prediction / 4.0 + offset, rtol=0, atol=1e-6)
+    torch.testing.assert_close(stage.sample(lr, seed=5, progress=False), out, rtol=0, atol=1e-6)  # no noise
+    consistent = stage.sample(lr, settings=dict(consistent=True), progress=False)
+    torch.testing.assert_close(downsample(consistent.double(), 2), lr.double(), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="SDEdit"):
+        stage.sample(lr, init=out, strength=0.5, progress=False)
+
+    stage.save_pretrained(tmp_path / "reg")
+    loaded = Stage.from_pretrained(tmp_path / "reg")
+    assert loaded.kind == kind and not loaded.kind.iterative
+    torch.testing.assert_close(loaded.sample(lr, progress=False), out, rtol=0, atol=1e-6)
+
+
+def test_sr_kind_key_picks_the_kind_and_names_a_bad_value(tmp_path):
+    from cascade.config import SR3StageConfig, load_config
+    from cascade.errors import ConfigError
+
+    preset = ROOT / "configs" / "sr3_photos.yaml"
+    cfg = load_config(SR3StageConfig, preset, ["sr.kind=regression"])
+    assert KINDS[cfg.sr.kind].from_config(cfg.sr) == Regression(2, True, 8.0, 0.15, 0.0, (0.4, 0.6))
+    assert type(KINDS[load_config(SR3StageConfig, preset, []).sr.kind].from_config(cfg.sr)) is SR3
+    with pytest.raises(ConfigError, match="sr.kind"):
+        load_config(SR3StageConfig, preset, ["sr.kind=gan"])
 
 
 # Per-image seeds: the same seed gives the same image in a batch of 1 and in a batch of 4. Not bit for

@@ -138,3 +138,65 @@ def test_top_k_accuracy():
     assert top_k_accuracy(logits, labels, 1) == pytest.approx(1 / 3)
     assert top_k_accuracy(logits, labels, 2) == pytest.approx(2 / 3)
     assert top_k_accuracy(logits, labels, 5) == 1.0  # capped at the class count
+
+
+def test_texture_regions_and_their_hf_energy_equal_scipy_on_a_photo():
+    """Smooth / textured regions from the truth's local std of BT.601 luma (scikit-image's rgb2ycbcr,
+    scipy's uniform_filter) and each region's Laplacian energy (scipy.ndimage.laplace), in the interior
+    where the 7x7 window fits; the photo has both (sky, grass)."""
+    import scipy.ndimage as ndi
+
+    photo = skimage.data.astronaut()[::4, ::4][:96, :96]
+    noisy = np.clip(photo.astype(np.int16) + np.random.default_rng(0).integers(-6, 7, photo.shape), 0, 255)
+    hr = as_tensor(photo)
+    smooth, textured = (m[0].numpy() for m in sr.texture_regions(hr))
+    y = rgb2ycbcr(photo)[..., 0]
+    std = np.sqrt(np.maximum(ndi.uniform_filter(y * y, 7) - ndi.uniform_filter(y, 7) ** 2, 0))[1:-1, 1:-1]
+    inner = (slice(2, -2), slice(2, -2))  # >= 3 px from the image's edge: no padding in either
+    decided = np.abs(std - sr.SMOOTH_STD) > 1e-6
+    np.testing.assert_array_equal(smooth[inner][decided[inner]], (std < sr.SMOOTH_STD)[inner][decided[inner]])
+    np.testing.assert_array_equal(textured[inner], (std >= sr.TEXTURED_STD)[inner])
+    assert 0.05 < smooth.mean() and 0.05 < textured.mean() and not (smooth & textured).any()
+
+    row = sr.per_image(as_tensor(noisy.astype(np.uint8)), as_tensor(photo[::2, ::2]), hr, 2)
+    for image, key in ((noisy, "hf_smooth"), (photo, "hf_smooth_truth")):
+        energy = np.stack([ndi.laplace(image[..., c] / 255.0) ** 2 for c in range(3)]).mean(0)[1:-1, 1:-1]
+        np.testing.assert_allclose(row[key][0].item(), (energy * smooth).sum(), rtol=1e-9)
+    # noise on a smooth region is many times the truth's energy there; on texture it matters less
+    summary = sr.summarise({k: [v] for k, v in row.items()})
+    assert summary["hf_smooth_vs_truth"] > 3 * summary["hf_textured_vs_truth"] > 3
+
+
+def test_bench_studies_runs_a_study_and_reruns_one_row(tmp_path):
+    """eval/bench_studies.py as documented, on tiny stages: a table per seed, a noise floor, and
+    --rows reruns one row while keeping the others (a user checks one row of a study this way)."""
+    import json
+
+    from cascade import Pipeline
+    from cascade.kinds import Regression
+    from cascade.stage import Stage
+    from conftest import run_in_process, tiny_stage
+
+    for run_name in ("sr3", "sr3_x4", "regression"):
+        stage = tiny_stage(64, 2)
+        if run_name == "regression":
+            stage = Stage(stage.unet, stage.noise_scheduler, Regression(scale=2), stage.defaults)
+        Pipeline([stage]).save_pretrained(tmp_path / "runs" / run_name / "pipeline")
+    args = ["eval/bench_studies.py", "regression", "--runs", tmp_path / "runs", "--num", "4", "--seeds", "0", "1",
+            "--batch-size", "4", "--out", tmp_path / "out"]
+    first = run_in_process(*args, "--rows", "regression (", "SR3 (x4")  # the preset's 50 steps: not here
+    report = json.loads((tmp_path / "out" / "regression.json").read_text())
+    assert set(report["runs"]) == {"0", "1"} and len(report["runs"]["0"]) == 3
+    assert report["runs"]["0"]["bicubic"]["psnr_y"] != report["runs"]["1"]["bicubic"]["psnr_y"]  # other crops
+    assert " ± " in first.stdout
+    kept = "SR3 (x4 + blur), dpm++sde 20"
+    report["runs"]["0"][kept]["psnr_y"] = -1.0  # marks a row the rerun must keep
+    (tmp_path / "out" / "regression.json").write_text(json.dumps(report))
+    run_in_process(*args, "--rows", "regression (")
+    again = json.loads((tmp_path / "out" / "regression.json").read_text())["runs"]
+    assert again["0"][kept]["psnr_y"] == -1.0 and list(again["0"]) == list(report["runs"]["0"])
+    name = "regression (one step, L2; x4 + blur)"
+    assert {k: v for k, v in again["0"][name].items() if k != "seconds"} == \
+        {k: v for k, v in report["runs"]["0"][name].items() if k != "seconds"}  # the same crops and outputs
+    missing = run_in_process(*args[:3], tmp_path / "nowhere", *args[4:], check=False)
+    assert missing.returncode == 2 and "regression/pipeline: missing" in missing.stderr.strip().splitlines()[-1]

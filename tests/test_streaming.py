@@ -220,3 +220,27 @@ def test_bench_streaming_rows(tmp_path):
         assert r["tiles"] == len(make_tiles(h, w, 16, r["overlap"], stage.size_multiple))
         assert r["s_per_mp_step"] == pytest.approx(r["seconds"] / (h * w / 1e6) / 2)
     assert "| 64x48 | 0.0 |" in (tmp_path / "b.md").read_text()
+
+
+def test_a_stage_consistent_by_default_streams_without_it_and_regression_is_refused(tmp_path):
+    """The demo SR preset samples with exact consistency; a streamed upscale cannot project onto the
+    whole input, so it samples without (and says so) unless the caller asks for it, which is an error.
+    A one-evaluation regression stage is not a sampler the bands can step: refused with its name."""
+    from dataclasses import replace
+
+    from cascade.kinds import Regression
+    from cascade.stage import Stage
+
+    plain = tiny_stage(16, 2)
+    consistent = Stage(plain.unet, plain.noise_scheduler, plain.kind, replace(plain.defaults, consistent=True))
+    common = dict(tile_size=16, overlap=8, steps=3, settings={0: dict(sampler="ddim")}, seed=1, progress=False)
+    with pytest.warns(UserWarning, match="samples without"):
+        upscale_to_file(Pipeline([consistent]), photo(16, 12), tmp_path / "c.png", **common)
+    upscale_to_file(Pipeline([plain]), photo(16, 12), tmp_path / "p.png", **common)
+    assert np.array_equal(read(tmp_path / "c.png"), read(tmp_path / "p.png"))
+    with pytest.raises(ValueError, match="needs the whole image"):
+        upscale_to_file(Pipeline([consistent]), photo(16, 12), tmp_path / "x.png",
+                        **{**common, "settings": {0: dict(sampler="ddim", consistent=True)}})
+    regression = Stage(plain.unet, plain.noise_scheduler, Regression(scale=2), plain.defaults)
+    with pytest.raises(ValueError, match="a regression stage is one network evaluation"):
+        upscale_to_file(Pipeline([regression]), photo(16, 12), tmp_path / "r.png", **common)

@@ -9,6 +9,8 @@ downsampled by `sr.scale` (antialiased bicubic, cascade.resize), blurred with pr
 `sr.blur_prob`, and corrupted by the forward process at a level s ~ U[0, sr.noise_aug_max] that the
 model is told (cascade.augment). The UNet sees that image upsampled and concatenated to x_t; with
 `sr.residual` it generates (HR - bicubic(LR)) * sr.residual_scale. All of it: cascade.kinds.SR3.
+`sr.kind=regression` trains SR3's regression baseline instead: the same UNet and inputs, an L2 loss
+on the output of one evaluation (cascade.kinds.Regression).
 
 Writes to `train.output_dir`: config.yaml, logs/, samples/step_*.png (rows of held-out crops:
 low-res | SR sample | high-res), checkpoints/step_*/, and pipeline/ (the EMA model as an upsampler).
@@ -16,13 +18,13 @@ low-res | SR sample | high-res), checkpoints/step_*/, and pipeline/ (the EMA mod
 
 from cascade.cli import run_cli
 from cascade.config import SR3StageConfig
-from cascade.kinds import SR3
+from cascade.kinds import KINDS
 from cascade.training import parse_args, train_stage
 
 
 def main(argv=None):
     cfg, args = parse_args(SR3StageConfig, __doc__, argv)
-    train_stage(cfg, SR3.from_config(cfg.sr), resume=args.resume)  # data, model, loss, previews, loop, export
+    train_stage(cfg, KINDS[cfg.sr.kind].from_config(cfg.sr), resume=args.resume)  # data, model, loss, previews, loop, export
 
 
 if __name__ == "__main__":

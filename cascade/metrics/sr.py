@@ -13,6 +13,10 @@
   the crop here (tests/test_metrics.py compares with scikit-image).
 - `high_frequency_energy`: mean squared response to a 3x3 Laplacian; sharper images have more. An SR
   output that is sharper than bicubic has energy closer to the ground truth's.
+- `texture_regions`: where the ground truth is smooth (local standard deviation of its luma below
+  SMOOTH_STD grey levels in a 7x7 window: out-of-focus backgrounds, skies, plastic) and where it is
+  textured (at least TEXTURED_STD); `per_image` reports the HF energy of the output and the truth
+  within each, so a stage that paints texture onto smooth regions shows a smooth-region ratio >> 1.
 - `colour_shift`: per-channel difference of means between output and input (in [0, 1] units).
 - `seam_ratio`: for tiled outputs, the mean squared difference between neighbouring pixels across
   the tile edges divided by that everywhere else; ~1.0 means the tiling is invisible, a visible
@@ -28,6 +32,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from ..images import uint8_to_unit
 from ..resize import downsample
 
+SMOOTH_STD, TEXTURED_STD, REGION_WINDOW = 3.0, 8.0, 7  # grey levels (0..255 luma), window side
 BT601_Y = (65.481, 128.553, 24.966)  # R, G, B weights for values in [0, 1]; Y = 16 + ... on the 0..255 scale
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -47,9 +52,24 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def high_frequency_energy(x: torch.Tensor) -> torch.Tensor:
+    return laplacian_energy_map(x).mean(dim=(1, 2))
+
+
+def laplacian_energy_map(x: torch.Tensor) -> torch.Tensor:
+    """[N x (H-2) x (W-2)]: the squared 3x3 Laplacian response, averaged over channels."""
     c = x.shape[1]
     kernel = LAPLACIAN.to(x.device, torch.float64).expand(c, 1, 3, 3)
-    return F.conv2d(x.double(), kernel, groups=c).pow(2).mean(dim=(1, 2, 3))
+    return F.conv2d(x.double(), kernel, groups=c).pow(2).mean(dim=1)
+
+
+def texture_regions(hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(smooth, textured) bool masks [N x (H-2) x (W-2)] (the Laplacian's valid area) of uint8 truths
+    [N x 3 x H x W], from the local standard deviation of their luma (see the module docstring)."""
+    y = rgb_to_y(hr)
+    pool = lambda v: F.avg_pool2d(v, REGION_WINDOW, 1, REGION_WINDOW // 2, count_include_pad=False)  # noqa: E731
+    mean = pool(y)
+    std = (pool(y * y) - mean * mean).clamp(min=0).sqrt()[:, 0, 1:-1, 1:-1]
+    return std < SMOOTH_STD, std >= TEXTURED_STD
 
 
 def colour_shift(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -129,6 +149,11 @@ def per_image(out: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor, scale: int)
     row["hf_energy"] = high_frequency_energy(uint8_to_unit(out))
     row["hf_energy_truth"] = high_frequency_energy(uint8_to_unit(hr))
     row["colour_shift"] = colour_shift(out.double(), lr.double()).abs().amax(dim=1)  # on the 0..255 scale
+    energy, energy_truth = laplacian_energy_map(uint8_to_unit(out)), laplacian_energy_map(uint8_to_unit(hr))
+    for name, mask in zip(("smooth", "textured"), texture_regions(hr)):
+        row[f"hf_{name}"] = (energy * mask).sum(dim=(1, 2))  # totals over the region's pixels
+        row[f"hf_{name}_truth"] = (energy_truth * mask).sum(dim=(1, 2))
+        row[f"{name}_share"] = mask.double().mean(dim=(1, 2))
     return row
 
 
@@ -138,4 +163,9 @@ def summarise(rows: dict[str, list[torch.Tensor]]) -> dict[str, float]:
     summary = {k: cat[k].mean().item() for k in ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "consistency",
                                                   "colour_shift", "seam_ratio", "psnr_vs_whole") if k in cat}
     summary["hf_energy_vs_truth"] = (cat["hf_energy"].sum() / cat["hf_energy_truth"].sum()).item()
+    for name in ("smooth", "textured"):
+        if f"hf_{name}" in cat:
+            truth = cat[f"hf_{name}_truth"].sum()
+            summary[f"hf_{name}_vs_truth"] = (cat[f"hf_{name}"].sum() / truth).item() if truth > 0 else float("nan")
+            summary[f"{name}_share"] = cat[f"{name}_share"].mean().item()
     return summary
