@@ -76,20 +76,20 @@ $(STUDY)/%/pipeline/cascade.json: | setup
 # 2x and 4x the demo's steps continue the demo preset's run (the learning rate is constant after warm-up, and a
 # resumed run equals an uninterrupted one), so the three points cost 2800 steps, not 4900
 $(STUDY)/sr3_1400/pipeline/cascade.json: $(STUDY)/sr3/pipeline/cascade.json
-	rm -rf $(STUDY)/sr3_1400 && cp -r $(STUDY)/sr3 $(STUDY)/sr3_1400
+	rm -rf $(STUDY)/sr3_1400 && cp -r $(STUDY)/sr3 $(STUDY)/sr3_1400 && rm -rf $(STUDY)/sr3_1400/pipeline
 	$(LAUNCH) $(SR) train.output_dir=$(STUDY)/sr3_1400 train.max_steps=1400 --resume
 $(STUDY)/sr3_2800/pipeline/cascade.json: $(STUDY)/sr3_1400/pipeline/cascade.json
-	rm -rf $(STUDY)/sr3_2800 && cp -r $(STUDY)/sr3_1400 $(STUDY)/sr3_2800
+	rm -rf $(STUDY)/sr3_2800 && cp -r $(STUDY)/sr3_1400 $(STUDY)/sr3_2800 && rm -rf $(STUDY)/sr3_2800/pipeline
 	$(LAUNCH) $(SR) train.output_dir=$(STUDY)/sr3_2800 train.max_steps=2800 --resume
 
-study-texture: $(foreach r,sr3 sr3_x4 sr3_x1 sr3_x8_blur sr3_x16_blur sr3_x4_noblur sr3_2800,$(STUDY)/$(r)/pipeline/cascade.json)
+study-texture: $(foreach r,sr3 sr3_x4 sr3_x1 sr3_x8_blur sr3_x16_blur sr3_x4_noblur,$(STUDY)/$(r)/pipeline/cascade.json)
 	$(STUDY_EVAL) texture
 study-regression: $(foreach r,sr3 sr3_x4 regression,$(STUDY)/$(r)/pipeline/cascade.json)
 	$(STUDY_EVAL) regression --fid
 study-compute: $(foreach r,sr3 sr3_1400 sr3_2800,$(STUDY)/$(r)/pipeline/cascade.json)
 	$(STUDY_EVAL) compute --fid
 study-augmentation: $(foreach r,sr3_x4 sr3_x4_noblur sr3_x4_blur_only sr3_x4_noaug base32 base64,$(STUDY)/$(r)/pipeline/cascade.json)
-	$(STUDY_EVAL) augmentation
+	$(STUDY_EVAL) augmentation --num 64
 
 test: setup
 	$(PY) -m pytest -q --durations=10 tests

@@ -89,7 +89,7 @@ def upscale(args) -> None:
             image = image.resize((size[0] // scale, size[1] // scale), Image.BICUBIC) \
                 if size != (image.width * scale, image.height * scale) else image
         out = pipe.upscale(image, seed=args.seed, aug_level=args.aug_level, tile_size=tile_size,
-                           overlap=args.overlap, tile_batch=args.tile_batch, consistent=args.consistent or None)[0]
+                           overlap=args.overlap, tile_batch=args.tile_batch, consistent=args.consistent)[0]
     except CascadeError:
         raise
     except ValueError as e:
@@ -344,8 +344,9 @@ def main(argv=None) -> None:
                     "memory bounded by the tile; 0: the whole image at once (default: twice the stage's training size)")
     up.add_argument("--overlap", type=int, help="tile overlap in output px (default: each stage's measured ERF radius)")
     up.add_argument("--tile-batch", type=int, default=8, help="tiles per network call")
-    up.add_argument("--consistent", action="store_true",
-                    help="project every step so that the output downsamples exactly to the input")
+    up.add_argument("--consistent", action=argparse.BooleanOptionalAction, default=None,
+                    help="project every step so that the output downsamples exactly to the input (default: the "
+                    "stage's setting; the demo SR preset's is on)")
     up.add_argument("--seed", type=int, default=0)
     up.add_argument("--size", help="output WIDTHxHEIGHT: the input is first resized to it / the pipeline's scale "
                     "(never above the input's size)")

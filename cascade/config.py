@@ -270,6 +270,8 @@ class LabelStageConfig:
         _check(self.model.cond_channels == want, "model.cond_channels", self.model.cond_channels,
                f"must be {want} ({'the upsampled low-res image' if self.sr else 'a base stage has no low-res input'})")
         if self.sr:
+            _check(self.sr.kind == "sr3", "sr.kind", self.sr.kind, "must be sr3 for a label-map upsampler "
+                   "(regression is an option of train/sr3.py)")
             _check(self.model.sample_size % self.sr.scale == 0, "sr.scale", self.sr.scale,
                    f"must divide model.sample_size={self.model.sample_size}")
             _check(self.model.use_aug_level or self.sr.noise_aug_max == 0, "model.use_aug_level",
@@ -329,6 +331,8 @@ class OneShotSRStageConfig:
 
     def validate(self) -> None:
         SR3StageConfig.validate(self)
+        _check(self.sr.kind == "sr3", "sr.kind", self.sr.kind, "must be sr3 for a one-shot upsampler "
+               "(regression is an option of train/sr3.py)")
         _check(len(self.scales) == 2 and 0 < self.scales[0] <= self.scales[1], "scales", self.scales,
                "must be [min, max] with 0 < min <= max")
 

@@ -72,7 +72,7 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
         per_stage = [{"aug_level": aug_level, **s} for s in per_stage]
     streamed, source = [], tuple(x.shape[-2:])
     for i, (stage, changes) in enumerate(zip(stages, per_stage)):
-        if stage.defaults.consistent and "consistent" not in changes:  # a stage's default, not the caller's ask
+        if stage.defaults.consistent and "consistent" not in changes and stage.kind.iterative:  # a default, not asked
             warnings.warn(f"stage {start + i} samples with exact consistency by default; a streamed upscale "
                           f"cannot project onto the whole input, so it samples without", stacklevel=2)
             changes = {**changes, "consistent": False}

@@ -291,7 +291,8 @@ class Regression(SR3):
     (augmentation and residual included), trained with an L2 loss to output the high-res image (or
     the scaled residual) in one evaluation. Its x_t input is zeros and its timestep 0, fixed, so it
     is a plain conditional network; sampling settings (sampler, steps) do not apply. It wins PSNR and
-    SSIM and loses FID to a diffusion upsampler (docs/studies.md): the classic fast baseline."""
+    SSIM, paints no texture and keeps less detail than a diffusion upsampler (docs/studies.md): the
+    classic fast baseline. It tiles in memory; streamed (giant) upscaling refuses it."""
 
     name: ClassVar[str] = "regression"
     iterative: ClassVar[bool] = False

@@ -131,8 +131,9 @@ class Stage:
                     extra["class_labels"] = torch.full((1,), self.unet.null_class, device=self.device)
                 return extra
 
-            self.erf = effective_receptive_field(self.unet, size, [t // 10, t // 2, 9 * t // 10], cond,
-                                                 self.kind.spatial, seeds=4)
+            iterative = self.kind.iterative  # one-evaluation kinds only ever see t = 0 and x_t = 0
+            self.erf = effective_receptive_field(self.unet, size, [t // 10, t // 2, 9 * t // 10] if iterative else [0],
+                                                 cond, self.kind.spatial, seeds=4, zero_x=not iterative)
         m = self.size_multiple
         return max(m, math.ceil(self.erf["radius"] / m) * m)
 

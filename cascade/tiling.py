@@ -125,13 +125,14 @@ class TiledDenoiser:
 
 @torch.enable_grad()
 def effective_receptive_field(unet, size: int, timesteps: list[int], cond: Callable | None = None,
-                              spatial=(), seeds: int = 2, floor_factor: float = 2.0) -> dict:
+                              spatial=(), seeds: int = 2, floor_factor: float = 2.0, zero_x: bool = False) -> dict:
     """ERF of `unet` on [1 x C x size x size] Gaussian inputs: the gradient of the centre output pixel
     (summed over channels) with respect to x_t and the `spatial` conditioning images, |.| summed over
     channels, averaged over `timesteps` and `seeds`. `cond(generator)` returns the conditioning of one
     draw (a stage kind's `erf_inputs`). Returns {"radius": in pixels (see below), "rings": mean |grad|
     at each distance relative to the centre's, "global_fraction": the share of the gradient spread
-    evenly over the whole input, "size": size}.
+    evenly over the whole input, "size": size}. `zero_x`: x_t is zeros and not an input the gradient
+    is taken for (one-evaluation kinds, which always see x_t = 0: cascade.kinds.Regression).
     """
     params = next(unet.parameters())
     device, dtype = params.device, params.dtype
@@ -140,12 +141,13 @@ def effective_receptive_field(unet, size: int, timesteps: list[int], cond: Calla
     for seed in range(seeds):
         g = torch.Generator().manual_seed(seed)
         for t in timesteps:
-            x = torch.randn(1, cfg.in_channels, size, size, generator=g).to(device, dtype).requires_grad_()
+            x = torch.randn(1, cfg.in_channels, size, size, generator=g).to(device, dtype)
+            x = torch.zeros_like(x) if zero_x else x.requires_grad_()
             kwargs = dict(cond(g)) if cond is not None else {}
             images = [key for key in spatial if key in kwargs and kwargs[key].is_floating_point()]  # not label IDs
             for key in images:
                 kwargs[key] = kwargs[key].to(device, dtype).requires_grad_()
-            inputs = [x, *(kwargs[key] for key in images)]
+            inputs = [*([] if zero_x else [x]), *(kwargs[key] for key in images)]
             out = unet(x, torch.tensor([t], device=device), **kwargs)
             grads = torch.autograd.grad(out[0, :, size // 2, size // 2].sum(), inputs)
             total += sum(gr.abs().sum(dim=(0, 1)).double().cpu() for gr in grads)

@@ -40,7 +40,7 @@ def sr_quality(args, device) -> list[dict]:
         scores, seconds, done = SRScores(network), 0.0, 0
         for hr, _ in tqdm(crops, desc=f"SR {sampler} {steps}", unit="batch", leave=False):
             hr, lr = low_res(hr, stage.kind.scale)
-            method = {"settings": {index: dict(sampler=sampler, steps=steps)}}
+            method = {"settings": {index: dict(sampler=sampler, steps=steps, consistent=False)}}  # samplers alone
             outputs, times = upscale_batch(pipe, lr, {"sr": method}, seed + done, start_at=index)
             scores.add_truth(hr)
             scores.add("sr", outputs["sr"], lr, hr, stage.kind.scale)

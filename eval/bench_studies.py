@@ -112,18 +112,22 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.study == "augmentation":
+        if args.rows:
+            raise DataError("--rows applies to the SR studies; the augmentation study runs whole")
         runs = augmentation_study(args, device)
     else:
         rows = [r for r in SR_STUDIES[args.study] if not args.rows or r[0] == "bicubic"
                 or any(k in r[0] for k in args.rows)]
+        if len(rows) == 1 and args.rows:
+            raise DataError(f"--rows {' '.join(args.rows)}: no row of the {args.study} study matches")
         runs = sr_study(rows, args, device)
         runs = merged(out / f"{args.study}.json", runs, [r[0] for r in SR_STUDIES[args.study]], args)
     text = summary_table(runs)
     print(text)
     (out / f"{args.study}.md").write_text(text + "\n")
     (out / f"{args.study}.json").write_text(json.dumps({"study": args.study, "num": args.num, "seeds": args.seeds,
-                                                         "runs": runs}, indent=2))
-    print(f"wrote {out / args.study}.md, .json and .png")
+                                                         "fid": args.fid, "runs": runs}, indent=2))
+    print(f"wrote {out / args.study}.md and .json" + ("" if args.rows else " and .png"))
 
 
 def merged(path: Path, runs: dict, order: list[str], args) -> dict:
@@ -132,8 +136,9 @@ def merged(path: Path, runs: dict, order: list[str], args) -> dict:
     if not args.rows or not path.is_file():
         return runs
     old = json.loads(path.read_text())
-    if old.get("num") != args.num or old.get("seeds") != args.seeds:
-        return runs
+    if old.get("num") != args.num or old.get("seeds") != args.seeds or old.get("fid", args.fid) != args.fid:
+        raise DataError(f"{path}: made with --num {old.get('num')} --seeds {old.get('seeds')} (FID: {old.get('fid')}); "
+                        f"rerun rows with the same options, or the whole study without --rows")
     every = {int(seed): {**rows, **runs.get(int(seed), {})} for seed, rows in old["runs"].items()}
     return {seed: {name: rows[name] for name in order if name in rows} for seed, rows in every.items()}
 
@@ -216,9 +221,10 @@ def augmentation_study(args, device) -> dict[int, dict]:
                 collect(pipeline_batches(base64, args.num, args.batch_size, seed * 1_000_000, progress=True))}
         for name, pipe in ups.items():
             for level in args.levels:
+                # CDM's protocol: the stage sees the base sample noised to s, and is not projected back onto it
                 outs = [unit_to_uint8(pipe.upscale(uint8_to_unit(low[i:i + args.batch_size], torch.float32),
-                                                   seed=seed * 1_000_000 + i, aug_level=level, output_type="pt",
-                                                   progress=False).cpu())
+                                                   seed=seed * 1_000_000 + 500_000 + i, output_type="pt",
+                                                   settings={0: {**SDE, "aug_level": level}}, progress=False).cpu())
                         for i in tqdm(range(0, len(low), args.batch_size), desc=f"{name} s={level:g}", unit="batch")]
                 rows[f"cascade, SR {name}, s={level:g}"] = (torch.cat(outs), labels)
         runs[seed] = {}

@@ -126,8 +126,8 @@ def sr_methods(args, default_level: float) -> dict[str, dict]:
     """The SR rows, each with its `Pipeline.upscale` arguments: for every aug level the whole-image
     SR and the variants asked for (consistent, tiled, both)."""
     variants = [("", {})]
-    if args.consistent:
-        variants.append((" consistent", {"consistent": True}))
+    if args.consistent:  # the comparison: without, then with (whatever the stage's default)
+        variants = [("", {"consistent": False}), (" consistent", {"consistent": True})]
     if args.tile_size:
         tiling = {"tile_size": args.tile_size, "overlap": args.overlap, "tile_batch": args.tile_batch}
         variants += [(f" tiled{name}", {**kw, **tiling}) for name, kw in list(variants)]

@@ -136,6 +136,12 @@ def test_regression_kind_is_one_l2_trained_evaluation_of_the_same_conditioning(t
     with pytest.raises(ValueError, match="SDEdit"):
         stage.sample(lr, init=out, strength=0.5, progress=False)
 
+    # Its ERF (tile overlap) is measured as it runs: t = 0, x_t = 0, so x_t's weights cannot change it
+    overlap, rings = stage.tile_overlap(), stage.erf["rings"]
+    with torch.no_grad():
+        stage.unet.conv_in.weight[:, :3] += 1.0
+    stage.erf = None
+    assert stage.tile_overlap() == overlap and stage.erf["rings"] == rings
     stage.save_pretrained(tmp_path / "reg")
     loaded = Stage.from_pretrained(tmp_path / "reg")
     assert loaded.kind == kind and not loaded.kind.iterative
