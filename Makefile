@@ -89,7 +89,7 @@ study-regression: $(foreach r,sr3 sr3_x4 regression,$(STUDY)/$(r)/pipeline/casca
 study-compute: $(foreach r,sr3 sr3_1400 sr3_2800,$(STUDY)/$(r)/pipeline/cascade.json)
 	$(STUDY_EVAL) compute --fid
 study-augmentation: $(foreach r,sr3_x4 sr3_x4_noblur sr3_x4_blur_only sr3_x4_noaug base32 base64,$(STUDY)/$(r)/pipeline/cascade.json)
-	$(STUDY_EVAL) augmentation --num 64
+	$(STUDY_EVAL) augmentation
 
 test: setup
 	$(PY) -m pytest -q --durations=10 tests

@@ -32,6 +32,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import one_shot
+from .atomic import replacing
 from .cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from .errors import CascadeError, DataError
 from .giant import STREAM_ABOVE, upscale_to_file
@@ -64,6 +65,10 @@ def upscale(args) -> None:
     stream = args.stream or args.resume or args.state_dir or processes > 1 or size[0] * size[1] > STREAM_ABOVE
     # Tiles: --tile-size 0 is the whole image; the default is twice the last stage's training size.
     tile_size = 2 * ups[-1].resolution if args.tile_size is None else (args.tile_size or None)
+    if stream and args.consistent:
+        raise CascadeError(f"--consistent: the {size[0]}x{size[1]} output is streamed (above "
+                           f"{STREAM_ABOVE // 2 ** 20} MP, or --stream, --resume, --state-dir, several processes), "
+                           f"and a streamed upscale cannot project onto the whole input; drop --consistent")
     if tile_size is None and stream:
         raise CascadeError(f"--tile-size 0 (the whole image at once) cannot stream a {size[0]}x{size[1]} output; "
                            f"give a tile size")
@@ -77,7 +82,7 @@ def upscale(args) -> None:
         if stream:
             try:
                 report = upscale_to_file(pipe, image, args.output, seed=args.seed, aug_level=args.aug_level,
-                                         size=size, tile_size=tile_size, overlap=args.overlap, tile_batch=args.tile_batch,
+                                         consistent=args.consistent, size=size, tile_size=tile_size, overlap=args.overlap, tile_batch=args.tile_batch,
                                          state_dir=args.state_dir, resume=args.resume)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the state is cleaned up or kept (message printed)
                 raise SystemExit(130) from None
@@ -198,9 +203,8 @@ def _read_image(path: str) -> Image.Image:
 def _save(image: Image.Image, path: Path) -> None:
     """Write `image` as .partial, then rename: a crash never leaves a half-written file at `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    image.save(partial, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
-    partial.replace(path)
+    with replacing(path, "wb") as f:
+        image.save(f, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
 
 
 DEFAULT_ONE_SHOT = "runs/one_shot/pipeline"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import write_text
 from .sampling import make_sampler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def write_report(out: str, title: str, table: str, result, device: torch.device,
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     report = {"device": device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "seconds": seconds, "settings": settings or {}, "rows": result}
-    Path(out + ".json").write_text(json.dumps(report, indent=2))
-    Path(out + ".md").write_text(text)
+    write_text(out + ".json", json.dumps(report, indent=2))
+    write_text(out + ".md", text)
     print(f"wrote {out}.md and {out}.json")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Callable
 
+from .atomic import write_text
 from .errors import CascadeError
 from .sampling import SAMPLERS
 
@@ -120,4 +120,4 @@ def emit_json(report: dict, path: str | None) -> None:
     """Print the result as one JSON line (the last line of output) and write it to `path` if given."""
     print(json.dumps(report))
     if path:
-        Path(path).write_text(json.dumps(report, indent=2))
+        write_text(path, json.dumps(report, indent=2))

@@ -45,8 +45,8 @@ STREAM_ABOVE = 4096 * 4096  # `python -m cascade upscale` streams outputs with m
 
 
 def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: int | None = None,
-                    steps: int | None = None, aug_level: float | None = None, settings: dict | None = None,
-                    size: tuple[int, int] | None = None, tile_size: int = 256, overlap: int | None = None,
+                    steps: int | None = None, aug_level: float | None = None, consistent: bool | None = None,
+                    settings: dict | None = None, size: tuple[int, int] | None = None, tile_size: int = 256, overlap: int | None = None,
                     tile_batch: int = 8, state_dir: str | Path | None = None, resume: bool = False,
                     storage: str = "disk", crop: tuple[int, int] | None = None, progress: bool = True) -> dict:
     """Upscale `image` (one image, any form `Pipeline.upscale` takes) with the upsamplers from
@@ -68,8 +68,9 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
         out_w, out_h = crop
     x = pad_to_multiple(x, input_multiple(stages)).contiguous()
     per_stage = pipe.stage_settings(settings, steps=steps)[start:]
-    if aug_level is not None:
-        per_stage = [{"aug_level": aug_level, **s} for s in per_stage]
+    for key, value in (("aug_level", aug_level), ("consistent", consistent)):
+        if value is not None:
+            per_stage = [{key: value, **s} for s in per_stage]
     streamed, source = [], tuple(x.shape[-2:])
     for i, (stage, changes) in enumerate(zip(stages, per_stage)):
         if stage.defaults.consistent and "consistent" not in changes and stage.kind.iterative:  # a default, not asked

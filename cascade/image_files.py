@@ -9,12 +9,12 @@ name (and never replaces a good one).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from .atomic import partial_path, replacing
 from .errors import DataError
 
 SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}
@@ -26,10 +26,6 @@ def format_of(path: str | Path) -> str:
     if suffix not in SUFFIXES:
         raise DataError(f"{path}: streamed outputs are written as {', '.join(SUFFIXES)}, not {suffix or 'no suffix'}")
     return SUFFIXES[suffix]
-
-
-def partial_path(path: str | Path) -> Path:
-    return Path(path).with_name(Path(path).name + ".partial")
 
 
 def check_writable(path: str | Path) -> None:
@@ -47,26 +43,19 @@ def check_writable(path: str | Path) -> None:
 
 def write_bands(path: str | Path, width: int, height: int, bands: Iterator[np.ndarray]) -> None:
     """Write the uint8 [rows x width x 3] `bands` (top to bottom, `height` rows in all) to `path`."""
-    kind, partial = format_of(path), partial_path(path)
-    try:
-        with open(partial, "wb") as f:
-            if kind == "png":
-                import png
+    kind = format_of(path)
+    with replacing(path, "wb") as f:
+        if kind == "png":
+            import png
 
-                rows = (row.tobytes() for band in _checked(bands, width, height) for row in band)
-                png.Writer(width, height, greyscale=False, bitdepth=8).write_packed(f, rows)
-            else:
-                import tifffile
+            rows = (row.tobytes() for band in _checked(bands, width, height) for row in band)
+            png.Writer(width, height, greyscale=False, bitdepth=8).write_packed(f, rows)
+        else:
+            import tifffile
 
-                strips = _rechunk(_checked(bands, width, height), STRIP_ROWS)
-                tifffile.imwrite(f, data=strips, shape=(height, width, 3), dtype=np.uint8, photometric="rgb",
-                                 rowsperstrip=STRIP_ROWS)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(path)
+            strips = _rechunk(_checked(bands, width, height), STRIP_ROWS)
+            tifffile.imwrite(f, data=strips, shape=(height, width, 3), dtype=np.uint8, photometric="rgb",
+                             rowsperstrip=STRIP_ROWS)
 
 
 def _checked(bands, width: int, height: int):

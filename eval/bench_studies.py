@@ -4,7 +4,7 @@
     python eval/bench_studies.py texture --runs runs/study --num 256 --seeds 0 1 --out docs/studies
     python eval/bench_studies.py regression --runs runs/study --fid --out docs/studies
     python eval/bench_studies.py compute --runs runs/study --fid --out docs/studies
-    python eval/bench_studies.py augmentation --runs runs/study --num 256 --out docs/studies
+    python eval/bench_studies.py augmentation --runs runs/study --num 128 --seeds 0 1 --out docs/studies
 
 Every study reads trained stages from `--runs` (one folder per variant, each with pipeline/; the
 Makefile's study targets train them with the commands docs/studies.md lists) and scores them on
@@ -36,6 +36,7 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
+from cascade.atomic import write_text
 from cascade.cli import run_cli
 from cascade.errors import DataError
 from cascade.images import make_grid, uint8_to_unit, unit_to_uint8
@@ -94,8 +95,10 @@ def parse_args(argv):
     parser.add_argument("--runs", default="runs/study", help="folder with one trained run per variant")
     parser.add_argument("--num", type=int, default=256, help="held-out crops (or cascade samples) per seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one repeat per seed (noise floor)")
-    parser.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.1],
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.05, 0.1],
                         help="augmentation: the SR stages' sampling noise levels")
+    parser.add_argument("--cas-per-class", type=int, default=50,
+                        help="augmentation: real held-out crops per class that score the CAS classifiers")
     parser.add_argument("--rows", nargs="+", help="only the rows whose name contains one of these (the others "
                         "are kept from OUT/STUDY.json; the picture is left as it is)")
     parser.add_argument("--fid", action="store_true", help="SR studies: add FID against the truths (slow)")
@@ -112,9 +115,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.study == "augmentation":
-        if args.rows:
-            raise DataError("--rows applies to the SR studies; the augmentation study runs whole")
         runs = augmentation_study(args, device)
+        runs = merged(out / "augmentation.json", runs, list(augmentation_rows(args.levels)), args)
     else:
         rows = [r for r in SR_STUDIES[args.study] if not args.rows or r[0] == "bicubic"
                 or any(k in r[0] for k in args.rows)]
@@ -124,9 +126,10 @@ def main(argv=None):
         runs = merged(out / f"{args.study}.json", runs, [r[0] for r in SR_STUDIES[args.study]], args)
     text = summary_table(runs)
     print(text)
-    (out / f"{args.study}.md").write_text(text + "\n")
-    (out / f"{args.study}.json").write_text(json.dumps({"study": args.study, "num": args.num, "seeds": args.seeds,
-                                                         "fid": args.fid, "runs": runs}, indent=2))
+    write_text(out / f"{args.study}.md", text + "\n")
+    levels = {"levels": args.levels} if args.study == "augmentation" else {}
+    write_text(out / f"{args.study}.json", json.dumps({"study": args.study, "num": args.num, "seeds": args.seeds,
+                                                         "fid": args.fid, **levels, "runs": runs}, indent=2))
     print(f"wrote {out / args.study}.md and .json" + ("" if args.rows else " and .png"))
 
 
@@ -136,9 +139,11 @@ def merged(path: Path, runs: dict, order: list[str], args) -> dict:
     if not args.rows or not path.is_file():
         return runs
     old = json.loads(path.read_text())
-    if old.get("num") != args.num or old.get("seeds") != args.seeds or old.get("fid", args.fid) != args.fid:
-        raise DataError(f"{path}: made with --num {old.get('num')} --seeds {old.get('seeds')} (FID: {old.get('fid')}); "
-                        f"rerun rows with the same options, or the whole study without --rows")
+    if (old.get("num") != args.num or old.get("seeds") != args.seeds or old.get("fid", args.fid) != args.fid
+            or old.get("levels", args.levels) != args.levels):
+        raise DataError(f"{path}: made with --num {old.get('num')} --seeds {old.get('seeds')} (FID: {old.get('fid')}"
+                        + (f", --levels {old['levels']}" if "levels" in old else "") + "); rerun rows with the same "
+                        "options, or the whole study without --rows")
     every = {int(seed): {**rows, **runs.get(int(seed), {})} for seed, rows in old["runs"].items()}
     return {seed: {name: rows[name] for name in order if name in rows} for seed, rows in every.items()}
 
@@ -200,11 +205,33 @@ def write_sr_picture(first: dict, names: list[str], path: Path, per_kind: int = 
     grid.resize((grid.width * zoom, grid.height * zoom), 0).save(path)
 
 
+REAL = "real training crops (reference)"
+BASE64 = "64 px base (non-cascaded, same training time)"
+BICUBIC = "cascade, bicubic x2 (no SR stage)"
+PRESET_VARIANT = ("preset (x8, noise), ddpm 50", "sr3")
+
+
+def augmentation_rows(levels: list[float]) -> dict[str, tuple[str, dict] | None]:
+    """Row name -> (SR run folder, its settings) in table order; None: a row without an SR stage.
+    CDM's protocol: the stage sees the base sample noised to s, and is not projected back onto it."""
+    rows = {REAL: None, BASE64: None, BICUBIC: None}
+    for name, run in [*AUG_VARIANTS, PRESET_VARIANT]:
+        settings = SDE if run != PRESET_VARIANT[1] else {**PRESET, "consistent": False}
+        for level in levels:
+            rows[f"cascade, SR {name}, s={level:g}"] = (run, {**settings, "aug_level": level})
+    return rows
+
+
 def augmentation_study(args, device) -> dict[int, dict]:
     """CDM table 2b at the demo's scale: {seed: {row: {"fid", "cas_top1", "cas_top5"}}}."""
+    every = augmentation_rows(args.levels)
+    names = [n for n in every if not args.rows or any(k in n for k in args.rows)]
+    if not names:
+        raise DataError(f"--rows {' '.join(args.rows)}: no row of the augmentation study matches")
+    cascaded = [n for n in names if n not in (REAL, BASE64)]
     base = load_stage_pipeline(args.runs, "base32", device)
-    base64 = load_stage_pipeline(args.runs, "base64", device)
-    ups = {name: load_stage_pipeline(args.runs, run, device) for name, run in AUG_VARIANTS}
+    base64 = load_stage_pipeline(args.runs, "base64", device) if BASE64 in names else None
+    ups = {run: load_stage_pipeline(args.runs, run, device) for run in {every[n][0] for n in cascaded if every[n]}}
     network = load_feature_network(args.weights, device)
     num_classes = base.base.unet.config.num_classes
     runs, shown = {}, None
@@ -212,37 +239,43 @@ def augmentation_study(args, device) -> dict[int, dict]:
         real = collect(real_batches(load_real(parse_source("photos", "test")), args.num, args.batch_size, 64, True,
                                     (0.15, 0.4), seed))[0]
         truth = stats_of(network, real)
-        test = labelled_set(parse_source("photos", "test"), 50, num_classes, 64, (0.15, 0.4), seed + 1)
-        low, labels = collect(pipeline_batches(base, args.num, args.batch_size, seed * 1_000_000, progress=True))
-        rows = {"real training crops (reference)":
-                collect(real_batches(load_real(parse_source("photos", "train")), args.num, args.batch_size, 64, True,
-                                     (0.15, 0.4), seed)),
-                "64 px base (non-cascaded, same training time)":
-                collect(pipeline_batches(base64, args.num, args.batch_size, seed * 1_000_000, progress=True))}
-        for name, pipe in ups.items():
-            for level in args.levels:
-                # CDM's protocol: the stage sees the base sample noised to s, and is not projected back onto it
-                outs = [unit_to_uint8(pipe.upscale(uint8_to_unit(low[i:i + args.batch_size], torch.float32),
-                                                   seed=seed * 1_000_000 + 500_000 + i, output_type="pt",
-                                                   settings={0: {**SDE, "aug_level": level}}, progress=False).cpu())
-                        for i in tqdm(range(0, len(low), args.batch_size), desc=f"{name} s={level:g}", unit="batch")]
-                rows[f"cascade, SR {name}, s={level:g}"] = (torch.cat(outs), labels)
+        test = labelled_set(parse_source("photos", "test"), args.cas_per_class, num_classes, 64, (0.15, 0.4), seed + 1)
+        low, labels = collect(pipeline_batches(base, args.num, args.batch_size, seed * 1_000_000, progress=True)) \
+            if cascaded else (None, None)
+        rows = {}
+        for name in names:
+            if name == REAL:
+                rows[name] = collect(real_batches(load_real(parse_source("photos", "train")), args.num,
+                                                  args.batch_size, 64, True, (0.15, 0.4), seed))
+            elif name == BASE64:
+                rows[name] = collect(pipeline_batches(base64, args.num, args.batch_size, seed * 1_000_000,
+                                                      progress=True))
+            elif name == BICUBIC:
+                rows[name] = (bicubic(low, (64, 64)), labels)
+            else:
+                run, settings = every[name]
+                outs = [unit_to_uint8(ups[run].upscale(uint8_to_unit(low[i:i + args.batch_size], torch.float32),
+                                                       seed=seed * 1_000_000 + 500_000 + i, output_type="pt",
+                                                       settings={0: settings}, progress=False).cpu())
+                        for i in tqdm(range(0, len(low), args.batch_size), desc=name, unit="batch")]
+                rows[name] = (torch.cat(outs), labels)
         runs[seed] = {}
         for name, (images, y) in rows.items():
             _, cas = classification_accuracy((images, y), test, num_classes, 64, seed=0, device=device,
                                              desc=f"CAS {name}")
             runs[seed][name] = {"fid": fid_from_stats(stats_of(network, images), truth),
                                 "cas_top1": 100 * cas["top1"], "cas_top5": 100 * cas["top5"]}
-            print(name, runs[seed][name])
-        if shown is None:
+            print(name, runs[seed][name], flush=True)
+        if shown is None and not args.rows:
             picks = torch.arange(0, len(low), max(1, len(low) // 8))[:8]
             level = args.levels[0]
             shown = [torch.nn.functional.interpolate(low[picks].float(), scale_factor=2, mode="nearest").to(torch.uint8),
-                     *[rows[f"cascade, SR {n}, s={level:g}"][0][picks] for n, _ in AUG_VARIANTS],
-                     rows["64 px base (non-cascaded, same training time)"][0][picks]]
-    tiles = torch.stack([c[i] for i in range(len(shown[0])) for c in shown])
-    grid = make_grid(uint8_to_unit(tiles, torch.float32) * 2 - 1, nrow=len(shown))
-    grid.resize((grid.width * 2, grid.height * 2), 0).save(Path(args.out) / "augmentation.png")
+                     *[rows[f"cascade, SR {n}, s={level:g}"][0][picks] for n, _ in [*AUG_VARIANTS, PRESET_VARIANT]],
+                     rows[BASE64][0][picks]]
+    if shown is not None:  # columns: 32 px base (nearest) | the SR variants at the first level | 64 px base
+        tiles = torch.stack([c[i] for i in range(len(shown[0])) for c in shown])
+        grid = make_grid(uint8_to_unit(tiles, torch.float32) * 2 - 1, nrow=len(shown))
+        grid.resize((grid.width * 2, grid.height * 2), 0).save(Path(args.out) / "augmentation.png")
     return runs
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from cascade.atomic import write_text
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
 from cascade.errors import DataError
 from cascade.metrics.cas import classification_accuracy
@@ -89,7 +90,7 @@ def main(argv=None):
               "per_class": args.per_class, "test_images": len(test_x), "resolution": size, "seed": args.seed,
               **sampling_report(pipe.stages),
               "cas": results["generated"], "real": results["real"]}
-    (out / "cas.json").write_text(json.dumps(report, indent=2))
+    write_text(out / "cas.json", json.dumps(report, indent=2))
     print(f"wrote {out / 'cas.json'} and the classifiers {out}/classifier_generated, {out}/classifier_real")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from cascade.atomic import write_text
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, emit_json, run_cli, sampling_report
 from cascade.config import DataConfig
 from cascade.errors import DataError
@@ -143,7 +144,7 @@ def main(argv=None):
               "iou": synth["iou"], "iou_real": real["iou"], "fid": fid, "fid_real_train": fid_real, "fid_network": network.identity,
               "diversity": diversity, "diversity_maps": d, "samples_per_map": args.samples,
               **sampling_report(pipe.stages), "guidance": [s.defaults.guidance_scale for s in pipe.stages]}
-    (out / "label_map.json").write_text(json.dumps(report, indent=2))
+    write_text(out / "label_map.json", json.dumps(report, indent=2))
     emit_json(report, None)
 
 

@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from cascade import one_shot
+from cascade.atomic import write_text
 from cascade.augment import blur_augment
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from cascade.images import label_rows, make_grid, to_pil, to_unit, uint8_to_unit
@@ -121,8 +122,8 @@ def main(argv=None):
     table = markdown(rows)
     print(f"{args.num} samples per method at {size[0]}x{size[1]} px; photo {image}")
     print(table)
-    (out / "metrics.md").write_text(table + "\n")
-    (out / "metrics.json").write_text(json.dumps({"image": image, "size": list(size), "num": args.num,
+    write_text(out / "metrics.md", table + "\n")
+    write_text(out / "metrics.json", json.dumps({"image": image, "size": list(size), "num": args.num,
                                                   "seed": args.seed, "pipelines": args.pipeline, "rows": rows}, indent=2))
     picture = [(name, images[:4]) for name, images in methods.items() if name != "photo shifted 4 px"]
     write_rows(picture, out / "samples.png")

@@ -323,3 +323,18 @@ def test_sampling_arguments_set_every_stage_or_one_and_name_bad_values():
                           (["--sampler", "5=ddim"], "--sampler 5=ddim: no stage '5'; the pipeline has stages 0..1")]:
         with pytest.raises(CascadeError, match=message.replace("+", r"\+")):
             applied(*argv)
+
+
+def test_reports_are_replaced_in_one_step(tmp_path):
+    """A report write that fails part way (here: text that cannot be encoded) leaves the last good
+    report as it was and no partial file; a good write replaces it."""
+    from cascade.atomic import write_text
+    from cascade.cli import emit_json
+
+    path = tmp_path / "report.json"
+    emit_json({"fid": 1.0}, str(path))
+    with pytest.raises(UnicodeEncodeError):
+        write_text(path, '{"fid": 2.0, "name": "\ud800"}')
+    assert json.loads(path.read_text()) == {"fid": 1.0} and sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    write_text(path, '{"fid": 3.0}')
+    assert json.loads(path.read_text()) == {"fid": 3.0}

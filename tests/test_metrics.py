@@ -200,3 +200,42 @@ def test_bench_studies_runs_a_study_and_reruns_one_row(tmp_path):
         {k: v for k, v in report["runs"]["0"][name].items() if k != "seconds"}  # the same crops and outputs
     missing = run_in_process(*args[:3], tmp_path / "nowhere", *args[4:], check=False)
     assert missing.returncode == 2 and "regression/pipeline: missing" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_the_augmentation_study_runs_and_reruns_one_row(tmp_path):
+    """The augmentation study (CDM table 2b) on tiny stages: every row at every level, the picture,
+    and --rows reruns one row on the same base samples, keeping the others; other levels refused."""
+    import json
+
+    from PIL import Image
+
+    from cascade import Pipeline
+    from conftest import run_in_process, tiny_stage
+
+    runs = tmp_path / "runs"
+    Pipeline([tiny_stage(32, 1, num_classes=10)]).save_pretrained(runs / "base32" / "pipeline")
+    Pipeline([tiny_stage(64, 1, num_classes=10, seed=2)]).save_pretrained(runs / "base64" / "pipeline")
+    for run_name in ("sr3_x4_noaug", "sr3_x4_blur_only", "sr3_x4_noblur", "sr3_x4", "sr3"):
+        Pipeline([tiny_stage(64, 2)]).save_pretrained(runs / run_name / "pipeline")
+    args = ["eval/bench_studies.py", "augmentation", "--runs", runs, "--num", "4", "--seeds", "0",
+            "--levels", "0", "0.1", "--batch-size", "4", "--cas-per-class", "2", "--out", tmp_path / "out"]
+    run_in_process(*args)
+    report = json.loads((tmp_path / "out" / "augmentation.json").read_text())
+    rows = list(report["runs"]["0"])
+    assert len(rows) == 3 + 5 * 2 and report["levels"] == [0.0, 0.1]
+    assert "cascade, SR noise + blur, s=0.1" in rows and "cascade, bicubic x2 (no SR stage)" in rows
+    assert all(0 <= r["cas_top1"] <= 100 and r["fid"] > 0 for r in report["runs"]["0"].values())
+    assert report["runs"]["0"]["cascade, SR noise, s=0"] != report["runs"]["0"]["cascade, SR noise, s=0.1"]
+    picture = Image.open(tmp_path / "out" / "augmentation.png")  # 4 samples: base | 5 SR stages | 64 px base
+    assert picture.size == (2 * (7 * 64 + 8 * 2), 2 * (4 * 64 + 5 * 2))
+    kept = "cascade, SR noise, s=0"
+    report["runs"]["0"][kept]["fid"] = -1.0  # marks a row the rerun must keep
+    (tmp_path / "out" / "augmentation.json").write_text(json.dumps(report))
+    run_in_process(*args, "--rows", "bicubic")
+    again = json.loads((tmp_path / "out" / "augmentation.json").read_text())["runs"]
+    assert again["0"][kept]["fid"] == -1.0 and list(again["0"]) == rows
+    name = "cascade, bicubic x2 (no SR stage)"
+    assert again["0"][name] == report["runs"]["0"][name]  # the same base samples, the same numbers
+    other = run_in_process(*args[:8], "--levels", "0.05", "--batch-size", "4", "--out", tmp_path / "out",
+                           "--rows", "bicubic", check=False)
+    assert other.returncode == 2 and "--levels [0.0, 0.1]" in other.stderr.strip().splitlines()[-1]

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -244,3 +245,18 @@ def test_a_stage_consistent_by_default_streams_without_it_and_regression_is_refu
     regression = Stage(plain.unet, plain.noise_scheduler, Regression(scale=2), plain.defaults)
     with pytest.raises(ValueError, match="a regression stage is one network evaluation"):
         upscale_to_file(Pipeline([regression]), photo(16, 12), tmp_path / "r.png", **common)
+    with pytest.raises(ValueError, match="needs the whole image"):
+        upscale_to_file(Pipeline([plain]), photo(16, 12), tmp_path / "y.png", consistent=True, **common)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # consistent=False asked: no warning, the same image
+        upscale_to_file(Pipeline([consistent]), photo(16, 12), tmp_path / "n.png", consistent=False, **common)
+    assert np.array_equal(read(tmp_path / "n.png"), read(tmp_path / "p.png"))
+    # the CLI refuses an explicit --consistent on a streamed upscale before any work, naming it
+    Pipeline([consistent]).save_pretrained(tmp_path / "pipe")
+    Image.fromarray((photo(36, 20).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    refused = run_in_process(*upscale_args(tmp_path, "cli.png", "--consistent"), check=False)
+    assert refused.returncode == 2 and not (tmp_path / "cli.png").exists()
+    assert refused.stderr.strip().splitlines()[-1].endswith("72x40 output is streamed (above 16 MP, or --stream, "
+                                                            "--resume, --state-dir, several processes), and a "
+                                                            "streamed upscale cannot project onto the whole input; "
+                                                            "drop --consistent")
