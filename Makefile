@@ -88,7 +88,7 @@ study-regression: $(foreach r,sr3 sr3_x4 regression,$(STUDY)/$(r)/pipeline/casca
 	$(STUDY_EVAL) regression --fid
 study-compute: $(foreach r,sr3 sr3_1400 sr3_2800,$(STUDY)/$(r)/pipeline/cascade.json)
 	$(STUDY_EVAL) compute --fid
-study-augmentation: $(foreach r,sr3_x4 sr3_x4_noblur sr3_x4_blur_only sr3_x4_noaug base32 base64,$(STUDY)/$(r)/pipeline/cascade.json)
+study-augmentation: $(foreach r,sr3 sr3_x4 sr3_x4_noblur sr3_x4_blur_only sr3_x4_noaug base32 base64,$(STUDY)/$(r)/pipeline/cascade.json)
 	$(STUDY_EVAL) augmentation
 
 test: setup

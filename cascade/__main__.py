@@ -66,9 +66,11 @@ def upscale(args) -> None:
     # Tiles: --tile-size 0 is the whole image; the default is twice the last stage's training size.
     tile_size = 2 * ups[-1].resolution if args.tile_size is None else (args.tile_size or None)
     if stream and args.consistent:
-        raise CascadeError(f"--consistent: the {size[0]}x{size[1]} output is streamed (above "
-                           f"{STREAM_ABOVE // 2 ** 20} MP, or --stream, --resume, --state-dir, several processes), "
-                           f"and a streamed upscale cannot project onto the whole input; drop --consistent")
+        why = next(w for w, on in (("--stream", args.stream), ("--resume", args.resume), ("--state-dir", args.state_dir),
+                                   (f"{processes} processes", processes > 1), ("more than 4096x4096 pixels", True))
+                   if on)
+        raise CascadeError(f"--consistent: the {size[0]}x{size[1]} output is streamed ({why}), and a streamed "
+                           f"upscale cannot project onto the whole input; drop --consistent")
     if tile_size is None and stream:
         raise CascadeError(f"--tile-size 0 (the whole image at once) cannot stream a {size[0]}x{size[1]} output; "
                            f"give a tile size")
@@ -82,8 +84,9 @@ def upscale(args) -> None:
         if stream:
             try:
                 report = upscale_to_file(pipe, image, args.output, seed=args.seed, aug_level=args.aug_level,
-                                         consistent=args.consistent, size=size, tile_size=tile_size, overlap=args.overlap, tile_batch=args.tile_batch,
-                                         state_dir=args.state_dir, resume=args.resume)
+                                         consistent=args.consistent, size=size, tile_size=tile_size,
+                                         overlap=args.overlap, tile_batch=args.tile_batch, state_dir=args.state_dir,
+                                         resume=args.resume)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the state is cleaned up or kept (message printed)
                 raise SystemExit(130) from None
             if main:

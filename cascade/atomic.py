@@ -23,10 +23,10 @@ def replacing(path: str | Path, mode: str = "w") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        partial.replace(path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    partial.replace(path)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -46,8 +46,8 @@ STREAM_ABOVE = 4096 * 4096  # `python -m cascade upscale` streams outputs with m
 
 def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: int | None = None,
                     steps: int | None = None, aug_level: float | None = None, consistent: bool | None = None,
-                    settings: dict | None = None, size: tuple[int, int] | None = None, tile_size: int = 256, overlap: int | None = None,
-                    tile_batch: int = 8, state_dir: str | Path | None = None, resume: bool = False,
+                    settings: dict | None = None, size: tuple[int, int] | None = None, tile_size: int = 256,
+                    overlap: int | None = None, tile_batch: int = 8, state_dir: str | Path | None = None, resume: bool = False,
                     storage: str = "disk", crop: tuple[int, int] | None = None, progress: bool = True) -> dict:
     """Upscale `image` (one image, any form `Pipeline.upscale` takes) with the upsamplers from
     `start_at` into `path` (.png or .tif). `size` (width, height): the output size; the input is

@@ -99,8 +99,9 @@ def parse_args(argv):
                         help="augmentation: the SR stages' sampling noise levels")
     parser.add_argument("--cas-per-class", type=int, default=50,
                         help="augmentation: real held-out crops per class that score the CAS classifiers")
-    parser.add_argument("--rows", nargs="+", help="only the rows whose name contains one of these (the others "
-                        "are kept from OUT/STUDY.json; the picture is left as it is)")
+    parser.add_argument("--rows", nargs="+", help="only the rows whose name contains one of these texts ("
+                        "\"s=0\" also matches \"s=0.05\"); the others are kept from OUT/STUDY.json, the picture is "
+                        "left as it is")
     parser.add_argument("--fid", action="store_true", help="SR studies: add FID against the truths (slow)")
     parser.add_argument("--weights", help="FID Inception weights (see eval/fid.py)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -114,36 +115,55 @@ def main(argv=None):
     device = Accelerator(cpu=args.cpu).device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.study}.json"
+    check_mergeable(path, args)
     if args.study == "augmentation":
-        runs = augmentation_study(args, device)
-        runs = merged(out / "augmentation.json", runs, list(augmentation_rows(args.levels)), args)
+        runs = merged(path, augmentation_study(args, device), list(augmentation_rows(args.levels)), args)
     else:
         rows = [r for r in SR_STUDIES[args.study] if not args.rows or r[0] == "bicubic"
                 or any(k in r[0] for k in args.rows)]
         if len(rows) == 1 and args.rows:
             raise DataError(f"--rows {' '.join(args.rows)}: no row of the {args.study} study matches")
-        runs = sr_study(rows, args, device)
-        runs = merged(out / f"{args.study}.json", runs, [r[0] for r in SR_STUDIES[args.study]], args)
+        runs = merged(path, sr_study(rows, args, device), [r[0] for r in SR_STUDIES[args.study]], args)
     text = summary_table(runs)
     print(text)
     write_text(out / f"{args.study}.md", text + "\n")
-    levels = {"levels": args.levels} if args.study == "augmentation" else {}
-    write_text(out / f"{args.study}.json", json.dumps({"study": args.study, "num": args.num, "seeds": args.seeds,
-                                                         "fid": args.fid, **levels, "runs": runs}, indent=2))
+    write_text(path, json.dumps({"study": args.study, **options(args), "runs": runs}, indent=2))
     print(f"wrote {out / args.study}.md and .json" + ("" if args.rows else " and .png"))
 
 
+def options(args) -> dict:
+    """The options a study's numbers depend on (a --rows rerun must use the same)."""
+    if args.study == "augmentation":
+        return {"num": args.num, "seeds": args.seeds, "levels": args.levels, "cas_per_class": args.cas_per_class}
+    return {"num": args.num, "seeds": args.seeds, "fid": args.fid}
+
+
+def check_mergeable(path: Path, args) -> None:
+    """Before any work: with --rows, the earlier run at `path` must have used the same options."""
+    if not args.rows or not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    for key, value in options(args).items():
+        if old.get(key) != value:
+            flag = "--" + key.replace("_", "-")
+            was = f"no record of {flag}" if key not in old else f"{flag} {as_flag_value(old[key])}"
+            raise DataError(f"{path}: made with {was}, not {flag} {as_flag_value(value)}; rerun rows with the "
+                            f"same options, or the whole study without --rows")
+
+
+def as_flag_value(value) -> str:
+    """[0.0, 0.05] -> '0 0.05', as on the command line."""
+    items = value if isinstance(value, list) else [value]
+    return " ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in items)
+
+
 def merged(path: Path, runs: dict, order: list[str], args) -> dict:
-    """With --rows, the other rows of an earlier run of the same study (same --num and --seeds) are
-    kept, so one row can be rerun alone; rows in the study's order."""
+    """With --rows, the other rows of an earlier run of the same study (same options, see
+    check_mergeable) are kept, so one row can be rerun alone; rows in the study's order."""
     if not args.rows or not path.is_file():
         return runs
     old = json.loads(path.read_text())
-    if (old.get("num") != args.num or old.get("seeds") != args.seeds or old.get("fid", args.fid) != args.fid
-            or old.get("levels", args.levels) != args.levels):
-        raise DataError(f"{path}: made with --num {old.get('num')} --seeds {old.get('seeds')} (FID: {old.get('fid')}"
-                        + (f", --levels {old['levels']}" if "levels" in old else "") + "); rerun rows with the same "
-                        "options, or the whole study without --rows")
     every = {int(seed): {**rows, **runs.get(int(seed), {})} for seed, rows in old["runs"].items()}
     return {seed: {name: rows[name] for name in order if name in rows} for seed, rows in every.items()}
 

@@ -238,4 +238,7 @@ def test_the_augmentation_study_runs_and_reruns_one_row(tmp_path):
     assert again["0"][name] == report["runs"]["0"][name]  # the same base samples, the same numbers
     other = run_in_process(*args[:8], "--levels", "0.05", "--batch-size", "4", "--out", tmp_path / "out",
                            "--rows", "bicubic", check=False)
-    assert other.returncode == 2 and "--levels [0.0, 0.1]" in other.stderr.strip().splitlines()[-1]
+    assert other.returncode == 2 and other.stderr.strip().splitlines()[-1].endswith(
+        "augmentation.json: made with --levels 0 0.1, not --levels 0.05; rerun rows with the same options, "
+        "or the whole study without --rows")
+    assert "CAS" not in other.stderr  # refused before any work

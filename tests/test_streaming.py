@@ -256,7 +256,6 @@ def test_a_stage_consistent_by_default_streams_without_it_and_regression_is_refu
     Image.fromarray((photo(36, 20).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "in.png")
     refused = run_in_process(*upscale_args(tmp_path, "cli.png", "--consistent"), check=False)
     assert refused.returncode == 2 and not (tmp_path / "cli.png").exists()
-    assert refused.stderr.strip().splitlines()[-1].endswith("72x40 output is streamed (above 16 MP, or --stream, "
-                                                            "--resume, --state-dir, several processes), and a "
-                                                            "streamed upscale cannot project onto the whole input; "
-                                                            "drop --consistent")
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        "--consistent: the 72x40 output is streamed (--stream), and a streamed upscale cannot project onto the "
+        "whole input; drop --consistent")
