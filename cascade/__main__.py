@@ -32,7 +32,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import one_shot
-from .atomic import replacing
+from .atomic import save_image
 from .cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from .errors import CascadeError, DataError
 from .giant import STREAM_ABOVE, upscale_to_file
@@ -102,7 +102,7 @@ def upscale(args) -> None:
         raise
     except ValueError as e:
         raise CascadeError(f"{args.input}: {e}") from None
-    _save(out, Path(args.output))
+    save_image(out, Path(args.output))
     print(f"wrote {args.output}: {image.width}x{image.height} -> {out.width}x{out.height}")
 
 
@@ -129,7 +129,7 @@ def _prior_upscale(pipe, image: Image.Image, args) -> None:
     except ValueError as e:
         raise CascadeError(f"{args.input}: {e}") from None
     result = to_pil(to_unit(out.cpu()))[0]
-    _save(result, Path(args.output))
+    save_image(result, Path(args.output))
     print(f"wrote {args.output}: {image.width}x{image.height} -> {result.width}x{result.height} "
           f"(generative prior: stage 0, a {stage.kind.name} stage, projected onto the input at every step)")
 
@@ -190,7 +190,7 @@ def synthesize(args) -> None:
     out = Path(args.output)
     names = [out] if len(outputs) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(outputs))]
     for image, name in zip(outputs, names):
-        _save(image, name)
+        save_image(image, name)
     print(f"wrote {', '.join(map(str, names))}: {outputs[0].width}x{outputs[0].height} from {args.labels}")
 
 
@@ -201,13 +201,6 @@ def _read_image(path: str) -> Image.Image:
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"{path}: cannot read image ({' '.join(str(e).split())})") from None
     return image
-
-
-def _save(image: Image.Image, path: Path) -> None:
-    """Write `image` as .partial, then rename: a crash never leaves a half-written file at `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(path, "wb") as f:
-        image.save(f, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
 
 
 DEFAULT_ONE_SHOT = "runs/one_shot/pipeline"
@@ -256,12 +249,12 @@ def generate(args) -> None:
                 thumbs.append(_thumbnail_of_streamed(pipe, p, seed))
             else:
                 image = one_shot.generate(pipe, size, seed, args.tile_size)
-                _save(image, path)
+                save_image(image, path)
                 thumbs.append(image)
         except ValueError as e:
             raise CascadeError(f"generate --size {size[0]}x{size[1]}: {e}") from None
         print(f"wrote {path}", flush=True)
-    _save(one_shot.contact_sheet(thumbs), out / "contact_sheet.png")
+    save_image(one_shot.contact_sheet(thumbs), out / "contact_sheet.png")
     print(f"wrote {out / 'contact_sheet.png'}: {args.num} samples, seeds {args.seed}..{args.seed + args.num - 1}")
 
 
@@ -298,7 +291,7 @@ def edit(args) -> None:
                             tile_size=args.tile_size)
     except ValueError as e:
         raise CascadeError(f"edit {args.image}: {e}") from None
-    _save(out, Path(args.out))
+    save_image(out, Path(args.out))
     print(f"wrote {args.out}: {out.width}x{out.height}, strength {args.strength:g}"
           + (f", only {args.mask} resampled" if args.mask else ""))
 

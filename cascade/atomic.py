@@ -33,3 +33,14 @@ def write_text(path: str | Path, text: str) -> None:
     """Replace `path` with `text` (UTF-8) in one step; on any failure `path` is left as it was."""
     with replacing(path) as f:
         f.write(text)
+
+
+def save_image(image, path: str | Path) -> None:
+    """Save the PIL `image` to `path` (its folder made if missing; the format from the suffix, PNG
+    if unknown) in one step."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path, "wb") as f:
+        image.save(f, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))

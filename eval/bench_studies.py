@@ -36,7 +36,7 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from cascade.atomic import write_text
+from cascade.atomic import save_image, write_text
 from cascade.cli import run_cli
 from cascade.errors import DataError
 from cascade.images import make_grid, uint8_to_unit, unit_to_uint8
@@ -222,7 +222,7 @@ def write_sr_picture(first: dict, names: list[str], path: Path, per_kind: int = 
     columns = [nearest, *[first[n] for n in names], first["truth"]]
     tiles = torch.stack([c[i] for i in picks for c in columns])
     grid = make_grid(uint8_to_unit(tiles, torch.float32) * 2 - 1, nrow=len(columns))
-    grid.resize((grid.width * zoom, grid.height * zoom), 0).save(path)
+    save_image(grid.resize((grid.width * zoom, grid.height * zoom), 0), path)
 
 
 REAL = "real training crops (reference)"
@@ -295,7 +295,7 @@ def augmentation_study(args, device) -> dict[int, dict]:
     if shown is not None:  # columns: 32 px base (nearest) | the SR variants at the first level | 64 px base
         tiles = torch.stack([c[i] for i in range(len(shown[0])) for c in shown])
         grid = make_grid(uint8_to_unit(tiles, torch.float32) * 2 - 1, nrow=len(shown))
-        grid.resize((grid.width * 2, grid.height * 2), 0).save(Path(args.out) / "augmentation.png")
+        save_image(grid.resize((grid.width * 2, grid.height * 2), 0), Path(args.out) / "augmentation.png")
     return runs
 
 
