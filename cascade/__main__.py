@@ -36,7 +36,7 @@ from .atomic import save_image
 from .cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from .errors import CascadeError, DataError
 from .giant import STREAM_ABOVE, upscale_to_file
-from .images import to_pil, to_rgb, to_unit
+from .images import pil_to_signed, signed_to_pil, signed_to_unit, to_rgb
 from .pipeline import Pipeline
 
 
@@ -108,8 +108,6 @@ def upscale(args) -> None:
 
 def _prior_upscale(pipe, image: Image.Image, args) -> None:
     """`upscale --prior`: generative-prior SR with the pipeline's first stage (cascade.one_shot.prior_upscale)."""
-    from .images import pil_to_tensor
-
     stage = pipe.stages[0]
     if stage.kind.takes_input:
         raise CascadeError(f"--prior: the first stage of {args.pipeline} is an upsampler; pass a pipeline whose first "
@@ -123,12 +121,12 @@ def _prior_upscale(pipe, image: Image.Image, args) -> None:
         factor = width // image.width
     if factor < 2:
         raise CascadeError(f"--scale {factor}: must be >= 2")
-    lowres = pil_to_tensor(image)[None].to(stage.device)
+    lowres = pil_to_signed(image)[None].to(stage.device)
     try:
         out = one_shot.prior_upscale(stage, lowres, factor, seed=args.seed)
     except ValueError as e:
         raise CascadeError(f"{args.input}: {e}") from None
-    result = to_pil(to_unit(out.cpu()))[0]
+    result = signed_to_pil(out)[0]
     save_image(result, Path(args.output))
     print(f"wrote {args.output}: {image.width}x{image.height} -> {result.width}x{result.height} "
           f"(generative prior: stage 0, a {stage.kind.name} stage, projected onto the input at every step)")
@@ -269,8 +267,8 @@ def _thumbnail_of_streamed(pipe, p, seed: int) -> Image.Image:
     short = replace(p, upsamplers=p.upsamplers[:keep])
     scene = one_shot.draw_scene(short, seed, progress=False)
     if not keep:
-        return to_pil(to_unit(scene))[0]
-    return short.pipeline().upscale(to_unit(scene), seed=seed, progress=False)[0]
+        return signed_to_pil(scene)[0]
+    return short.pipeline().upscale(signed_to_unit(scene), seed=seed, progress=False)[0]
 
 
 def edit(args) -> None:

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from .config import DataConfig
 from .errors import DataError
-from .images import pil_to_tensor, to_rgb
+from .images import pil_to_signed, to_rgb
 
 PHOTO_TRAIN_FRACTION = 0.8  # split "train": the left 80% of every photo; "test": the right 20%
 PHOTO_EPOCH_SIZE = 10000  # random crops per epoch of the ten photos when data.epoch_size is not set
@@ -393,7 +393,7 @@ def make_example(image: Image.Image, label: int, size: int, cfg: DataConfig, cro
                  reference: int | None = None) -> dict:
     """One training example: a random crop (and flip) of `image` drawn from `crop_seed` alone."""
     generator = torch.Generator().manual_seed(crop_seed)
-    tensor = pil_to_tensor(random_resized_crop(image, size, tuple(cfg.crop_scale), generator, reference))
+    tensor = pil_to_signed(random_resized_crop(image, size, tuple(cfg.crop_scale), generator, reference))
     if cfg.random_flip and torch.rand((), generator=generator) < 0.5:
         tensor = tensor.flip(-1)
     return {"image": tensor, "label": label, "seed": draw_seed}
@@ -422,7 +422,7 @@ def fixed_crops(cfg: DataConfig, size: int, count: int, seed: int = 0) -> torch.
         index = [i % len(source) for i in range(count)]
         images, references = [source.load(j) for j in index], [source.reference(j) for j in index]
     generator = torch.Generator().manual_seed(seed)
-    return torch.stack([pil_to_tensor(random_resized_crop(image, size, tuple(cfg.crop_scale), generator, reference=ref))
+    return torch.stack([pil_to_signed(random_resized_crop(image, size, tuple(cfg.crop_scale), generator, reference=ref))
                         for image, ref in zip(images, references)])
 
 

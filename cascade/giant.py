@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .errors import CascadeError, DataError
 from .image_files import check_writable, write_bands
-from .images import as_batches, pad_to_multiple, to_unit, unit_to_uint8
+from .images import pad_to_multiple, signed_to_uint8, user_images_to_signed
 from .pipeline import input_multiple
 from .state_folder import StateFolder
 from .streaming import Processes, StreamedStage, history_copies
@@ -117,7 +117,7 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
 
 def _input(image, scale: int, size) -> torch.Tensor:
     """One image as [1 x 3 x h x w] in [-1, 1], resized to `size` / `scale` if given."""
-    batches = as_batches(image)
+    batches = user_images_to_signed(image)
     if len(batches) != 1 or batches[0].shape[0] != 1:
         raise ValueError("upscale_to_file takes one image")
     x = batches[0].float()
@@ -268,5 +268,5 @@ def _uint8_rows(bands, height: int, width: int):
     for (r0, r1), band in bands:
         if r0 >= height:
             continue
-        rows = unit_to_uint8(to_unit(band[0, :, :min(r1, height) - r0, :width]))
+        rows = signed_to_uint8(band[0, :, :min(r1, height) - r0, :width])
         yield np.ascontiguousarray(rows.permute(1, 2, 0).numpy())

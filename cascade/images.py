@@ -1,8 +1,17 @@
-"""Image conversions, kept in one place: PIL of any mode -> RGB, uint8 <-> [0, 1] <-> [-1, 1], grids,
-and users' images to batches (and back) for the pipeline.
+"""Image conversions, kept in one place: PIL of any mode -> RGB, the three ranges tensors travel in,
+grids, and users' images to batches (and back) for the pipeline.
 
-Conventions: models see float tensors in [-1, 1] shaped [N x 3 x H x W]; users get PIL images or
-float tensors in [0, 1]; files hold uint8.
+The three ranges, and the one word each converter uses for them:
+
+    uint8     0..255 integers: files, PIL images, the metrics' input
+    unit      floats in [0, 1]: what users give `Pipeline.upscale` and get back with output_type="pt"
+    signed    floats in [-1, 1]: what the models see and generate, [N x 3 x H x W]
+
+Every converter names the range it takes and the range it returns (`signed_to_pil`,
+`unit_to_uint8`, `pil_to_signed`, ...): there is no converter that guesses. A tensor in [0, 1] given to
+a `signed_*` converter would be read as a pale image ((255 + q) / 2 for each pixel q), which is how
+one-shot outputs were once washed out; `unit_*` converters refuse values far below 0, the sign of a
+[-1, 1] tensor given where [0, 1] was meant.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
+
+UNIT_FLOOR = -0.25  # a unit tensor below this is a signed one by mistake (round-off overshoots stay far above)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -40,20 +51,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL -> float tensor [3 x H x W] in [-1, 1]."""
-    array = np.asarray(to_rgb(image), dtype=np.float32)
-    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+# --- between ranges (tensors keep their shape)
+
+def _checked_unit(x: torch.Tensor, where: str) -> torch.Tensor:
+    if x.numel() and float(x.detach().min()) < UNIT_FLOOR:
+        raise ValueError(f"{where}: expected values in [0, 1], got a minimum of {float(x.detach().min()):.3f} "
+                         f"(a [-1, 1] tensor? convert it with signed_to_unit)")
+    return x
 
 
-def to_unit(x: torch.Tensor) -> torch.Tensor:
+def signed_to_unit(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1], clamped."""
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-def from_unit(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> [-1, 1]."""
-    return x * 2.0 - 1.0
+def unit_to_signed(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1] (not clamped: an exact affine map)."""
+    return _checked_unit(x, "unit_to_signed") * 2.0 - 1.0
 
 
 def uint8_to_unit(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -61,29 +75,66 @@ def uint8_to_unit(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.
     return x.to(dtype) / 255
 
 
-def uint8_to_signed(x: torch.Tensor) -> torch.Tensor:
-    """uint8 tensor (0..255) -> float32 tensor in [-1, 1], the models' range."""
-    return x.float() / 127.5 - 1
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[-1, 1] tensor [N x 3 x H x W] -> uint8 array [N x H x W x 3] (rounded, as when saving a PNG)."""
-    return (to_unit(x.detach().float().cpu()) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def uint8_to_signed(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 tensor (0..255) -> float tensor in [-1, 1] (float32 by default: the models' precision)."""
+    return x.to(dtype) / 127.5 - 1
 
 
 def unit_to_uint8(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] float tensor -> uint8 tensor of the same shape (clamped, rounded as a saved PNG)."""
-    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+    return (_checked_unit(x.detach(), "unit_to_uint8").clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def to_pil(x: torch.Tensor) -> list[Image.Image]:
-    """[-1, 1] tensor [N x 3 x H x W] -> list of N PIL images."""
-    return [Image.fromarray(a) for a in to_uint8(x)]
+def signed_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float tensor -> uint8 tensor of the same shape (clamped, rounded as a saved PNG)."""
+    return (signed_to_unit(x.detach().float()) * 255).round().to(torch.uint8)
 
 
-def make_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: int = 255) -> Image.Image:
+# --- tensors <-> PIL images
+
+def uint8_to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """uint8 tensor [N x 3 x H x W] (or [3 x H x W]) -> list of N RGB PIL images."""
+    x = x[None] if x.ndim == 3 else x
+    if x.dtype != torch.uint8:
+        raise ValueError(f"uint8_to_pil: expected a uint8 tensor, got {x.dtype}")
+    return [Image.fromarray(a) for a in x.detach().cpu().permute(0, 2, 3, 1).numpy()]
+
+
+def signed_to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """[-1, 1] tensor [N x 3 x H x W] (or [3 x H x W]) -> list of N PIL images."""
+    return uint8_to_pil(signed_to_uint8(x.cpu()))
+
+
+def unit_to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """[0, 1] tensor [N x 3 x H x W] (or [3 x H x W]) -> list of N PIL images."""
+    return uint8_to_pil(unit_to_uint8(x.cpu()))
+
+
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """PIL image of any mode -> uint8 tensor [3 x H x W] (RGB)."""
+    return torch.from_numpy(np.asarray(to_rgb(image), dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def pil_to_signed(image: Image.Image) -> torch.Tensor:
+    """PIL image of any mode -> float tensor [3 x H x W] in [-1, 1]."""
+    return uint8_to_signed(pil_to_uint8(image))
+
+
+def pil_to_unit(image: Image.Image) -> torch.Tensor:
+    """PIL image of any mode -> float32 tensor [3 x H x W] in [0, 1]."""
+    return uint8_to_unit(pil_to_uint8(image), torch.float32)
+
+
+# --- pictures for people to look at
+
+def signed_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: int = 255) -> Image.Image:
     """Tile [-1, 1] images [N x 3 x H x W] into one PIL image with `nrow` images per row."""
-    arrays = to_uint8(images)
+    return uint8_grid(signed_to_uint8(images.cpu()), nrow, padding, pad_value)
+
+
+def uint8_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: int = 255) -> Image.Image:
+    """Tile uint8 images [N x 3 x H x W] into one PIL image with `nrow` images per row."""
+    arrays = images.detach().cpu().permute(0, 2, 3, 1).numpy()
     n, h, w, _ = arrays.shape
     rows = math.ceil(n / nrow)
     grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, 3), pad_value, np.uint8)
@@ -119,27 +170,29 @@ def check_output_type(output_type: str) -> None:
         raise ValueError(f"output_type={output_type!r}: use 'pil' or 'pt'")
 
 
-def convert(images: torch.Tensor, output_type: str):
-    """[-1, 1] images -> PIL images ("pil") or a [0, 1] CPU tensor ("pt")."""
-    return to_pil(images) if output_type == "pil" else to_unit(images).cpu()
+def signed_to_output(images: torch.Tensor, output_type: str):
+    """[-1, 1] images -> PIL images ("pil") or a [0, 1] CPU tensor ("pt"): what the pipeline returns."""
+    return signed_to_pil(images) if output_type == "pil" else signed_to_unit(images).cpu()
 
 
-def convert_list(batches: list[torch.Tensor], output_type: str):
+def signed_batches_to_output(batches: list[torch.Tensor], output_type: str):
     """[-1, 1] batches -> one list of PIL images, or one [0, 1] tensor (a list where sizes differ)."""
     if output_type == "pil":
-        return [img for b in batches for img in to_pil(b)]
-    tensors = [to_unit(b).cpu() for b in batches]
+        return [img for b in batches for img in signed_to_pil(b)]
+    tensors = [signed_to_unit(b).cpu() for b in batches]
     same = len({tuple(t.shape[-2:]) for t in tensors}) == 1
     return torch.cat(tensors) if same else [t for b in tensors for t in b]
 
 
-def as_batches(images) -> list[torch.Tensor]:
-    """User images (PIL, HxWx3 arrays uint8 or float in [0, 1], [3 x H x W] / [N x 3 x H x W] tensors
-    in [0, 1], or a list of these) -> list of [-1, 1] tensors [n x 3 x h x w], one per distinct input."""
+def user_images_to_signed(images) -> list[torch.Tensor]:
+    """User images -> list of [-1, 1] tensors [n x 3 x h x w], one per distinct input.
+
+    Users give PIL images (any mode), HxWx3 arrays (uint8, or float in [0, 1]), [3 x H x W] or
+    [N x 3 x H x W] tensors in [0, 1], or a list of these: the ranges a user holds, never [-1, 1]."""
     if isinstance(images, (list, tuple)):
-        return [b for item in images for b in as_batches(item)]
+        return [b for item in images for b in user_images_to_signed(item)]
     if isinstance(images, Image.Image):
-        tensor = torch.from_numpy(np.asarray(to_rgb(images), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        tensor = pil_to_unit(images)[None]
     elif isinstance(images, np.ndarray):
         array = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
         if array.ndim == 2:
@@ -160,7 +213,7 @@ def as_batches(images) -> list[torch.Tensor]:
         raise ValueError(f"empty image (shape {tuple(tensor.shape)})")
     if not torch.isfinite(tensor).all():
         raise ValueError("the image contains NaN or infinite values")
-    return [from_unit(tensor.clamp(0, 1))]
+    return [unit_to_signed(_checked_unit(tensor, "image").clamp(0, 1))]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from . import augment, diffusion, label_maps, rng, sampling
-from .images import make_grid
+from .images import signed_grid
 from .resize import downsample, project_onto_lowres, upsample
 
 KINDS: dict[str, type["StageKind"]] = {}
@@ -154,11 +154,11 @@ class StageKind:
             shown = torch.nn.functional.interpolate(source, size=images.shape[-2:], mode="nearest")
             if shown.shape[1] != images.shape[1]:
                 shown = shown.expand(-1, images.shape[1], -1, -1)
-            return make_grid(torch.stack([shown, out, images], dim=1).flatten(0, 1), nrow=3)
+            return signed_grid(torch.stack([shown, out, images], dim=1).flatten(0, 1), nrow=3)
         classes = range(stage.unet.config.num_classes) if stage.unet.config.num_classes else [None] * 4
         rows = [stage.sample(class_labels=None if c is None else [c] * per_row, num_images=per_row, seed=0,
                              progress=False) for c in classes]
-        return make_grid(torch.cat(rows), nrow=per_row)
+        return signed_grid(torch.cat(rows), nrow=per_row)
 
     def to_dict(self) -> dict:
         return {"name": self.name, **asdict(self)}
@@ -391,7 +391,7 @@ class LabelMaps:
         out = stage.sample(source, label_map=maps, instances=held_out.get("instances"), seed=0,
                            progress=False).cpu().clamp(-1, 1)
         shown = label_maps.colourise(maps, stage.unet.config.num_labels)
-        return make_grid(torch.stack([shown, out, images], dim=1).flatten(0, 1), nrow=3)
+        return signed_grid(torch.stack([shown, out, images], dim=1).flatten(0, 1), nrow=3)
 
 
 @dataclass(frozen=True)
@@ -497,7 +497,7 @@ class Scene(StageKind):
     def preview(self, stage, images, per_row):
         """The training image at the scene's size, then `per_row` samples (same seeds each time)."""
         samples = stage.sample(num_images=per_row, seed=0, progress=False).cpu().clamp(-1, 1)
-        return make_grid(torch.cat([images[:1].to(samples), samples]), nrow=per_row + 1)
+        return signed_grid(torch.cat([images[:1].to(samples), samples]), nrow=per_row + 1)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from . import label_maps, layouts
 from .config import DataConfig
 from .data import IMAGE_SUFFIXES, CropDataset, crop_box, decode
 from .errors import DataError
-from .images import pil_to_tensor
+from .images import pil_to_signed
 
 LAYOUTS_TRAIN = 4000  # built-in layouts in split "train" (one epoch)
 LAYOUTS_TEST = 256  # ... and in split "test"
@@ -149,7 +149,7 @@ def crop_pair(image: Image.Image, ids: torch.Tensor, instances: torch.Tensor | N
     bicubic (antialiased), the maps nearest. {"image": [3 x s x s], "label_map": [1 x s x s], "instances"?}."""
     left, top, side = crop_box(image.width, image.height, scale, generator)
     crop = image.crop((left, top, left + side, top + side))
-    tensor = pil_to_tensor(crop if side == size else crop.resize((size, size), Image.BICUBIC, reducing_gap=None))
+    tensor = pil_to_signed(crop if side == size else crop.resize((size, size), Image.BICUBIC, reducing_gap=None))
     maps = [ids] + ([instances] if instances is not None else [])
     maps = [label_maps.resize(m[None, None, top:top + side, left:left + side], (size, size))[0] for m in maps]
     if flip and torch.rand((), generator=generator) < 0.5:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
+from .images import uint8_to_signed
 
 SINGLE_CHANNEL = ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N")
 
@@ -158,6 +159,6 @@ def palette(num_labels: int) -> np.ndarray:
 
 def colourise(maps: torch.Tensor, num_labels: int) -> torch.Tensor:
     """IDs [N x 1 x H x W] -> colour images [N x 3 x H x W] in [-1, 1] (null and unknown IDs: black)."""
-    colours = torch.from_numpy(palette(num_labels)).float() / 127.5 - 1
+    colours = uint8_to_signed(torch.from_numpy(palette(num_labels)))
     ids = maps[:, 0].clamp(0, num_labels).cpu()
     return colours[ids].permute(0, 3, 1, 2)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
-from .images import to_rgb
+from .images import pil_to_signed, pil_to_uint8, to_rgb, uint8_to_signed
 from .kinds import row_positions
 
 
@@ -76,10 +76,6 @@ def resize_long_side(image: Image.Image, long_side: int, multiple: int = 1) -> I
     return image if size == image.size else image.resize(size, Image.BICUBIC, reducing_gap=3.0)
 
 
-def _tensor(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)  # uint8 [3 x H x W]
-
-
 class OneImageCrops(torch.utils.data.Dataset):
     """Random crops (`crop` = (h, w)) of one photo resized so its longer side is in `long_sides`."""
 
@@ -88,7 +84,7 @@ class OneImageCrops(torch.utils.data.Dataset):
         lo, hi = long_sides
         count = 1 if hi <= lo * 1.001 else levels
         sides = [round(lo * (hi / lo) ** (i / max(1, count - 1))) for i in range(count)]
-        self.pyramid = [_tensor(resize_long_side(image, side)) for side in sides]
+        self.pyramid = [pil_to_uint8(resize_long_side(image, side)) for side in sides]  # uint8
         self.crop, self.flip, self.length, self.seed, self.epoch = tuple(crop), flip, length, seed, 0
         smallest = self.pyramid[0].shape[-2:]
         if smallest[0] < self.crop[0] or smallest[1] < self.crop[1]:
@@ -104,7 +100,7 @@ class OneImageCrops(torch.utils.data.Dataset):
     def example(self, level: int, top: int, left: int, flip: bool, draw_seed: int) -> dict:
         picture = self.pyramid[level]
         h, w = self.crop
-        crop = picture[:, top:top + h, left:left + w].float() / 127.5 - 1
+        crop = uint8_to_signed(picture[:, top:top + h, left:left + w])
         rows = row_positions(torch.tensor([top]), h, torch.tensor([picture.shape[1]]))[0]
         return {"image": crop.flip(-1) if flip else crop, "label": 0, "seed": draw_seed, "rows": rows}
 
@@ -190,7 +186,7 @@ def training_stages(cfg, photo: Image.Image, name: str) -> list[tuple[str, objec
     scene_cfg = replace(sc, model=replace(sc.model, sample_size=max(crop) // m * m,
                                           cond_channels=1 if sc.scene.positional else 0))
     stages = []
-    picture = pil_tensor(photo.resize(scene[::-1], Image.BICUBIC, reducing_gap=3.0))  # what the previews show first
+    picture = pil_to_signed(photo.resize(scene[::-1], Image.BICUBIC, reducing_gap=3.0))  # what the previews show first
     data = OneImageData(OneImageCrops(photo, crop, (lo, hi), cfg.random_flip, cfg.epoch_size, sc.train.seed),
                         name, picture[None])
     stages.append(("scene", scene_cfg, Scene(size=scene, positional=sc.scene.positional), data))
@@ -210,7 +206,3 @@ def training_stages(cfg, photo: Image.Image, name: str) -> list[tuple[str, objec
         stages.append((stage_name, st, OneShotSR3.from_config(st.sr), data))
     return stages
 
-
-def pil_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL -> [3 x H x W] in [-1, 1]."""
-    return _tensor(image).float() / 127.5 - 1

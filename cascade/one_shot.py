@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import as_batches, to_pil, to_unit
+from .images import signed_to_pil, signed_to_unit, unit_to_pil, user_images_to_signed
 from .kinds import Scene
 from .pipeline import Pipeline, input_multiple
 from .resize import downsample
@@ -143,16 +143,17 @@ def generate(pipe: Pipeline, size: tuple[int, int], seed: int = 0, tile_size: in
     check_resources(p, streamed, Path(path).resolve().parent if streamed else Path("."))  # before any work
     scene = draw_scene(p, seed, progress)
     if not p.upsamplers:
-        return to_pil(to_unit(scene[..., :p.size[0], :p.size[1]]))[0]
+        return signed_to_pil(scene[..., :p.size[0], :p.size[1]])[0]
     tile = tile_size or 2 * p.upsamplers[-1].resolution
     chain = p.pipeline()
     if streamed:
         from .giant import upscale_to_file
 
-        upscale_to_file(chain, to_unit(scene), path, seed=seed, tile_size=tile, crop=p.size[::-1], progress=progress)
+        upscale_to_file(chain, signed_to_unit(scene), path, seed=seed, tile_size=tile, crop=p.size[::-1],
+                        progress=progress)
         return None
-    out = chain.upscale(to_unit(scene), seed=seed, tile_size=tile, output_type="pt", progress=progress)
-    return to_pil(out[0][None, :, :p.size[0], :p.size[1]])[0]
+    out = chain.upscale(signed_to_unit(scene), seed=seed, tile_size=tile, output_type="pt", progress=progress)  # [0, 1]
+    return unit_to_pil(out[..., :p.size[0], :p.size[1]])[0]
 
 
 def edit(pipe: Pipeline, image, strength: float, mask=None, seed: int = 0, margin: int = 0,
@@ -164,7 +165,7 @@ def edit(pipe: Pipeline, image, strength: float, mask=None, seed: int = 0, margi
     Harmonization is an edit whose mask is a pasted object: it takes on the photo's look."""
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength={strength}: must be in [0, 1]")
-    x = torch.cat(as_batches(image))[:1].float() * 2 - 1  # [1 x 3 x H x W] in [-1, 1]
+    x = torch.cat(user_images_to_signed(image))[:1]  # [1 x 3 x H x W] in [-1, 1]
     h, w = x.shape[-2:]
     p = plan(pipe, (w, h))
     if p.full[0] * p.full[1] > IN_MEMORY_PIXELS:
@@ -200,7 +201,7 @@ def edit(pipe: Pipeline, image, strength: float, mask=None, seed: int = 0, margi
             out = stage.sample(out.clamp(-1, 1), seed=seed, init=level, strength=strength, keep=keep,
                                tiling=tiling, progress=progress)
         out = out.clamp(-1, 1)
-    return to_pil(to_unit(out[..., :h, :w]))[0]
+    return signed_to_pil(out[..., :h, :w])[0]
 
 
 def prior_upscale(stage, lowres: torch.Tensor, factor: int, class_labels=None, seed: int = 0,

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from . import rng
 from .errors import CheckpointError
-from .images import as_batches, check_output_type, convert, convert_list, pad_to_multiple
+from .images import (check_output_type, pad_to_multiple, signed_batches_to_output, signed_to_output,
+                     user_images_to_signed)
 from .stage import Stage, Tiling
 
 CASCADE_FILE = "cascade.json"
@@ -157,7 +158,7 @@ class Pipeline:
         if crop is not None:  # padded label maps: back to the size asked for
             outputs = [o[..., :math.ceil(crop[0] * o.shape[-2] / outputs[-1].shape[-2]),
                          :math.ceil(crop[1] * o.shape[-1] / outputs[-1].shape[-1])] for o in outputs]
-        converted = [convert(o, output_type) for o in outputs]
+        converted = [signed_to_output(o, output_type) for o in outputs]
         return converted if return_intermediates else converted[-1]
 
     def _label_inputs(self, label_maps, instances, edit_from, mask, margin: int, num_images: int | None):
@@ -191,7 +192,7 @@ class Pipeline:
         if edit_from is not None or mask is not None:
             if edit_from is None or mask is None:
                 raise ValueError("an edit needs both edit_from (the previous output) and mask (the region to redo)")
-            known = torch.cat(as_batches(edit_from))
+            known = torch.cat(user_images_to_signed(edit_from))
             region = as_maps(mask, "mask") != 0
             for what, x in (("edit_from", known), ("mask", region)):
                 if x.shape[0] not in (1, n):
@@ -246,7 +247,7 @@ class Pipeline:
         tiling = Tiling(tile_size, overlap, tile_batch) if tile_size is not None else None
         multiple = input_multiple(stages)
         results, done = [], 0
-        for batch in as_batches(images):
+        for batch in user_images_to_signed(images):
             n, (h, w) = batch.shape[0], batch.shape[-2:]
             generators = rng.per_image(seed, n, first=done) if seed is not None else generator
             outputs = self._cascade(start, pad_to_multiple(batch, multiple), class_labels, n, generators, per_stage,
@@ -258,7 +259,7 @@ class Pipeline:
                 cropped.append(out[..., :h * scale, :w * scale])
             results.append(cropped if return_intermediates else cropped[-1:])
         per_output = [[r[i] for r in results] for i in range(len(results[0]))]
-        converted = [convert_list(outs, output_type) for outs in per_output]
+        converted = [signed_batches_to_output(outs, output_type) for outs in per_output]
         return converted if return_intermediates else converted[-1]
 
     def save_pretrained(self, folder: str | Path) -> None:

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from cascade.atomic import save_image, write_text
 from cascade.cli import run_cli
 from cascade.errors import DataError
-from cascade.images import make_grid, uint8_to_unit, unit_to_uint8
+from cascade.images import uint8_grid, uint8_to_unit, unit_to_uint8
 from cascade.metrics.cas import classification_accuracy
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.scores import FeatureStats, fid_from_stats
@@ -221,7 +221,7 @@ def write_sr_picture(first: dict, names: list[str], path: Path, per_kind: int = 
     nearest = torch.nn.functional.interpolate(first["low-res"].float(), scale_factor=2, mode="nearest").to(torch.uint8)
     columns = [nearest, *[first[n] for n in names], first["truth"]]
     tiles = torch.stack([c[i] for i in picks for c in columns])
-    grid = make_grid(uint8_to_unit(tiles, torch.float32) * 2 - 1, nrow=len(columns))
+    grid = uint8_grid(tiles, nrow=len(columns))
     save_image(grid.resize((grid.width * zoom, grid.height * zoom), 0), path)
 
 
@@ -294,7 +294,7 @@ def augmentation_study(args, device) -> dict[int, dict]:
                      rows[BASE64][0][picks]]
     if shown is not None:  # columns: 32 px base (nearest) | the SR variants at the first level | 64 px base
         tiles = torch.stack([c[i] for i in range(len(shown[0])) for c in shown])
-        grid = make_grid(uint8_to_unit(tiles, torch.float32) * 2 - 1, nrow=len(shown))
+        grid = uint8_grid(tiles, nrow=len(shown))
         save_image(grid.resize((grid.width * 2, grid.height * 2), 0), Path(args.out) / "augmentation.png")
     return runs
 

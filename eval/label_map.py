@@ -29,7 +29,7 @@ from cascade.atomic import write_text
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, emit_json, run_cli, sampling_report
 from cascade.config import DataConfig
 from cascade.errors import DataError
-from cascade.images import make_grid, upscale_nearest
+from cascade.images import signed_to_uint8, uint8_grid, unit_to_uint8, upscale_nearest
 from cascade.label_data import crop_pair, load_pairs
 from cascade.label_maps import colourise
 from cascade.metrics.inception import load_feature_network
@@ -45,7 +45,7 @@ def pairs(cfg: DataConfig, num_labels: int, ignore_id, split: str, size: int, nu
     examples = [crop_pair(*source.load(i), size, (1.0, 1.0), False, generator)
                 for i in range(min(num or len(source), len(source)))]
     batch = {key: torch.stack([e[key] for e in examples]) for key in examples[0]}
-    batch["image"] = ((batch["image"] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    batch["image"] = signed_to_uint8(batch["image"])
     return batch
 
 
@@ -57,7 +57,7 @@ def generate(pipe: Pipeline, held: dict, seeds: list[int], batch_size: int) -> t
         inst = held["instances"][part] if "instances" in held else None
         images = pipe(label_maps=held["label_map"][part], instances=inst, seed=seeds[part], output_type="pt",
                       progress=False)
-        out.append((images * 255).round().to(torch.uint8))
+        out.append(unit_to_uint8(images))  # "pt" is [0, 1]
     return torch.cat(out)
 
 
@@ -132,9 +132,9 @@ def main(argv=None):
     rows = []
     for i in range(min(4, d)):
         shown = colourise(truth[i:i + 1], num_labels)
-        samples = per_map[i].float() * 2 - 1
-        rows.append(torch.cat([shown, samples, held["image"][i:i + 1].float() / 127.5 - 1]))
-    grid = make_grid(torch.cat(rows), nrow=args.samples + 2)
+        samples = unit_to_uint8(per_map[i])
+        rows.append(torch.cat([signed_to_uint8(shown), samples, held["image"][i:i + 1]]))
+    grid = uint8_grid(torch.cat(rows), nrow=args.samples + 2)
     upscale_nearest(grid, min_side=3 * grid.height // max(1, len(rows))).save(out / "label_map.png")
 
     report = {"pipeline": args.pipeline, "data": args.data if args.data == "layouts" else args.path,

@@ -32,7 +32,8 @@ from cascade import one_shot
 from cascade.atomic import write_text
 from cascade.augment import blur_augment
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli
-from cascade.images import label_rows, make_grid, to_pil, to_unit, uint8_to_unit
+from cascade.images import (label_rows, pil_to_signed, pil_to_uint8, signed_to_pil, signed_to_unit, uint8_grid,
+                            uint8_to_pil, uint8_to_signed, unit_to_uint8)
 from cascade.metrics import one_shot as metrics
 from cascade.metrics.inception import load_feature_network
 from cascade.one_image import load_photo, resize_long_side
@@ -59,7 +60,8 @@ def parse_args(argv):
 
 
 def uint8(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None]
+    """PIL -> uint8 [1 x 3 x H x W]."""
+    return pil_to_uint8(image)[None]
 
 
 def score(network, images: list[torch.Tensor], reference: torch.Tensor) -> dict:
@@ -77,10 +79,10 @@ def score(network, images: list[torch.Tensor], reference: torch.Tensor) -> dict:
 def blurred_scene(pipe, photo: Image.Image, size, sigma: float, seed: int) -> torch.Tensor:
     """The baseline cascade: the scene stage replaced by the photo at the scene's size, blurred."""
     p = one_shot.plan(pipe, size)
-    scene = uint8_to_unit(uint8(photo.resize(p.scene[::-1], Image.BICUBIC, reducing_gap=3.0)), torch.float32)
-    scene = blur_augment(scene * 2 - 1, torch.tensor([sigma])).clamp(-1, 1)
-    out = p.pipeline().upscale(to_unit(scene), seed=seed, output_type="pt", progress=False)[0]
-    return (out[:, :p.size[0], :p.size[1]] * 255).round().clamp(0, 255).to(torch.uint8)[None]
+    scene = pil_to_signed(photo.resize(p.scene[::-1], Image.BICUBIC, reducing_gap=3.0))[None]
+    scene = blur_augment(scene, torch.tensor([sigma])).clamp(-1, 1)
+    out = p.pipeline().upscale(signed_to_unit(scene), seed=seed, output_type="pt", progress=False)  # [0, 1]
+    return unit_to_uint8(out[..., :p.size[0], :p.size[1]])
 
 
 def main(argv=None):
@@ -138,9 +140,9 @@ def write_rows(rows: list[tuple[str, list[torch.Tensor]]], path: Path) -> None:
     per_row = max(len(images) for _, images in rows)
     cells = []
     for _, images in rows:
-        cells += [uint8_to_unit(x[0], torch.float32) * 2 - 1 for x in images]
-        cells += [torch.ones(3, h, w)] * (per_row - len(images))
-    grid = make_grid(torch.stack(cells), nrow=per_row)
+        cells += [x[0] for x in images]
+        cells += [torch.full((3, h, w), 255, dtype=torch.uint8)] * (per_row - len(images))
+    grid = uint8_grid(torch.stack(cells), nrow=per_row)
     label_rows(grid, [name for name, _ in rows], h, width=170).save(path)
 
 
@@ -148,7 +150,7 @@ def applications(pipe, photo: Image.Image, sample: torch.Tensor, seed: int, path
     """Rows of (input | output): SDEdit of a crude paste, inpainting, harmonization, prior SR."""
     from skimage import data as sk
 
-    image = to_pil(uint8_to_unit(sample, torch.float32))[0]
+    image = uint8_to_pil(sample)[0]
     W, H = image.size
     rows = []
     # SDEdit: the top-left quarter (sky) pasted low in the picture, then strength 0.55, no mask
@@ -173,15 +175,14 @@ def applications(pipe, photo: Image.Image, sample: torch.Tensor, seed: int, path
     scene = pipe.stages[0]
     h, w = scene.kind.size
     truth = photo.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
-    lowres = uint8_to_unit(uint8(truth), torch.float32) * 2 - 1
+    lowres = uint8_to_signed(uint8(truth))
     lowres = downsample(lowres, 2)
     sr = one_shot.prior_upscale(scene, lowres, 2, seed=seed, progress=False)
     error = (downsample(sr.double(), 2) - lowres.double()).abs().max().item()
-    zoom = lambda x: to_pil(to_unit(upsample(x, (H, W)).clamp(-1, 1)))[0]  # noqa: E731
+    zoom = lambda x: signed_to_pil(upsample(x, (H, W)))[0]  # noqa: E731
     rows.append((f"prior SR x2 ({error:.0e})", zoom(lowres), zoom(sr)))
-    cells = [torch.from_numpy(np.array(im.resize((W, H), Image.NEAREST))).permute(2, 0, 1).float() / 127.5 - 1
-             for _, a, b in rows for im in (a, b)]
-    grid = make_grid(torch.stack(cells), nrow=2)
+    cells = [pil_to_uint8(im.resize((W, H), Image.NEAREST)) for _, a, b in rows for im in (a, b)]
+    grid = uint8_grid(torch.stack(cells), nrow=2)
     label_rows(grid, [name for name, _, _ in rows], H, width=150).save(path)
     print(f"wrote {path}: input | output for {', '.join(name for name, _, _ in rows)}; prior SR downsamples to its "
           f"input within {error:.1e}")

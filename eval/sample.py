@@ -17,7 +17,7 @@ import torch
 
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli
 from cascade.errors import CascadeError
-from cascade.images import label_rows, make_grid
+from cascade.images import label_rows, unit_to_uint8, uint8_grid
 from cascade.pipeline import Pipeline
 
 
@@ -55,8 +55,7 @@ def main(argv=None):
         size = stages[-1].shape[-1]
         enlarged = [torch.nn.functional.interpolate(s, size=stages[-1].shape[-2:], mode="nearest") for s in stages]
         rows.append(torch.stack(enlarged, dim=1).flatten(0, 1))  # image 1: stage 0, stage 1, ...; image 2: ...
-    images = torch.cat(rows) * 2 - 1
-    grid = make_grid(images, nrow=args.per_class * len(pipe.stages))
+    grid = uint8_grid(unit_to_uint8(torch.cat(rows)), nrow=args.per_class * len(pipe.stages))  # "pt" is [0, 1]
     if args.zoom > 1:
         grid = grid.resize((grid.width * args.zoom, grid.height * args.zoom), 0)
     texts = [names[c] if isinstance(c, int) and names else str(c) for c in classes]

@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
 from cascade.errors import DataError
-from cascade.images import from_unit, make_grid, to_unit, uint8_to_unit, unit_to_uint8
+from cascade.images import signed_to_uint8, uint8_grid, uint8_to_signed, uint8_to_unit, unit_to_uint8
 from cascade.metrics import sr as metrics
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.upscaling import SRScores, bicubic, low_res, upscale_batch
@@ -151,10 +151,10 @@ def evaluate(pipe, start, batches, num, methods, overlap, network, args):
             outputs = {"bicubic": bicubic(lr, (h, w))}  # image i of the run has seed args.seed + i, whatever the batch
             outputs.update(upscale_batch(pipe, lr, methods, args.seed + count, start)[0])
             if args.prior_stage is not None:  # PULSE's idea with a diffusion prior: no SR stage
-                lowres = uint8_to_unit(lr, torch.float32).to(args.prior_stage.device) * 2 - 1
+                lowres = uint8_to_signed(lr).to(args.prior_stage.device)
                 sr = prior_upscale(args.prior_stage, lowres, scale, seed=args.seed + count, steps=args.prior_steps,
                                    progress=False)
-                outputs[f"prior ({args.prior_stage.kind.name} stage)"] = unit_to_uint8(to_unit(sr.cpu()))
+                outputs[f"prior ({args.prior_stage.kind.name} stage)"] = signed_to_uint8(sr.cpu())
             if args.tile_size:
                 multiple = ups[-1].size_multiple
                 grid = make_tiles(h, w, ups[-1].tile_geometry(args.tile_size, overlap)[0], overlap, multiple)
@@ -241,9 +241,8 @@ def write_picture(shown, rows: int, scale: int, zoom: int, out: str) -> None:
     tiles = []
     for lr, base, sr, hr in quads:
         nearest = torch.nn.functional.interpolate(lr.float(), scale_factor=scale, mode="nearest")
-        tiles += [t for i in range(hr.shape[0]) for t in (nearest[i], base[i].float(), sr[i].float(), hr[i].float())]
-    tiles = uint8_to_unit(torch.stack(tiles[:4 * rows]), torch.float32)
-    grid = make_grid(from_unit(tiles), nrow=4)
+        tiles += [t for i in range(hr.shape[0]) for t in (nearest[i].to(torch.uint8), base[i], sr[i], hr[i])]
+    grid = uint8_grid(torch.stack(tiles[:4 * rows]), nrow=4)
     if zoom > 1:
         grid = grid.resize((grid.width * zoom, grid.height * zoom), 0)
     grid.save(out)

@@ -8,7 +8,7 @@ from PIL import Image
 from cascade import data
 from cascade.config import DataConfig
 from cascade.errors import DataError
-from cascade.images import pil_to_tensor, to_rgb
+from cascade.images import pil_to_signed, to_rgb
 
 
 def test_to_rgb_modes():
@@ -26,7 +26,7 @@ def test_to_rgb_modes():
 
 
 def test_pil_to_tensor_range():
-    t = pil_to_tensor(Image.fromarray(np.array([[[0, 255, 128]]], np.uint8)))
+    t = pil_to_signed(Image.fromarray(np.array([[[0, 255, 128]]], np.uint8)))
     assert t.shape == (3, 1, 1)
     assert t.flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6)
 

@@ -17,7 +17,7 @@ from cascade.giant import upscale_to_file
 from cascade.sampling import SAMPLERS, make_sampler
 from cascade.streaming import BandScheduler, _Rows, _seed
 from cascade.tiling import Tile
-from cascade.images import to_unit, unit_to_uint8
+from cascade.images import signed_to_uint8
 from conftest import free_port, run, run_in_process, tiny_stage
 
 DETERMINISTIC = ["ddim", "dpm++", "unipc", "euler", "heun"]  # the others draw noise per band by design
@@ -112,7 +112,7 @@ def test_one_tile_equals_the_in_memory_sampler():
     generator = torch.Generator().manual_seed(_seed(5, 0, "init", 0))
     direct = stage.sample(image[None] * 2 - 1, generator=generator, settings=dict(sampler="ddim", steps=4),
                           progress=False)
-    direct = unit_to_uint8(to_unit(direct[0])).permute(1, 2, 0).numpy()
+    direct = signed_to_uint8(direct[0]).permute(1, 2, 0).numpy()
     assert np.abs(streamed.astype(int) - direct.astype(int)).max() <= 1
     assert (streamed == direct).mean() > 0.99
 
