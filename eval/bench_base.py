@@ -15,13 +15,14 @@ import time
 
 import torch
 
-from cascade.benchmark import add_model_arguments, add_run_arguments, network_evaluations, trained_stage, write_report
-from cascade.cli import run_cli
+from cascade.bench.reports import (add_model_arguments, add_run_arguments, markdown_table, network_evaluations,
+                                   trained_stage, write_report)
+from cascade.cli.common import run_cli
+from cascade.inference.pipeline import Pipeline
 from cascade.metrics.cas import classification_accuracy
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.scores import FeatureStats, fid_from_stats
 from cascade.metrics.sources import collect, labelled_set, load_real, parse_source, pipeline_batches, real_batches
-from cascade.pipeline import Pipeline
 
 STEPS = [5, 10, 20, 50]
 REFERENCE = "ddpm"
@@ -66,12 +67,11 @@ def base_quality(args, device) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     ref = rows[0]
-    lines = [f"{ref['images']} samples per row (guided: 2 network evaluations per step)", "",
-             "| sampler | steps | NFE | FID | Δ FID | CAS top-1 | Δ CAS | s/img |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['sampler']}{' (2nd seed)' if r.get('noise_floor') else ''} | {r['steps']} | {r['nfe']} | "
-              f"{r['fid']:.2f} | {100 * (r['fid'] / ref['fid'] - 1):+.1f}% | {100 * r['cas_top1']:.1f}% | "
-              f"{100 * (r['cas_top1'] - ref['cas_top1']):+.1f} | {r['seconds_per_image']:.3f} |" for r in rows]
-    return "\n".join(lines)
+    cells = [[r["sampler"] + (" (2nd seed)" if r.get("noise_floor") else ""), r["steps"], r["nfe"], f"{r['fid']:.2f}",
+              f"{100 * (r['fid'] / ref['fid'] - 1):+.1f}%", f"{100 * r['cas_top1']:.1f}%",
+              f"{100 * (r['cas_top1'] - ref['cas_top1']):+.1f}", f"{r['seconds_per_image']:.3f}"] for r in rows]
+    return (f"{ref['images']} samples per row (guided: 2 network evaluations per step)\n\n"
+            + markdown_table(["sampler", "steps", "NFE", "FID", "Δ FID", "CAS top-1", "Δ CAS", "s/img"], cells))
 
 
 def main(argv=None):

@@ -38,8 +38,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from cascade.benchmark import ROOT, device_name, write_report
-from cascade.cli import run_cli
+from cascade.bench.reports import ROOT, device_name, write_report
+from cascade.cli.common import run_cli
 
 MODES = {
     "imagefolder, map-style": dict(source="imagefolder", packed=False, streaming=False),
@@ -65,7 +65,7 @@ def make_folder(root: Path, count: int) -> Path:
 
 
 def packed(folder: Path, out: Path, **options) -> Path:
-    from cascade.packing import pack
+    from cascade.data.packing import pack
 
     if not (out / "pack.json").is_file():
         pack(str(folder), str(out), shard_size="64MB", **options)
@@ -74,8 +74,10 @@ def packed(folder: Path, out: Path, **options) -> Path:
 
 def memory_child(path: str, mode: str) -> None:
     """In a fresh process: build the loader, draw 10 batches, print the peak RSS (MiB)."""
-    from cascade import data, streams
-    from cascade.config import DataConfig
+    from cascade.config.sections import DataConfig
+    from cascade.data import crops
+    from cascade.data import sources as data
+    from cascade.data import streams
 
     spec = MODES[mode]
     cfg = DataConfig(source=spec["source"], path=path, streaming=spec["streaming"])
@@ -86,7 +88,7 @@ def memory_child(path: str, mode: str) -> None:
         source = data.load_source(cfg)
         if spec.get("materialise"):
             source.records = list(source.records.dataset[source.records.column])
-        loader = data.make_loader(source, 32, cfg, 16)
+        loader = crops.make_loader(source, 32, cfg, 16)
     batches = iter(loader)
     for _ in range(10):
         next(batches)
@@ -129,7 +131,7 @@ def photos_2k(root: Path) -> Path:
     """The ten built-in photos (and their mirror images) resized to 2048 px wide, as JPEG (quality 95)."""
     if (root / ".complete").is_file():
         return root
-    from cascade.data import _photo_loaders
+    from cascade.data.sources import _photo_loaders
 
     for name, load in _photo_loaders():
         image = Image.fromarray(np.asarray(load())).convert("RGB")
@@ -144,13 +146,15 @@ def photos_2k(root: Path) -> Path:
 
 
 def loader_rate(cfg, batches: int) -> float:
-    from cascade import data, streams
+    from cascade.data import crops
+    from cascade.data import sources as data
+    from cascade.data import streams
 
     if cfg.streaming:
         loader = streams.make_loader(cfg, 64, 16)
     else:
         source = data.load_source(cfg)
-        loader = data.make_loader(source, 64, cfg, 16)
+        loader = crops.make_loader(source, 64, cfg, 16)
     it = iter(loader)
     next(it)  # worker start-up and the first batch are not counted
     start = time.perf_counter()
@@ -161,11 +165,13 @@ def loader_rate(cfg, batches: int) -> float:
 
 def step_rate(config: str, kind_name: str, steps: int = 2) -> tuple[float, int, int]:
     """Training images per second of the network in `config` at its batch size, on random data."""
-    from cascade.config import BaseStageConfig, SR3StageConfig, load_config
-    from cascade.diffusion import make_noise_scheduler
-    from cascade.kinds import SR3, Base
-    from cascade.training import make_optimizer
-    from cascade.unet import UNet
+    from cascade.config.loading import load_config
+    from cascade.config.stages import BaseStageConfig, SR3StageConfig
+    from cascade.diffusion.schedule import make_noise_scheduler
+    from cascade.kinds.base import Base
+    from cascade.kinds.sr3 import SR3
+    from cascade.models.unet import UNet
+    from cascade.training.loop import make_optimizer
 
     cls = SR3StageConfig if kind_name == "sr3" else BaseStageConfig
     cfg = load_config(cls, str(ROOT / config))
@@ -189,7 +195,7 @@ def step_rate(config: str, kind_name: str, steps: int = 2) -> tuple[float, int, 
 
 
 def measure_speed(work: Path, batches: int) -> tuple[list[dict], list[dict]]:
-    from cascade.config import DataConfig
+    from cascade.config.sections import DataConfig
 
     photos = photos_2k(work / "photos_2k")
     sub = packed(photos, work / "photos_2k_sub480", crops=480, stride=240)

@@ -1,5 +1,5 @@
 """Sampling speed and exactness of a loaded stage: the weights' storage as diffusers leaves it
-(safetensors' own buffers, not 64-byte aligned) against cascade's copy (cascade.weights).
+(safetensors' own buffers, not 64-byte aligned) against cascade's copy (cascade.models.weights).
 
     python eval/bench_loading.py                                   # the demo SR3 architecture, random weights
     python eval/bench_loading.py --pipeline runs/sr3_photos/pipeline --rounds 5
@@ -18,13 +18,15 @@ import time
 import torch
 from diffusers import ModelMixin
 
-from cascade.cli import run_cli
-from cascade.config import SampleConfig, SR3StageConfig, load_config
-from cascade.diffusion import make_noise_scheduler
-from cascade.kinds import SR3
-from cascade.pipeline import Pipeline, Stage
-from cascade.unet import UNet
-from cascade.weights import ALIGNMENT
+from cascade.cli.common import run_cli
+from cascade.config.loading import load_config
+from cascade.config.sections import SampleConfig
+from cascade.config.stages import SR3StageConfig
+from cascade.diffusion.schedule import make_noise_scheduler
+from cascade.inference.pipeline import Pipeline, Stage
+from cascade.kinds.sr3 import SR3
+from cascade.models.unet import UNet
+from cascade.models.weights import ALIGNMENT
 
 
 def demo_stage() -> Stage:

@@ -1,4 +1,4 @@
-"""Sampling memory: the peak tensor memory of sampling each demo stage at batch 1 and 16 (cascade.profiling).
+"""Sampling memory: the peak tensor memory of sampling each demo stage at batch 1 and 16 (cascade.bench.profiling).
 
     python eval/bench_memory.py --sr runs/sr3_photos/pipeline --base runs/base_photos/pipeline   # after `make demo`
 
@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from cascade.benchmark import add_model_arguments, add_run_arguments, trained_stage, write_report
-from cascade.cli import run_cli
-from cascade.pipeline import Pipeline
-from cascade.profiling import peak_memory
+from cascade.bench.profiling import peak_memory
+from cascade.bench.reports import add_model_arguments, add_run_arguments, markdown_table, trained_stage, write_report
+from cascade.cli.common import run_cli
+from cascade.inference.pipeline import Pipeline
 
 
 def memory(args, device) -> list[dict]:
@@ -42,10 +42,9 @@ def _sample_once(stage, batch: int, device) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| stage | px | batch | sampling peak MiB (beyond weights) | weights MiB |", "|---|---|---|---|---|"]
-    lines += [f"| {r['stage']} | {r['resolution']} | {r['batch']} | {r['peak_mib']:.1f} | {r['weights_mib']:.1f} |"
-              for r in rows]
-    return "\n".join(lines)
+    return markdown_table(["stage", "px", "batch", "sampling peak MiB (beyond weights)", "weights MiB"],
+                          [[r["stage"], r["resolution"], r["batch"], f"{r['peak_mib']:.1f}", f"{r['weights_mib']:.1f}"]
+                           for r in rows])
 
 
 def main(argv=None):

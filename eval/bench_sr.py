@@ -17,12 +17,13 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from cascade.benchmark import add_model_arguments, add_run_arguments, network_evaluations, trained_stage, write_report
-from cascade.cli import run_cli
+from cascade.bench.reports import (add_model_arguments, add_run_arguments, markdown_table, network_evaluations,
+                                   trained_stage, write_report)
+from cascade.cli.common import run_cli
+from cascade.inference.pipeline import Pipeline
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.sources import load_real, parse_source, real_batches
 from cascade.metrics.upscaling import SRScores, low_res, upscale_batch
-from cascade.pipeline import Pipeline
 
 SAMPLERS = ["ddim", "dpm++", "dpm++sde", "unipc", "euler", "heun"]
 STEPS = [5, 10, 20, 50]
@@ -60,14 +61,12 @@ def sr_quality(args, device) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     ref = rows[0]
-    lines = ["| sampler | steps | NFE | PSNR Y | Δ dB | SSIM Y | Δ SSIM | consistency | FID | Δ FID | s/img |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        name = r["sampler"] + (" (2nd seed)" if r is rows[1] else "")
-        lines.append(f"| {name} | {r['steps']} | {r['nfe']} | {r['psnr_y']:.2f} | {r['psnr_y'] - ref['psnr_y']:+.2f} | "
-                     f"{r['ssim_y']:.4f} | {r['ssim_y'] - ref['ssim_y']:+.4f} | {r['consistency']:.2e} | "
-                     f"{r['fid']:.2f} | {100 * (r['fid'] / ref['fid'] - 1):+.1f}% | {r['seconds_per_image']:.2f} |")
-    return "\n".join(lines)
+    cells = [[r["sampler"] + (" (2nd seed)" if r is rows[1] else ""), r["steps"], r["nfe"], f"{r['psnr_y']:.2f}",
+              f"{r['psnr_y'] - ref['psnr_y']:+.2f}", f"{r['ssim_y']:.4f}", f"{r['ssim_y'] - ref['ssim_y']:+.4f}",
+              f"{r['consistency']:.2e}", f"{r['fid']:.2f}", f"{100 * (r['fid'] / ref['fid'] - 1):+.1f}%",
+              f"{r['seconds_per_image']:.2f}"] for r in rows]
+    return markdown_table(["sampler", "steps", "NFE", "PSNR Y", "Δ dB", "SSIM Y", "Δ SSIM", "consistency", "FID",
+                           "Δ FID", "s/img"], cells)
 
 
 def main(argv=None):

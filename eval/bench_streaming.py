@@ -31,11 +31,11 @@ import skimage.data
 import torch
 from PIL import Image
 
-from cascade.benchmark import add_run_arguments, trained_stage, write_report
-from cascade.cli import run_cli
-from cascade.giant import upscale_to_file
-from cascade.pipeline import Pipeline
-from cascade.profiling import CallPeak, status_kib
+from cascade.bench.profiling import CallPeak, status_kib
+from cascade.bench.reports import add_run_arguments, markdown_table, trained_stage, write_report
+from cascade.cli.common import run_cli
+from cascade.inference.pipeline import Pipeline
+from cascade.inference.streamed.upscale import upscale_to_file
 
 DEMO = "runs/sr3_photos/pipeline"
 
@@ -67,12 +67,11 @@ def run_case(args) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| output | MP | tiles | steps | seconds | s / MP / step | peak RSS MiB | network peak MiB | "
-             "state on disk GB | PNG MB |", "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['output']} | {r['megapixels']:.1f} | {r['tiles']} | {r['steps']} | {r['seconds']:.0f} | "
-              f"{r['s_per_mp_step']:.2f} | {r['peak_rss_mib']:.0f} | {r['network_peak_mib']:.1f} | "
-              f"{r['state_gb']:.2f} | {r['png_mb']:.0f} |" for r in rows]
-    return "\n".join(lines)
+    cells = [[r["output"], f"{r['megapixels']:.1f}", r["tiles"], r["steps"], f"{r['seconds']:.0f}",
+              f"{r['s_per_mp_step']:.2f}", f"{r['peak_rss_mib']:.0f}", f"{r['network_peak_mib']:.1f}",
+              f"{r['state_gb']:.2f}", f"{r['png_mb']:.0f}"] for r in rows]
+    return markdown_table(["output", "MP", "tiles", "steps", "seconds", "s / MP / step", "peak RSS MiB",
+                           "network peak MiB", "state on disk GB", "PNG MB"], cells)
 
 
 def main(argv=None):

@@ -36,17 +36,17 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from cascade.atomic import save_image, write_text
-from cascade.cli import run_cli
+from cascade.cli.common import run_cli
 from cascade.errors import DataError
-from cascade.images import uint8_grid, uint8_to_unit, unit_to_uint8
+from cascade.inference.pipeline import Pipeline
+from cascade.io.atomic import save_image, write_text
+from cascade.io.images import uint8_grid, uint8_to_unit, unit_to_uint8
 from cascade.metrics.cas import classification_accuracy
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.scores import FeatureStats, fid_from_stats
-from cascade.metrics.sr import texture_regions
 from cascade.metrics.sources import collect, labelled_set, load_real, parse_source, pipeline_batches, real_batches
+from cascade.metrics.sr import texture_regions
 from cascade.metrics.upscaling import SRScores, bicubic, low_res
-from cascade.pipeline import Pipeline
 
 SDE = {"sampler": "dpm++sde", "steps": 20, "aug_level": 0.0, "consistent": False}
 ODE = {**SDE, "sampler": "dpm++"}

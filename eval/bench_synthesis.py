@@ -3,12 +3,12 @@
     python eval/bench_synthesis.py --pipeline runs/labels_layouts                  # 512x256 and 2048x1024
     python eval/bench_synthesis.py --pipeline runs/labels_city --sizes 2048x1024 --tile-size 512
 
-The label map is a built-in layout drawn at the output size (cascade/layouts.py, split "test").
+The label map is a built-in layout drawn at the output size (cascade/data/layouts.py, split "test").
 Each size runs in a fresh process, at the stages' own sampler, steps and guidance (their
 stage.json), denoising every stage in tiles of `--tile-size` output px. Columns:
 - network peak: the most tensor memory one tile-batch call of a UNet allocated beyond what was
   alive when it started (on a GPU: torch.cuda.max_memory_allocated, which is the accelerator's
-  peak; on the CPU the same count kept over every tensor of the first calls, cascade.profiling).
+  peak; on the CPU the same count kept over every tensor of the first calls, cascade.bench.profiling).
 - accelerator peak: torch.cuda.max_memory_allocated over the whole run (CUDA only).
 - process peak: the host process's peak resident memory (VmHWM): weights, the label map and the
   full-size sampling state of the last stage, which grows with the output.
@@ -23,11 +23,11 @@ import time
 
 import torch
 
-from cascade.benchmark import write_report
-from cascade.cli import run_cli
-from cascade.layouts import layout
-from cascade.pipeline import Pipeline
-from cascade.profiling import CallPeak, status_kib
+from cascade.bench.profiling import CallPeak, status_kib
+from cascade.bench.reports import markdown_table, write_report
+from cascade.cli.common import run_cli
+from cascade.data.layouts import layout
+from cascade.inference.pipeline import Pipeline
 
 
 def run_case(args) -> dict:
@@ -50,13 +50,11 @@ def run_case(args) -> dict:
 
 
 def table(rows: list[dict], tile: int) -> str:
-    lines = ["| output | stages (sampler/steps/guidance) | tiles of | seconds | network peak MiB | accelerator peak MiB "
-             "| process peak MiB |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        accel = f"{r['accelerator_peak_mib']:.0f}" if r["accelerator_peak_mib"] is not None else "n/a (CPU)"
-        lines.append(f"| {r['output']} | {', '.join(r['stages'])} | {tile} px | {r['seconds']:.0f} | "
-                     f"{r['network_peak_mib']:.0f} | {accel} | {r['process_peak_mib']:.0f} |")
-    return "\n".join(lines)
+    cells = [[r["output"], ", ".join(r["stages"]), f"{tile} px", f"{r['seconds']:.0f}", f"{r['network_peak_mib']:.0f}",
+              f"{r['accelerator_peak_mib']:.0f}" if r["accelerator_peak_mib"] is not None else "n/a (CPU)",
+              f"{r['process_peak_mib']:.0f}"] for r in rows]
+    return markdown_table(["output", "stages (sampler/steps/guidance)", "tiles of", "seconds", "network peak MiB",
+                           "accelerator peak MiB", "process peak MiB"], cells)
 
 
 def main(argv=None):

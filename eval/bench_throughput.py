@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
-from cascade.benchmark import add_run_arguments, write_report
-from cascade.cli import run_cli
-from cascade.config import TrainConfig
-from cascade.profiling import OP_KINDS, count_flops, matmul_gflops, time_by_kind, timed
-from cascade.training import make_optimizer
-from cascade.unet import UNet
+from cascade.bench.profiling import OP_KINDS, count_flops, matmul_gflops, time_by_kind, timed
+from cascade.bench.reports import add_run_arguments, write_report
+from cascade.cli.common import run_cli
+from cascade.config.sections import TrainConfig
+from cascade.models.unet import UNet
+from cascade.training.loop import make_optimizer
 
 ARCH = dict(channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_size=16, head_channels=32)
 WIDTHS = [32, 128]  # base channels: the demo presets' (2.4 M parameters) and configs/base_cifar10.yaml's (38 M)
@@ -42,7 +42,7 @@ BATCH = {32: 32, 64: 16, 128: 4}  # at width 32; batch x width stays constant (b
 ROUNDS = 3  # timing rounds per setting; the median is reported
 
 
-MODELS = ("diffusers", "ours", "ours efficient")  # the last: our UNet's layout="efficient" (cascade/unet.py)
+MODELS = ("diffusers", "ours", "ours efficient")  # the last: our UNet's layout="efficient" (cascade/models/unet.py)
 
 
 def build(kind: str, size: int, width: int = WIDTHS[0]) -> torch.nn.Module:
@@ -201,7 +201,7 @@ def table(result: dict) -> str:
     lines += ["\nCompile time: " + ", ".join(f"{r['model']} width {r['width']} {r['size']} px {r['compile_s']:.0f} s"
                                           for r in compiled)
               ] if compiled else []
-    lines += ["", "Ours is used channels-last (cascade.unet.UNet.memory_format); UNet2DModel as diffusers ships it "
+    lines += ["", "Ours is used channels-last (cascade.models.unet.UNet.memory_format); UNet2DModel as diffusers ships it "
               "is the NCHW row.", "", "Where a training step's time goes (torch.profiler, share of operator time):", "",
               "| width | size | model | setting | " + " | ".join(OP_KINDS) + " | elementwise and other |",
               "|---|---|---|---|" + "---|" * (len(OP_KINDS) + 1)]

@@ -24,10 +24,10 @@ import time
 
 import torch
 
-from cascade.cli import run_cli
-from cascade.pipeline import Pipeline, Stage
-from cascade.profiling import CallPeak, status_kib
-from cascade.unet import UNet
+from cascade.bench.profiling import CallPeak, status_kib
+from cascade.cli.common import run_cli
+from cascade.inference.pipeline import Pipeline, Stage
+from cascade.models.unet import UNet
 
 
 def chain_x4(stage: Stage) -> Pipeline:

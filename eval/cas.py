@@ -4,7 +4,7 @@
     python eval/cas.py --pipeline runs/base_cifar10/pipeline --data cifar10 --per-class 1000 --out cas/
 
 1. Draw `--per-class` samples of every class from the pipeline (seeded, the last stage's output or `--stage`).
-2. Train a small ResNet (cascade/classifier.py) on those samples only.
+2. Train a small ResNet (cascade/models/classifier.py) on those samples only.
 3. Report its top-1 / top-5 accuracy on real held-out images (`--data`, split `--split`).
 4. Train the same classifier, with the same seed and schedule, on as many real training images
    (split `--train-split`, balanced per class) and report its accuracy: the upper bound.
@@ -21,12 +21,12 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from cascade.atomic import write_text
-from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
+from cascade.cli.common import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
 from cascade.errors import DataError
+from cascade.inference.pipeline import Pipeline
+from cascade.io.atomic import write_text
 from cascade.metrics.cas import classification_accuracy
-from cascade.metrics.sources import collect, parse_source, labelled_set, pipeline_batches
-from cascade.pipeline import Pipeline
+from cascade.metrics.sources import collect, labelled_set, parse_source, pipeline_batches
 
 
 def main(argv=None):

@@ -21,7 +21,7 @@ import argparse
 
 from accelerate import Accelerator
 
-from cascade.cli import add_source_arguments, emit_json, run_cli, source_options
+from cascade.cli.common import add_source_arguments, emit_json, run_cli, source_options
 from cascade.metrics.extract import default_cache_dir, extract
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.scores import fid_from_stats

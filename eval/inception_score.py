@@ -17,13 +17,13 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from cascade.classifier import ResNetClassifier, predict_logits
-from cascade.cli import add_source_arguments, emit_json, run_cli, source_options
+from cascade.cli.common import add_source_arguments, emit_json, run_cli, source_options
 from cascade.errors import CheckpointError
 from cascade.metrics.extract import batches_of, extract
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.scores import inception_score
 from cascade.metrics.sources import parse_source
+from cascade.models.classifier import ResNetClassifier, predict_logits
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@
 1. Held-out pairs (split `--split`; the built-in layouts' test split by default), `--num` of them,
    square crops of the whole shorter side resized to `--size` (default: the last stage's size):
    images bicubic, maps nearest.
-2. A segmenter (cascade/segmenter.py) trained on `--train-pairs` real training pairs of the same
+2. A segmenter (cascade/models/segmenter.py) trained on `--train-pairs` real training pairs of the same
    size, or loaded with `--segmenter`. Its mIoU / pixel accuracy on the real held-out images is the
    upper bound; on images generated from the held-out maps (seed = the map's index, plus 10^6 x
    `--seed`) it scores how well the samples follow their maps.
@@ -25,17 +25,17 @@ from pathlib import Path
 
 import torch
 
-from cascade.atomic import write_text
-from cascade.cli import add_sampling_arguments, apply_sampling_arguments, emit_json, run_cli, sampling_report
-from cascade.config import DataConfig
+from cascade.cli.common import add_sampling_arguments, apply_sampling_arguments, emit_json, run_cli, sampling_report
+from cascade.config.sections import DataConfig
+from cascade.data.label_maps import colourise
+from cascade.data.paired import crop_pair, load_pairs
 from cascade.errors import DataError
-from cascade.images import signed_to_uint8, uint8_grid, unit_to_uint8, upscale_nearest
-from cascade.label_data import crop_pair, load_pairs
-from cascade.label_maps import colourise
+from cascade.inference.pipeline import Pipeline
+from cascade.io.atomic import write_text
+from cascade.io.images import signed_to_uint8, uint8_grid, unit_to_uint8, upscale_nearest
 from cascade.metrics.inception import load_feature_network
 from cascade.metrics.scores import FeatureStats, fid_from_stats
-from cascade.pipeline import Pipeline
-from cascade.segmenter import Segmenter, confusion, scores, segment, train_segmenter
+from cascade.models.segmenter import Segmenter, confusion, scores, segment, train_segmenter
 
 
 def pairs(cfg: DataConfig, num_labels: int, ignore_id, split: str, size: int, num: int | None, seed: int) -> dict:

@@ -28,17 +28,17 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from cascade import one_shot
-from cascade.atomic import write_text
-from cascade.augment import blur_augment
-from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli
-from cascade.images import (label_rows, pil_to_signed, pil_to_uint8, signed_to_pil, signed_to_unit, uint8_grid,
-                            uint8_to_pil, uint8_to_signed, unit_to_uint8)
+from cascade.cli.common import add_sampling_arguments, apply_sampling_arguments, run_cli
+from cascade.data.one_image import load_photo, resize_long_side
+from cascade.diffusion.augment import blur_augment
+from cascade.diffusion.resize import downsample, upsample
+from cascade.inference import one_shot
+from cascade.inference.pipeline import Pipeline
+from cascade.io.atomic import write_text
+from cascade.io.images import (label_rows, pil_to_signed, pil_to_uint8, signed_to_pil, signed_to_unit, uint8_grid,
+                               uint8_to_pil, uint8_to_signed, unit_to_uint8)
 from cascade.metrics import one_shot as metrics
 from cascade.metrics.inception import load_feature_network
-from cascade.one_image import load_photo, resize_long_side
-from cascade.pipeline import Pipeline
-from cascade.resize import downsample, upsample
 
 COPY_BELOW = 3.0  # RMS (0..255) under which a patch counts as a near-exact copy
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli
+from cascade.cli.common import add_sampling_arguments, apply_sampling_arguments, run_cli
 from cascade.errors import CascadeError
-from cascade.images import label_rows, unit_to_uint8, uint8_grid
-from cascade.pipeline import Pipeline
+from cascade.inference.pipeline import Pipeline
+from cascade.io.images import label_rows, uint8_grid, unit_to_uint8
 
 
 def main(argv=None):

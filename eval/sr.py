@@ -9,7 +9,7 @@
 High-res images: the built-in photos' held-out split as seeded crops of the last stage's size
 (`--data photos`, the default), or a folder / `datasets` name (whole images, or `--crops`). Each is
 cut to a multiple of the total scale factor; the low-res input is made with the documented
-downsampler (cascade.resize.downsample, antialiased bicubic equal to PIL's) and quantised to
+downsampler (cascade.diffusion.resize.downsample, antialiased bicubic equal to PIL's) and quantised to
 uint8, as a user's image would be. The upsamplers (from `--start-at`, default the first) upscale
 it; bicubic upsampling of the same input is the baseline row.
 
@@ -28,7 +28,7 @@ Extra rows:
 - `--prior PIPELINE`: generative-prior SR (PULSE's idea, with diffusion): the first stage of PIPELINE (the
   class-conditional base of the demo cascade, sampled unconditionally at the output size, or a one-shot
   scene stage) generates each output with its x0 projected onto the input at every step; no SR stage.
-- `--tile-size T [--overlap O]`: each SR row again, denoised as jointly fused tiles (cascade.tiling),
+- `--tile-size T [--overlap O]`: each SR row again, denoised as jointly fused tiles (cascade.inference.tiling),
   plus "independent tiles", the naive baseline (each tile upscaled on its own and pasted, cut at the
   middle of the overlaps). Two more columns: the seam ratio (gradient energy across the tile edges
   over that elsewhere, ~1.0 = no seams; computed for every row on the same tile grid) and, for tiled
@@ -46,16 +46,16 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from cascade.cli import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
+from cascade.cli.common import add_sampling_arguments, apply_sampling_arguments, run_cli, sampling_report
 from cascade.errors import DataError
-from cascade.images import signed_to_uint8, uint8_grid, uint8_to_signed, uint8_to_unit, unit_to_uint8
+from cascade.inference.one_shot import prior_upscale
+from cascade.inference.pipeline import Pipeline
+from cascade.inference.tiling import make_tiles
+from cascade.io.images import signed_to_uint8, uint8_grid, uint8_to_signed, uint8_to_unit, unit_to_uint8
 from cascade.metrics import sr as metrics
 from cascade.metrics.inception import load_feature_network
+from cascade.metrics.sources import load_real, parse_source, real_batches
 from cascade.metrics.upscaling import SRScores, bicubic, low_res, upscale_batch
-from cascade.metrics.sources import parse_source, load_real, real_batches
-from cascade.one_shot import prior_upscale
-from cascade.pipeline import Pipeline
-from cascade.tiling import make_tiles
 
 
 def parse_args(argv):

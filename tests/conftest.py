@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_unet(**overrides):
-    from cascade.unet import UNet
+    from cascade.models.unet import UNet
 
     kwargs = dict(sample_size=8, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
                   head_channels=8, dropout=0.0, num_classes=3)
@@ -33,10 +33,11 @@ def randomize(model, scale=0.2, seed=1):
 
 def tiny_stage(size, scale=1, num_classes=0, seed=1, aug_level=0.0, layout="standard"):
     """A Stage around a tiny random UNet: a base stage (scale 1) or an upsampler (scale > 1)."""
-    from cascade.config import DiffusionConfig, SampleConfig
-    from cascade.diffusion import make_noise_scheduler
-    from cascade.kinds import SR3, Base
-    from cascade.stage import Stage
+    from cascade.config.sections import DiffusionConfig, SampleConfig
+    from cascade.diffusion.schedule import make_noise_scheduler
+    from cascade.inference.stage import Stage
+    from cascade.kinds.base import Base
+    from cascade.kinds.sr3 import SR3
 
     unet = randomize(tiny_unet(sample_size=size, num_classes=num_classes, cond_channels=3 if scale > 1 else 0,
                                use_aug_level=scale > 1, layout=layout), scale=0.05, seed=seed).eval()
@@ -132,7 +133,7 @@ def run_in_process(*args, check=True):
     import io
     import subprocess
 
-    from cascade.cli import run_cli
+    from cascade.cli.common import run_cli
 
     args = [str(a) for a in args]
     target, argv = (args[1] + ".__main__", args[2:]) if args[0] == "-m" else (args[0], args[1:])

@@ -9,6 +9,8 @@ FAULT is one of
 - `kill-mid-save`: SIGKILL it while writing the checkpoint of step N (after Accelerate's files,
   halfway through the EMA weights, before the folder is renamed into place);
 - `nan-loss`: make the N-th call of the diffusion loss return NaN (then train normally);
+- `kill-mid-export`: SIGKILL it during the export of the trained stage, right after the N-th stage
+  folder of the new pipeline is written (its cascade.json not yet);
 - `kill-mid-step` / `interrupt-mid-step` (streamed upscales): SIGKILL the process, or raise
   KeyboardInterrupt as Ctrl-C does, when it saves the N-th band of scheduler history (in the middle
   of a step: some bands of x_{t-1} written, others not).
@@ -22,16 +24,17 @@ import sys
 
 import torch
 
-import cascade.checkpoint
-import cascade.diffusion
-import cascade.state_folder
-import cascade.training
+import cascade.diffusion.schedule
+import cascade.inference.stage
+import cascade.inference.streamed.state
+import cascade.training.checkpoints
+import cascade.training.loop
 
 fault, n, script, *args = sys.argv[1:]
 n = int(n)
 
 if fault == "kill-after-save":
-    original_save = cascade.training.save_checkpoint
+    original_save = cascade.training.loop.save_checkpoint
 
     def save_then_die(accelerator, ema, output_dir, step, *rest, **kwargs):
         path = original_save(accelerator, ema, output_dir, step, *rest, **kwargs)
@@ -39,9 +42,9 @@ if fault == "kill-after-save":
             os.kill(os.getpid(), signal.SIGKILL)
         return path
 
-    cascade.training.save_checkpoint = save_then_die
+    cascade.training.loop.save_checkpoint = save_then_die
 elif fault == "kill-mid-save":
-    original_save_file = cascade.checkpoint.save_file
+    original_save_file = cascade.training.checkpoints.save_file
 
     def half_written_then_die(tensors, filename, *rest, **kwargs):
         if f"step_{n:08d}.tmp" in str(filename):
@@ -51,9 +54,9 @@ elif fault == "kill-mid-save":
             os.kill(os.getpid(), signal.SIGKILL)
         return original_save_file(tensors, filename, *rest, **kwargs)
 
-    cascade.checkpoint.save_file = half_written_then_die
+    cascade.training.checkpoints.save_file = half_written_then_die
 elif fault == "nan-loss":
-    original_loss = cascade.diffusion.training_loss
+    original_loss = cascade.diffusion.schedule.training_loss
     calls = [0]
 
     def sometimes_nan(*a, **kw):
@@ -61,9 +64,20 @@ elif fault == "nan-loss":
         loss = original_loss(*a, **kw)
         return loss * torch.nan if calls[0] == n else loss
 
-    cascade.diffusion.training_loss = sometimes_nan
+    cascade.diffusion.schedule.training_loss = sometimes_nan
+elif fault == "kill-mid-export":
+    original_stage_save = cascade.inference.stage.Stage.save_pretrained
+    stage_saves = [0]
+
+    def stage_saved_then_die(self, folder):
+        original_stage_save(self, folder)
+        stage_saves[0] += 1
+        if stage_saves[0] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    cascade.inference.stage.Stage.save_pretrained = stage_saved_then_die
 elif fault in ("kill-mid-step", "interrupt-mid-step"):
-    original_save_band = cascade.state_folder.StateFolder.save_band
+    original_save_band = cascade.inference.streamed.state.StateFolder.save_band
     saves = [0]
 
     def save_band_then_stop(self, name, tensors):
@@ -74,7 +88,7 @@ elif fault in ("kill-mid-step", "interrupt-mid-step"):
             raise KeyboardInterrupt
         return original_save_band(self, name, tensors)
 
-    cascade.state_folder.StateFolder.save_band = save_band_then_stop
+    cascade.inference.streamed.state.StateFolder.save_band = save_band_then_stop
 else:
     raise SystemExit(f"unknown fault {fault!r}")
 

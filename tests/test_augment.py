@@ -4,10 +4,10 @@ import scipy.ndimage
 import torch
 from PIL import Image
 
-from cascade import augment
-from cascade.config import DiffusionConfig
-from cascade.diffusion import make_noise_scheduler
-from cascade.resize import downsample, upsample
+from cascade.config.sections import DiffusionConfig
+from cascade.diffusion import augment
+from cascade.diffusion.resize import downsample, upsample
+from cascade.diffusion.schedule import make_noise_scheduler
 
 ABAR = make_noise_scheduler(DiffusionConfig(schedule="cosine")).alphas_cumprod
 

@@ -7,8 +7,8 @@ from PIL import Image
 
 from cascade import Pipeline
 from cascade.errors import CheckpointError
-from cascade.kinds import SR3
-from cascade.stage import Stage
+from cascade.inference.stage import Stage
+from cascade.kinds.sr3 import SR3
 from conftest import tiny_stage as stage
 
 
@@ -81,7 +81,7 @@ def test_cascade_round_trip_reproduces_samples(cascade3, tmp_path):
     a = cascade3(["b", "c"], generator=torch.Generator().manual_seed(5), output_type="pt", progress=False)
     b = loaded(["b", "c"], generator=torch.Generator().manual_seed(5), output_type="pt", progress=False)
     # Exact: safetensors keeps float32 bit for bit, and the loaded weights get storage like the saved
-    # model's (cascade.weights), so the same kernels run on the same data.
+    # model's (cascade.models.weights), so the same kernels run on the same data.
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert loaded.stages[1].defaults.aug_level == 0.1
 
@@ -117,7 +117,7 @@ def test_upsampler_only_pipeline():
 
 
 def test_residual_stage_adds_the_bicubic_input_back():
-    from cascade.resize import upsample
+    from cascade.diffusion.resize import upsample
 
     plain = stage(16, 2, seed=4, aug_level=0.1)
     residual = Stage(plain.unet, plain.noise_scheduler, SR3(scale=2, residual=True, residual_scale=4.0), plain.defaults)

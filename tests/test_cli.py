@@ -264,6 +264,22 @@ def test_stopped_or_killed_runs_resume_to_the_uninterrupted_weights(tmp_path):
         assert_same_weights(final_weights(straight[script]), final_weights(out), f"{script}: after {how} at step {step}")
 
 
+def test_a_kill_mid_export_leaves_the_previous_pipeline_whole(tmp_path):
+    from cascade import Pipeline
+
+    common = ["train/base.py", "--config", "configs/base_tiny.yaml", "train.save_every=2", f"train.output_dir={tmp_path}"]
+    weights = lambda: Pipeline.from_pretrained(tmp_path / "pipeline").stages[0].unet.state_dict()  # noqa: E731
+    run(*common, "train.max_steps=2")
+    before = weights()
+    killed = run("tests/inject.py", "kill-mid-export", 1, *common, "train.max_steps=4", "--resume", check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / "pipeline.partial" / "stage_0").is_dir()  # the new export was under way ...
+    assert all(torch.equal(before[k], v) for k, v in weights().items())  # ... and the previous one is untouched
+    run(*common, "train.max_steps=4", "--resume")
+    assert any(not torch.equal(before[k], v) for k, v in weights().items())
+    assert not (tmp_path / "pipeline.partial").exists() and not (tmp_path / "pipeline.old").exists()
+
+
 def test_nonfinite_loss_stops_naming_the_step_or_is_skipped_and_counted(tmp_path):
     common = ["train/base.py", "--config", "configs/base_tiny.yaml", "train.max_steps=6", "train.save_every=2"]
     stop, skip = run_together(["tests/inject.py", "nan-loss", 4, *common, f"train.output_dir={tmp_path / 'stop'}"],
@@ -295,7 +311,7 @@ def test_sampling_arguments_set_every_stage_or_one_and_name_bad_values():
     import argparse
 
     from cascade import Pipeline
-    from cascade.cli import add_sampling_arguments, apply_sampling_arguments
+    from cascade.cli.common import add_sampling_arguments, apply_sampling_arguments
     from cascade.errors import CascadeError
     from conftest import tiny_stage
 
@@ -328,8 +344,8 @@ def test_sampling_arguments_set_every_stage_or_one_and_name_bad_values():
 def test_reports_are_replaced_in_one_step(tmp_path):
     """A report write that fails part way (here: text that cannot be encoded) leaves the last good
     report as it was and no partial file; a good write replaces it."""
-    from cascade.atomic import write_text
-    from cascade.cli import emit_json
+    from cascade.cli.common import emit_json
+    from cascade.io.atomic import write_text
 
     path = tmp_path / "report.json"
     emit_json({"fid": 1.0}, str(path))

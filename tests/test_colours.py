@@ -22,12 +22,15 @@ from diffusers import DDPMScheduler
 from PIL import Image
 
 from cascade import Pipeline
-from cascade.config import SampleConfig
-from cascade.images import pil_to_signed, pil_to_uint8, signed_to_uint8, uint8_to_pil
-from cascade.kinds import Base, LabelMap, OneShotSR3, Scene
+from cascade.cli.generate import thumbnail_of_streamed
+from cascade.config.sections import SampleConfig
+from cascade.diffusion.resize import downsample, upsample
+from cascade.inference.stage import Stage
+from cascade.io.images import pil_to_signed, pil_to_uint8, signed_to_uint8, uint8_to_pil
+from cascade.kinds.base import Base
+from cascade.kinds.labels import LabelMap
+from cascade.kinds.one_shot import OneShotSR3, Scene
 from cascade.metrics.colour import colour_shift, colour_stats
-from cascade.resize import downsample, upsample
-from cascade.stage import Stage
 from conftest import run_in_process, tiny_unet
 
 ORACLE_SETTINGS = SampleConfig(sampler="ddim", steps=2)  # DDIM's last step returns the x0 prediction exactly
@@ -112,7 +115,7 @@ def test_colour_shift_sees_a_washed_out_copy():
 
 
 def test_generate_in_memory_keeps_the_colours():
-    from cascade import one_shot
+    from cascade.inference import one_shot
 
     photo = dark_photo()
     pipe = one_shot_oracle(photo)
@@ -122,7 +125,7 @@ def test_generate_in_memory_keeps_the_colours():
 
 
 def test_generate_streamed_and_its_thumbnail_keep_the_colours(tmp_path, monkeypatch):
-    from cascade import one_shot
+    from cascade.inference import one_shot
 
     photo = dark_photo()
     pipe = one_shot_oracle(photo)
@@ -140,24 +143,18 @@ def test_generate_streamed_and_its_thumbnail_keep_the_colours(tmp_path, monkeypa
 
 def test_the_streamed_thumbnail_of_a_large_scene_keeps_the_colours():
     """A scene above 512 px: the thumbnail is the scene itself, no upsampler (its own conversion)."""
-    from cascade import one_shot
+    from cascade.inference import one_shot
 
     pipe = one_shot_oracle(dark_photo(), scene_size=(400, 600))
     p = one_shot.plan(pipe, (2400, 1600))
     assert max(p.scene) > 512
-    thumb = load_main()._thumbnail_of_streamed(pipe, p, 0)
+    thumb = thumbnail_of_streamed(pipe, p, 0)
     scene = F.interpolate(pil_to_signed(dark_photo())[None], size=p.scene, mode="bicubic", align_corners=False)
     assert_within_one_level(thumb, signed_to_uint8(scene[0]))
 
 
-def load_main():
-    from conftest import load_script
-
-    return load_script("cascade.__main__")
-
-
 def test_edit_at_strength_zero_returns_the_image(tmp_path, monkeypatch):
-    from cascade import one_shot
+    from cascade.inference import one_shot
 
     photo = dark_photo()
     pipe = one_shot_oracle(photo)
@@ -171,7 +168,7 @@ def test_edit_at_strength_zero_returns_the_image(tmp_path, monkeypatch):
 
 
 def test_a_masked_edit_keeps_the_dark_pixels_outside_the_mask():
-    from cascade import one_shot
+    from cascade.inference import one_shot
 
     photo = dark_photo()
     mask = np.zeros((64, 96), np.int64)
@@ -193,7 +190,7 @@ def test_pipeline_upscale_pil_and_pt_keep_the_colours(tiled):
 
 
 def test_upscale_command_in_memory_streamed_and_giant_keep_the_colours(tmp_path, monkeypatch):
-    from cascade.giant import upscale_to_file
+    from cascade.inference.streamed.upscale import upscale_to_file
 
     photo = dark_photo(48, 32)
     photo.save(tmp_path / "dark.png")
@@ -209,7 +206,7 @@ def test_upscale_command_in_memory_streamed_and_giant_keep_the_colours(tmp_path,
 
 
 def test_prior_upscale_command_writes_the_projected_output_in_its_colours(tmp_path, monkeypatch):
-    from cascade.one_shot import prior_upscale
+    from cascade.inference.one_shot import prior_upscale
 
     photo = dark_photo(24, 16)
     photo.save(tmp_path / "small.png")
@@ -298,7 +295,7 @@ def test_training_preview_shows_the_photo_as_it_is(dark_cascade):
 
 
 def test_samples_of_a_trained_cascade_keep_the_photos_colours(dark_cascade):
-    from cascade import one_shot
+    from cascade.inference import one_shot
 
     pipe = Pipeline.from_pretrained(dark_cascade / "pipeline")
     reference = colour_stats(pil_to_uint8(dark_photo(96, 64)))

@@ -1,6 +1,7 @@
 import pytest
 
-from cascade.config import BaseStageConfig, load_config
+from cascade.config.loading import load_config
+from cascade.config.stages import BaseStageConfig
 from cascade.errors import ConfigError
 from conftest import ROOT
 
@@ -15,7 +16,9 @@ def write(tmp_path, text):
 def test_every_preset_loads_with_the_values_its_file_gives(name):
     import yaml
 
-    from cascade.config import LabelStageConfig, OneShotConfig, SR3StageConfig, to_dict
+    from cascade.config.loading import to_dict
+    from cascade.config.one_shot import OneShotConfig
+    from cascade.config.stages import LabelStageConfig, SR3StageConfig
 
     path = ROOT / "configs" / name
     kind = {"sr3": SR3StageConfig, "labels": LabelStageConfig, "one": OneShotConfig}.get(name.split("_")[0],
@@ -33,7 +36,8 @@ def test_every_preset_loads_with_the_values_its_file_gives(name):
 
 
 def test_a_key_set_in_a_section_keeps_the_defaults_its_parent_gives_the_others():
-    from cascade.config import OneShotConfig, SR3StageConfig
+    from cascade.config.one_shot import OneShotConfig
+    from cascade.config.stages import SR3StageConfig
 
     sr = load_config(SR3StageConfig, None, ["model.base_channels=16"])
     assert (sr.model.base_channels, sr.model.cond_channels, sr.model.sample_size, sr.model.use_aug_level) == (16, 3, 64, True)
@@ -88,7 +92,7 @@ def test_missing_file():
 
 
 def test_sr3_presets_load_and_sizes_are_checked(root):
-    from cascade.config import SR3StageConfig
+    from cascade.config.stages import SR3StageConfig
 
     presets = sorted((root / "configs").glob("sr3_*.yaml"))
     assert len(presets) >= 4

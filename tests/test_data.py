@@ -5,10 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cascade import data
-from cascade.config import DataConfig
+from cascade.config.sections import DataConfig
+from cascade.data import sources as data
+from cascade.data.crops import CropDataset, crop_box, random_resized_crop
 from cascade.errors import DataError
-from cascade.images import pil_to_signed, to_rgb
+from cascade.io.images import pil_to_signed, to_rgb
 
 
 def test_to_rgb_modes():
@@ -36,7 +37,7 @@ def test_builtin_photos_train_and_test_are_disjoint():
     assert len(train) == len(test) == len(train.class_names) == 10
     for a, b in zip(train.records, test.records):
         assert a.height == b.height and a.width > 3 * b.width  # the right 20% is held out
-    dataset = data.CropDataset(train, 16, DataConfig(crop_scale=[0.2, 0.5], epoch_size=12))
+    dataset = CropDataset(train, 16, DataConfig(crop_scale=[0.2, 0.5], epoch_size=12))
     item = dataset[3]
     assert item["image"].shape == (3, 16, 16) and item["label"] == 3
     assert -1 <= item["image"].min() and item["image"].max() <= 1
@@ -58,7 +59,7 @@ def test_imagefolder_classes_and_modes(tmp_path):
     make_folder(tmp_path)
     source = data.load_source(DataConfig(source="imagefolder", path=str(tmp_path)))
     assert source.class_names == ["cats", "dogs"] and len(source) == 8
-    dataset = data.CropDataset(source, 8, DataConfig(source="imagefolder", path=str(tmp_path)))
+    dataset = CropDataset(source, 8, DataConfig(source="imagefolder", path=str(tmp_path)))
     batch = [dataset[i] for i in range(len(dataset))]
     assert all(b["image"].shape == (3, 8, 8) for b in batch)
     assert sorted(b["label"] for b in batch) == [0, 0, 0, 0, 1, 1, 1, 1]
@@ -67,7 +68,7 @@ def test_imagefolder_classes_and_modes(tmp_path):
 def test_undecodable_file_is_named(tmp_path):
     make_folder(tmp_path, bad=True)
     cfg = DataConfig(source="imagefolder", path=str(tmp_path))
-    dataset = data.CropDataset(data.load_source(cfg), 8, cfg)
+    dataset = CropDataset(data.load_source(cfg), 8, cfg)
     with pytest.raises(DataError, match=r"broken\.png: cannot decode image"):
         for i in range(len(dataset)):
             dataset[i]
@@ -76,7 +77,7 @@ def test_undecodable_file_is_named(tmp_path):
 def test_undecodable_file_skipped_with_a_count(tmp_path, capsys):
     make_folder(tmp_path, bad=True)
     cfg = DataConfig(source="imagefolder", path=str(tmp_path), on_bad_image="skip")
-    dataset = data.CropDataset(data.load_source(cfg), 8, cfg)
+    dataset = CropDataset(data.load_source(cfg), 8, cfg)
     capsys.readouterr()
     items = [dataset[i] for i in range(len(dataset))]
     assert len(items) == len(dataset) and len(dataset.skipped) == 1
@@ -97,7 +98,7 @@ def test_missing_folder_and_class_mismatch(tmp_path):
 
 def test_random_resized_crop_upsamples_small_images():
     small = Image.fromarray(np.zeros((5, 7, 3), np.uint8))
-    crop = data.random_resized_crop(small, 16, (0.5, 1.0), generator=torch.Generator().manual_seed(0))
+    crop = random_resized_crop(small, 16, (0.5, 1.0), generator=torch.Generator().manual_seed(0))
     assert crop.size == (16, 16)
 
 
@@ -108,9 +109,9 @@ def test_held_out_photo_crops_have_the_training_scale():
     assert train.crop_reference == test.crop_reference
     assert test.reference(0) == 512 and test.records[0].size == (103, 512)  # astronaut: 512x512, right 20%
     g = torch.Generator().manual_seed(0)
-    sides = [data.crop_box(103, 512, (0.15, 0.4), g, reference=512)[2] for _ in range(200)]
+    sides = [crop_box(103, 512, (0.15, 0.4), g, reference=512)[2] for _ in range(200)]
     assert min(sides) >= round(0.15 * 512) and max(sides) == 103  # 77..103 px, never the strip-relative 15..41
-    boxes = [data.crop_box(300, 200, (0.5, 0.5), g) for _ in range(50)]
+    boxes = [crop_box(300, 200, (0.5, 0.5), g) for _ in range(50)]
     assert all(side == 100 and 0 <= left <= 200 and 0 <= top <= 100 for left, top, side in boxes)
 
 
@@ -121,7 +122,7 @@ def test_one_image_folder_gives_an_epoch_of_distinct_crops(tmp_path):
     cfg = DataConfig(source="imagefolder", path=str(tmp_path / "one"), crop_scale=[0.2, 0.4], epoch_size=20)
     source = data.load_source(cfg)
     assert len(source) == 1 and source.class_names == ["all"]
-    dataset = data.CropDataset(source, 8, cfg)
+    dataset = CropDataset(source, 8, cfg)
     assert len(dataset) == 20
     crops = torch.stack([dataset[i]["image"] for i in range(20)])
     assert len({tuple(c.flatten()[:16].tolist()) for c in crops}) > 15  # random crops, not one repeated
@@ -135,7 +136,7 @@ def test_non_image_files_are_ignored_and_empty_classes_counted(tmp_path):
     (tmp_path / "c").mkdir()  # an empty class folder is no class at all
     source = data.load_source(DataConfig(source="imagefolder", path=str(tmp_path)))
     assert len(source) == 2 and source.class_names == ["a", "b"]
-    crops = data.CropDataset(source, 16, DataConfig(source="imagefolder", path=str(tmp_path)))
+    crops = CropDataset(source, 16, DataConfig(source="imagefolder", path=str(tmp_path)))
     assert crops[0]["image"].shape == (3, 16, 16)  # grayscale expanded, upsampled to the crop size
     with pytest.raises(DataError, match="has 2 classes"):
         data.check_num_classes(source.name, source.class_names, 3)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from cascade import diffusion
-from cascade.config import DiffusionConfig
+from cascade.config.sections import DiffusionConfig
+from cascade.diffusion import schedule as diffusion
 from conftest import tiny_unet
 
 

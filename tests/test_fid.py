@@ -125,8 +125,8 @@ def test_inception_score_cli_refuses_featureless_weights_and_uses_a_classifier(t
     # The score from its definition (scipy): exp(E_x KL(p(y|x) || p(y))) per split, mean over 10 splits
     from scipy.special import rel_entr, softmax
 
-    from cascade.classifier import ResNetClassifier, predict_logits
     from cascade.metrics.sources import load_real, parse_source, real_batches
+    from cascade.models.classifier import ResNetClassifier, predict_logits
 
     images = torch.cat([x for x, _ in real_batches(load_real(parse_source("photos")), 20, 50, 16, True)])
     p = softmax(predict_logits(ResNetClassifier.from_pretrained(tmp_path / "cas" / "classifier_real"), images).numpy(), 1)
@@ -143,8 +143,8 @@ def test_cas_cli_trains_on_samples_and_on_real_images(tmp_path):
     assert report["samplers"] == ["ddim"] and report["steps"] == [2]
     assert report["test_images"] == 40 and report["cas"]["train_images"] == 30 == report["real"]["train_images"]
     # The accuracies, recomputed from the saved classifiers on the same held-out crops with numpy
-    from cascade.classifier import ResNetClassifier, predict_logits
     from cascade.metrics.sources import labelled_set, parse_source
+    from cascade.models.classifier import ResNetClassifier, predict_logits
 
     test_x, test_y = labelled_set(parse_source("photos", "test"), 4, 10, 16, (0.15, 0.4), 1)
     for name, row in (("generated", report["cas"]), ("real", report["real"])):
@@ -180,7 +180,7 @@ def test_sr_cli_reports_bicubic_and_each_level_on_crops_and_folders(tmp_path):
     from skimage.color import rgb2ycbcr
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    from cascade.resize import downsample, upsample
+    from cascade.diffusion.resize import downsample, upsample
 
     psnrs, ssims = [], []
     for path in sorted(folder.glob("*.png")):

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from cascade import Pipeline
-from cascade.kinds import KINDS, SR3, Conditioning, Regression, StageKind
-from cascade.resize import downsample, upsample
-from cascade.stage import Stage, Tiling
+from cascade.diffusion.resize import downsample, upsample
+from cascade.inference.stage import Stage, Tiling
+from cascade.kinds.base import KINDS, Conditioning, StageKind
+from cascade.kinds.sr3 import SR3, Regression
 from conftest import ROOT, run, tiny_stage
 
 
@@ -149,7 +150,8 @@ def test_regression_kind_is_one_l2_trained_evaluation_of_the_same_conditioning(t
 
 
 def test_sr_kind_key_picks_the_kind_and_names_a_bad_value(tmp_path):
-    from cascade.config import SR3StageConfig, load_config
+    from cascade.config.loading import load_config
+    from cascade.config.stages import SR3StageConfig
     from cascade.errors import ConfigError
 
     preset = ROOT / "configs" / "sr3_photos.yaml"

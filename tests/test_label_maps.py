@@ -7,12 +7,14 @@ import torch
 from PIL import Image
 
 from cascade import Pipeline
-from cascade.config import DataConfig, LabelStageConfig, load_config
+from cascade.config.loading import load_config
+from cascade.config.sections import DataConfig
+from cascade.config.stages import LabelStageConfig
+from cascade.data.label_maps import boundaries, dilate, resize
+from cascade.data.layouts import layout
+from cascade.data.paired import load_pairs, write_pairs
+from cascade.diffusion.sampling import guided
 from cascade.errors import ConfigError, DataError
-from cascade.label_data import load_pairs, write_pairs
-from cascade.label_maps import boundaries, dilate, resize
-from cascade.layouts import layout
-from cascade.sampling import guided
 from conftest import randomize, run, run_in_process, tiny_unet
 
 TINY = """
@@ -64,14 +66,14 @@ def test_guidance_contrasts_the_map_with_the_learned_null_map():
 
 
 def test_training_drops_whole_maps_with_their_boundaries_and_keeps_the_rest():
-    from cascade.kinds import LabelMap
+    from cascade.kinds.labels import LabelMap
 
     config = tiny_unet(num_classes=0, num_labels=6, use_instances=True).config
     maps = torch.randint(0, 6, (64, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     maps[:, :, 0, 0] = 6  # an unlabelled corner must not read as a dropped map
     instances = torch.arange(64).view(1, 1, 8, 8).expand(64, -1, -1, -1)  # every pixel its own instance
     batch = {"image": torch.zeros(64, 3, 8, 8), "label_map": maps, "instances": instances, "seed": torch.arange(64)}
-    from cascade import rng
+    from cascade.diffusion import rng
 
     cond = LabelMap().batch_conditioning(config, batch, 0.3, rng.example_generators(batch["seed"]))
     dropped = (cond["label_map"] == 6).flatten(1).all(1)
@@ -207,10 +209,10 @@ def test_eval_label_map_scores_a_pipeline_against_the_segmenters_real_data_bound
 
 
 def test_label_stages_chain_whatever_their_crops_and_broadcast_one_map():
-    from cascade.config import DiffusionConfig, SampleConfig
-    from cascade.diffusion import make_noise_scheduler
-    from cascade.kinds import LabelMap, LabelSR3
-    from cascade.stage import Stage
+    from cascade.config.sections import DiffusionConfig, SampleConfig
+    from cascade.diffusion.schedule import make_noise_scheduler
+    from cascade.inference.stage import Stage
+    from cascade.kinds.labels import LabelMap, LabelSR3
     from conftest import tiny_stage
 
     schedule = make_noise_scheduler(DiffusionConfig(schedule="cosine", prediction_type="v_prediction"))

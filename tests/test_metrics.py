@@ -10,10 +10,10 @@ import torch
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from cascade.classifier import top_k_accuracy
+from cascade.diffusion.resize import downsample, upsample
 from cascade.metrics import sr
 from cascade.metrics.scores import FeatureStats, frechet_distance, inception_score
-from cascade.resize import downsample, upsample
+from cascade.models.classifier import top_k_accuracy
 
 
 def as_tensor(*arrays):
@@ -173,8 +173,8 @@ def test_bench_studies_runs_a_study_and_reruns_one_row(tmp_path):
     import json
 
     from cascade import Pipeline
-    from cascade.kinds import Regression
-    from cascade.stage import Stage
+    from cascade.inference.stage import Stage
+    from cascade.kinds.sr3 import Regression
     from conftest import run_in_process, tiny_stage
 
     for run_name in ("sr3", "sr3_x4", "regression"):

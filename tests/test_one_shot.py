@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from cascade import Pipeline
-from cascade.kinds import OneShotSR3, Scene, row_positions
+from cascade.data.one_image import OneImageCrops, load_photo, row_positions
+from cascade.diffusion.resize import downsample
+from cascade.inference.one_shot import edit, plan, prior_upscale
+from cascade.kinds.one_shot import OneShotSR3, Scene
 from cascade.metrics import one_shot as metrics
-from cascade.one_image import OneImageCrops, load_photo
-from cascade.one_shot import edit, plan, prior_upscale
-from cascade.resize import downsample
 from conftest import run_in_process
 
 TINY = ["scene.scene.long_side=16", "scene.model.base_channels=8", "scene.train.batch_size=4",
@@ -195,7 +195,7 @@ def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
 
 
 def test_large_outputs_are_streamed_to_disk(trained, tmp_path, monkeypatch):
-    from cascade import one_shot
+    from cascade.inference import one_shot
 
     folder, _ = trained
     monkeypatch.setattr(one_shot, "IN_MEMORY_PIXELS", 1000)  # everything above 1000 px streams here
@@ -206,7 +206,7 @@ def test_large_outputs_are_streamed_to_disk(trained, tmp_path, monkeypatch):
 
 
 def test_an_output_the_host_cannot_hold_is_refused_before_any_work(trained, tmp_path, monkeypatch):
-    from cascade import one_shot
+    from cascade.inference import one_shot
 
     folder, _ = trained
     monkeypatch.setattr(one_shot, "available_memory", lambda: 10_000)

@@ -3,11 +3,10 @@ import torch
 from PIL import Image
 
 from cascade import Pipeline
-from cascade.config import DiffusionConfig
-from cascade.diffusion import make_noise_scheduler
+from cascade.config.sections import DiffusionConfig, SampleConfig
+from cascade.diffusion.schedule import make_noise_scheduler
 from cascade.errors import CheckpointError
-from cascade.config import SampleConfig
-from cascade.stage import Stage
+from cascade.inference.stage import Stage
 from conftest import randomize, tiny_unet
 
 

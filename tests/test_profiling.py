@@ -1,9 +1,9 @@
-"""The benchmark's measuring tools (cascade.profiling) on cases whose answer is known."""
+"""The benchmark's measuring tools (cascade.bench.profiling) on cases whose answer is known."""
 
 import pytest
 import torch
 
-from cascade.profiling import count_flops, peak_memory, time_by_kind
+from cascade.bench.profiling import count_flops, peak_memory, time_by_kind
 
 
 def test_peak_memory_counts_live_tensors_not_the_allocator_cache():

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from cascade import diffusion
-from cascade.config import DiffusionConfig
-from cascade.sampling import guided, make_sampler, sample
+from cascade.config.sections import DiffusionConfig
+from cascade.diffusion import schedule as diffusion
+from cascade.diffusion.sampling import guided, make_sampler, sample
 from conftest import randomize, tiny_unet
 
 MU, SIGMA = 0.1, 0.3  # a 1-D Gaussian "data set" that fits inside [-1, 1]

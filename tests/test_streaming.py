@@ -1,4 +1,4 @@
-"""Streamed upscaling (cascade.streaming, cascade.giant): state on disk, output written as it is made,
+"""Streamed upscaling (cascade.inference.streamed.engine, cascade.giant): state on disk, output written as it is made,
 resumable, tiles shared across processes."""
 
 import json
@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from cascade import Pipeline
-from cascade.giant import upscale_to_file
-from cascade.sampling import SAMPLERS, make_sampler
-from cascade.streaming import BandScheduler, _Rows, _seed
-from cascade.tiling import Tile
-from cascade.images import signed_to_uint8
+from cascade.diffusion.sampling import SAMPLERS, make_sampler
+from cascade.inference.streamed.engine import BandScheduler, _Rows, _seed
+from cascade.inference.streamed.upscale import upscale_to_file
+from cascade.inference.tiling import Tile
+from cascade.io.images import signed_to_uint8
 from conftest import free_port, run, run_in_process, tiny_stage
 
 DETERMINISTIC = ["ddim", "dpm++", "unipc", "euler", "heun"]  # the others draw noise per band by design
@@ -209,7 +209,7 @@ def test_every_sampler_streams(tmp_path):
 
 def test_bench_streaming_rows(tmp_path):
     """eval/bench_streaming.py: one fresh process per output size; each row's tile count is the grid's."""
-    from cascade.tiling import make_tiles
+    from cascade.inference.tiling import make_tiles
 
     stage = tiny_stage(16, 2)
     Pipeline([stage]).save_pretrained(tmp_path / "up")
@@ -229,8 +229,8 @@ def test_a_stage_consistent_by_default_streams_without_it_and_regression_is_refu
     A one-evaluation regression stage is not a sampler the bands can step: refused with its name."""
     from dataclasses import replace
 
-    from cascade.kinds import Regression
-    from cascade.stage import Stage
+    from cascade.inference.stage import Stage
+    from cascade.kinds.sr3 import Regression
 
     plain = tiny_stage(16, 2)
     consistent = Stage(plain.unet, plain.noise_scheduler, plain.kind, replace(plain.defaults, consistent=True))

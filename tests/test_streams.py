@@ -12,12 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cascade import data, streams
-from cascade.config import DataConfig
+from cascade.config.sections import DataConfig
+from cascade.data import crops
+from cascade.data import sources as data
+from cascade.data import streams
+from cascade.data.packing import grid, pack, resize_shorter, sub_images
+from cascade.data.shards import stream_spec
 from cascade.errors import DataError
-from cascade.packing import grid, pack, resize_shorter, sub_images
-from cascade.shards import stream_spec
-
 from conftest import run, run_together
 
 
@@ -225,7 +226,7 @@ def write_parquet(path, images, bad_index=None, row_group_size=None):
     pq.write_table(pa.Table.from_pylist(rows, schema=features.arrow_schema), path, row_group_size=row_group_size)
 
 
-def test_bad_records_and_shards_are_named_or_skipped_and_counted(tmp_path, capsys):
+def test_bad_records_and_shards_are_named_or_skipped_and_counted(tmp_path, capfd):
     pixels = [np.full((20, 20, 3), i * 20, np.uint8) for i in range(6)]
     root = tmp_path / "shards"
     root.mkdir()
@@ -235,16 +236,18 @@ def test_bad_records_and_shards_are_named_or_skipped_and_counted(tmp_path, capsy
         take(stream_cfg(root, partitions=1), 5, batch=4)
     batches = take(stream_cfg(root, partitions=1, on_bad_image="skip"), 3, batch=4)[0]
     assert sum(len(b["name"]) for b in batches) == 12 and "s0.parquet record 4" not in sum((b["name"] for b in batches), [])
-    assert "[1 skipped so far by reader 0]" in capsys.readouterr().err
+    assert "[1 skipped so far by reader 0]" in capfd.readouterr().err
     # a truncated shard, and a shard deleted after the run started
     (root / "s1.parquet").write_bytes((root / "s1.parquet").read_bytes()[:100])
+    capfd.readouterr()
     with pytest.raises(DataError, match=r"s1.parquet: unreadable"):
         take(stream_cfg(root, partitions=2, on_bad_image="error"), 4, batch=4)
+    assert "Failed to read schema" not in capfd.readouterr().err  # our one line alone, not `datasets`' log line too
     loader = streams.make_loader(stream_cfg(root, partitions=2, on_bad_image="skip"), 16, 2)
     (root / "s0.parquet").unlink()
     with pytest.raises(DataError, match=r"partition \d of 2 has no records left"):
         next(iter(loader))
-    assert "s0.parquet: shard not found" in capsys.readouterr().err
+    assert "s0.parquet: shard not found" in capfd.readouterr().err
     with pytest.raises(DataError, match=r"no .parquet or .tar shards there"):
         streams.make_loader(stream_cfg(tmp_path / "empty"), 16, 2)
 
@@ -277,7 +280,7 @@ def test_map_style_sources_hold_no_per_image_records(tmp_path):
     arrow_before = pa.total_allocated_bytes()
     tracemalloc.start()
     source = data.load_source(cfg)
-    loader = data.make_loader(source, 16, cfg, batch_size=8)
+    loader = crops.make_loader(source, 16, cfg, batch_size=8)
     batch = next(iter(loader))
     held = tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes() - arrow_before  # Python + Arrow heaps
     tracemalloc.stop()
@@ -312,20 +315,30 @@ def test_streamed_training_killed_and_resumed_equals_the_uninterrupted_run(shard
                         "after SIGKILL and --resume of a streamed run")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # optimizer.bin, read with weights_only=True
 def test_streamed_training_resumes_with_another_process_count(shards, tmp_path):
-    """2 gloo processes to step 3, then one process on from their checkpoint: it says how it continues."""
+    """2 gloo processes to step 3, then one process on from their checkpoint: it says how it continues, and the
+    learning-rate warmup (6 steps of 2 x 4 = 48 samples) goes on in samples: half done after 3 steps of 8 samples,
+    then 4 samples a step (a warmup counted in process-steps would give 3/6 and 4/6 for steps 4 and 5)."""
     from conftest import free_port
 
     launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
-    run_together([*launch, *stream_training(shards, tmp_path, "train.max_steps=3", "train.batch_size=4")])  # 1 thread each
+    warm = ["train.batch_size=4", "train.warmup_steps=6", "train.lr=0.001"]
+    run_together([*launch, *stream_training(shards, tmp_path, "train.max_steps=3", *warm)])  # 1 thread each
     step3 = tmp_path / "checkpoints" / "step_00000003"
     states = [json.loads((step3 / f"data_state_{r}.json").read_text()) for r in (0, 1)]
     assert sorted(p for s in states for p in s["positions"]) == ["0", "1", "2", "3"]  # each rank its own partitions
-    proc, = run_together([*stream_training(shards, tmp_path, "train.max_steps=5", "train.batch_size=4"), "--resume"])
+    proc, = run_together([*stream_training(shards, tmp_path, "train.max_steps=5", *warm), "--resume"])
     text = proc.stdout + proc.stderr
     assert "resumed with 1 readers where the checkpoint had 2" in text and "no example is repeated or skipped" in text
     assert "dropout draws anew" in text and (tmp_path / "checkpoints" / "step_00000005").is_dir()
+    for step, samples, lr in ((3, 24, 0.001 * 16 / 48), (5, 32, 0.001 * 28 / 48)):
+        folder = tmp_path / "checkpoints" / f"step_{step:08d}"
+        state = json.loads((folder / "trainer_state.json").read_text())
+        assert state["samples"] == samples and state["warmup_samples"] == 48
+        used = torch.load(folder / "optimizer.bin", weights_only=True)["param_groups"][0]["lr"]  # the last step's
+        assert used == pytest.approx(lr, rel=1e-12)
 
 
 def test_a_map_style_position_maps_to_another_process_count():
@@ -333,7 +346,7 @@ def test_a_map_style_position_maps_to_another_process_count():
     micro-batches each are (up to the counted repeats) those M processes see before the new position."""
     from accelerate.data_loader import BatchSamplerShard, SeedableRandomSampler
 
-    from cascade.training import resized_position
+    from cascade.training.loop import resized_position
 
     examples, batch = 100, 4
 

@@ -1,17 +1,17 @@
-"""Tiled upscaling (cascade.tiling, Stage.sample(tiling=Tiling(...))) and exact consistency (project_onto_lowres)."""
+"""Tiled upscaling (cascade.inference.tiling, Stage.sample(tiling=Tiling(...))) and exact consistency (project_onto_lowres)."""
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_stage
 
-from cascade.kinds import SR3
+from cascade.diffusion.resize import downsample, project_onto_lowres
+from cascade.diffusion.sampling import constrained
+from cascade.inference.pipeline import Pipeline
+from cascade.inference.stage import Stage, Tiling
+from cascade.inference.tiling import TiledDenoiser, effective_receptive_field, make_tiles, tile_starts, tile_weight
+from cascade.kinds.sr3 import SR3
 from cascade.metrics.sr import seam_ratio
-from cascade.pipeline import Pipeline
-from cascade.resize import downsample, project_onto_lowres
-from cascade.sampling import constrained
-from cascade.stage import Stage, Tiling
-from cascade.tiling import TiledDenoiser, effective_receptive_field, make_tiles, tile_starts, tile_weight
+from conftest import tiny_stage
 
 
 @pytest.mark.parametrize("length", [8, 16, 24, 40, 56, 96, 136])

@@ -4,8 +4,8 @@ import copy
 
 import torch
 
-from cascade.config import TrainConfig
-from cascade.training import make_optimizer
+from cascade.config.sections import TrainConfig
+from cascade.training.loop import make_optimizer
 
 
 def test_training_optimizer_is_fused_and_makes_torchs_reference_adamw_updates():

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from cascade.profiling import count_flops
-from cascade.unet import LAYOUTS, ResBlock, UNet
-from cascade.weights import misaligned
+from cascade.bench.profiling import count_flops
+from cascade.models.unet import LAYOUTS, ResBlock, UNet
+from cascade.models.weights import misaligned
 from conftest import randomize, tiny_unet
 
 

@@ -1,5 +1,5 @@
 """Loaded models compute what the saved model computed: the storage of loaded weights
-(cascade.weights), and checkpoints' own RNG states (cascade.checkpoint, cascade.rng).
+(cascade.models.weights), and checkpoints' own RNG states (cascade.training.checkpoints, cascade.diffusion.rng).
 
 Why exact equality holds below: a loaded model has the same parameter values (safetensors stores
 float32 bit for bit) in storage with the same properties as the saved model's (64-byte aligned,
@@ -13,12 +13,13 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from cascade import checkpoint, rng
-from cascade.classifier import ResNetClassifier
-from cascade.ema import EMA
+from cascade.diffusion import rng
 from cascade.errors import CheckpointError
-from cascade.pipeline import Pipeline
-from cascade.weights import ALIGNMENT, misaligned, own_storage
+from cascade.inference.pipeline import Pipeline
+from cascade.models.classifier import ResNetClassifier
+from cascade.models.ema import EMA
+from cascade.models.weights import ALIGNMENT, misaligned, own_storage
+from cascade.training import checkpoints as checkpoint
 from conftest import run, tiny_stage
 
 

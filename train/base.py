@@ -12,9 +12,9 @@ class, EMA weights), checkpoints/step_*/ (resumable), and pipeline/ (the EMA mod
 `cascade.Pipeline.from_pretrained`).
 """
 
-from cascade.cli import run_cli
-from cascade.config import BaseStageConfig
-from cascade.kinds import Base
+from cascade.cli.common import run_cli
+from cascade.config.stages import BaseStageConfig
+from cascade.kinds.base import Base
 from cascade.training import parse_args, train_stage
 
 

@@ -1,4 +1,4 @@
-"""Train a label-map stage: label map (class IDs) in, photo out, the job of pix2pixHD (cascade.kinds.LabelMap).
+"""Train a label-map stage: label map (class IDs) in, photo out, the job of pix2pixHD (cascade.kinds.labels.LabelMap).
 
     accelerate launch train/label_map.py --config configs/labels_base.yaml          # the base stage
     accelerate launch train/label_map.py --config configs/labels_sr.yaml            # an upsampler after it
@@ -12,13 +12,13 @@ sees the map. Either way the UNet embeds each pixel's label ID (`model.num_label
 `train.label_dropout` trains the null map that classifier-free guidance needs.
 
 Data (`data.source`): `layouts`, the built-in offline pairs, or `paired`, a folder with images/,
-labels/ and optionally instances/ (cascade.label_data). Writes what train/base.py writes; the
+labels/ and optionally instances/ (cascade.data.paired). Writes what train/base.py writes; the
 previews are rows of held-out (label map | sample | truth).
 """
 
-from cascade.cli import run_cli
-from cascade.config import LabelStageConfig
-from cascade.kinds import label_kind
+from cascade.cli.common import run_cli
+from cascade.config.stages import LabelStageConfig
+from cascade.kinds.labels import label_kind
 from cascade.training import parse_args, train_stage
 
 

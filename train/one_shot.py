@@ -5,17 +5,17 @@
     accelerate launch train/one_shot.py --image photo.jpg --resume            # continue where it stopped
     python -m cascade generate --pipeline runs/one_shot/pipeline --size 3840x2160 --num 4 --out samples/
 
-Three stages, one after the other, each on random crops of the photo (cascade.one_image):
+Three stages, one after the other, each on random crops of the photo (cascade.data.one_image):
 - `scene`: the whole picture at `scene.scene.long_side` px (the photo's aspect ratio), a light fully
   convolutional denoiser trained on crops of `scene.scene.crop` of each side, with scale jitter and,
-  with `scene.scene.positional`, OUR-GAN's vertical positional embedding (cascade.kinds.Scene);
+  with `scene.scene.positional`, OUR-GAN's vertical positional embedding (cascade.kinds.one_shot.Scene);
 - `coarse`: an SR3 upsampler (CDM's noise and blur augmentation) from the scene to its scale;
 - `fine`: an SR3 upsampler trained at every later scale up to the photo's own, repeated for larger
   outputs (cascade.one_shot).
 
 Writes `<output_dir>/scene`, `coarse`, `fine` (what train/sr3.py writes for a stage: config.yaml,
 logs/, samples/, checkpoints/, pipeline/) and `<output_dir>/pipeline`, the cascade. A photo larger
-than `max_side` is downscaled first (cascade.one_image.load_photo says how memory stays bounded).
+than `max_side` is downscaled first (cascade.data.one_image.load_photo says how memory stays bounded).
 """
 
 import argparse
@@ -24,12 +24,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from cascade.cli import run_cli
-from cascade.config import OneShotConfig, load_config, save_config
+from cascade.cli.common import run_cli
+from cascade.config.loading import load_config, save_config
+from cascade.config.one_shot import OneShotConfig
+from cascade.data.one_image import load_photo
 from cascade.errors import ConfigError
-from cascade.one_image import load_photo, training_stages
-from cascade.pipeline import Pipeline
+from cascade.inference.pipeline import Pipeline
 from cascade.training import train_stage
+from cascade.training.one_shot import training_stages
 
 STAGES = ("scene", "coarse", "fine")
 
@@ -68,19 +70,12 @@ def main(argv=None):
         train_stage(stage_cfg, kind, resume=args.resume, examples=data)
         seconds[name] = round(time.perf_counter() - started, 1)
 
-    # --- the cascade: scene, coarse, fine (written aside, then moved in place)
+    # --- the cascade: scene, coarse, fine (written in one step: cascade.io.atomic)
     pipe = Pipeline.from_stages([out / name / "pipeline" for name in STAGES])
-    partial = out / "pipeline.partial"
-    pipe.save_pretrained(partial)
-    (partial / "one_shot.json").write_text(json.dumps(
-        {"image": str(image), "image_size": list(original), "trained_on": list(photo.size),
-         "scene_size": list(pipe.stages[0].kind.size), "seconds": seconds}, indent=2))
     final = out / "pipeline"
-    if final.exists():
-        import shutil
-
-        shutil.rmtree(final)
-    partial.replace(final)
+    pipe.save_pretrained(final, extra_files={"one_shot.json": json.dumps(
+        {"image": str(image), "image_size": list(original), "trained_on": list(photo.size),
+         "scene_size": list(pipe.stages[0].kind.size), "seconds": seconds}, indent=2)})
     print(f"wrote {final}: scene {pipe.stages[0].kind.size[1]}x{pipe.stages[0].kind.size[0]} px, then x"
           f"{pipe.stages[1].kind.scale} and x{pipe.stages[2].kind.scale} (repeated for larger outputs); trained in "
           + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()))

@@ -1,5 +1,5 @@
 """The Classification Accuracy Score protocol (Ravuri & Vinyals 2019; CDM table 2), shared by
-eval/cas.py and eval/bench_base.py: a small ResNet (cascade/classifier.py) trained on one labelled
+eval/cas.py and eval/bench_base.py: a small ResNet (cascade/models/classifier.py) trained on one labelled
 set (the samples, or real images for the upper bound) from the same initial weights and schedule,
 scored top-1 and top-5 on real held-out images."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
+from ..models.classifier import ResNetClassifier, predict_logits, top_k_accuracy, train_classifier
 
 
 def classification_accuracy(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],

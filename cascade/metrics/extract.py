@@ -18,14 +18,7 @@ from tqdm import tqdm
 from ..errors import DataError
 from .inception import FeatureNetwork
 from .scores import FeatureStats
-from .sources import (
-    SourceSpec,
-    cache_key,
-    load_real,
-    parse_source,
-    pipeline_batches,
-    real_batches,
-)
+from .sources import SourceSpec, cache_key, load_real, parse_source, pipeline_batches, real_batches
 
 
 def default_cache_dir() -> Path:
@@ -60,7 +53,7 @@ class Extracted:
 @functools.lru_cache(maxsize=2)
 def load_pipeline(path: str, device: str):
     """A pipeline folder, loaded once per process (the scripts ask for its size, then sample it)."""
-    from ..pipeline import Pipeline
+    from ..inference.pipeline import Pipeline
 
     return Pipeline.from_pretrained(path, device=device)
 

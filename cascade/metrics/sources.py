@@ -24,10 +24,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..config import DataConfig
-from ..data import ImageSource, load_source, random_resized_crop
+from ..config.sections import DataConfig
+from ..data.crops import random_resized_crop
+from ..data.sources import ImageSource, load_source
 from ..errors import DataError
-from ..images import unit_to_uint8
+from ..io.images import unit_to_uint8
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 [B x 3 x H x W], int64 labels [B]
 

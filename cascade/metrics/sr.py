@@ -1,7 +1,7 @@
 """Super-resolution metrics on images in [0, 1], shaped [N x C x H x W]; each returns one value per image.
 
 - `consistency`: SR3's consistency (Saharia et al. 2021, section 4.2), the MSE between the
-  downsampled output and the low-res input, with the downsampler that made the input (cascade.resize).
+  downsampled output and the low-res input, with the downsampler that made the input (cascade.diffusion.resize).
 - `psnr`: 10 log10(1 / MSE) on float images (a quick number for training previews).
 - `quality`: the numbers SR papers report: PSNR and SSIM on uint8 images with a border of `scale`
   pixels cropped, on RGB and on the luma channel Y of ITU-R BT.601 (what MATLAB's `rgb2ycbcr`
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from ..images import uint8_to_unit
-from ..resize import downsample
+from ..diffusion.resize import downsample
+from ..io.images import uint8_to_unit
 
 SMOOTH_STD, TEXTURED_STD, REGION_WINDOW = 3.0, 8.0, 7  # grey levels (0..255 luma), window side
 BT601_Y = (65.481, 128.553, 24.966)  # R, G, B weights for values in [0, 1]; Y = 16 + ... on the 0..255 scale

@@ -1,7 +1,7 @@
 """The SR evaluation protocol, shared by eval/sr.py and eval/bench_sr.py.
 
 A batch of uint8 high-res images is cut to a multiple of the scale (modcrop), downsampled with the
-documented downsampler (cascade.resize.downsample) and quantised to uint8, as a user's image would
+documented downsampler (cascade.diffusion.resize.downsample) and quantised to uint8, as a user's image would
 be; each method upscales that input with its own keyword arguments to `Pipeline.upscale`, and its
 output is quantised again. `SRScores` collects cascade.metrics.sr's per-image numbers (and, given
 the FID network, feature statistics of the outputs and of the truths) over batches and summarises
@@ -14,9 +14,9 @@ import time
 
 import torch
 
+from ..diffusion.resize import downsample, upsample
 from ..errors import DataError
-from ..images import uint8_to_unit, unit_to_uint8
-from ..resize import downsample, upsample
+from ..io.images import uint8_to_unit, unit_to_uint8
 from . import sr
 from .scores import FeatureStats, fid_from_stats
 
@@ -38,7 +38,7 @@ def bicubic(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def upscale_batch(pipe, lr: torch.Tensor, methods: dict[str, dict], seed: int, start_at: int | None = None
                   ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Every method's uint8 output for the uint8 input `lr`, and its seconds. Image i of the batch
-    gets seed `seed + i` (cascade.rng.per_image), so a run's numbers do not depend on its batch size."""
+    gets seed `seed + i` (cascade.diffusion.rng.per_image), so a run's numbers do not depend on its batch size."""
     lr_unit = uint8_to_unit(lr, torch.float32)
     outputs, seconds = {}, {}
     for name, kwargs in methods.items():

@@ -1,0 +1,102 @@
+"""`python -m cascade generate`: new images of any size from a one-shot cascade (train/one_shot.py),
+streamed to disk above 16 MP, with a contact sheet."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..errors import CascadeError
+from ..inference import one_shot
+from ..inference.pipeline import Pipeline
+from ..io.atomic import save_image
+from ..io.images import signed_to_pil, signed_to_unit
+from .common import add_sampling_arguments, apply_sampling_arguments, parse_size
+
+DEFAULT_ONE_SHOT = "runs/one_shot/pipeline"
+
+
+def add_parser(commands) -> None:
+    gen = commands.add_parser("generate", help="new images of any size from a one-shot cascade (train/one_shot.py)")
+    gen.add_argument("--pipeline", default=DEFAULT_ONE_SHOT, help=f"a one-shot pipeline (default: {DEFAULT_ONE_SHOT})")
+    gen.add_argument("--size", help="output WIDTHxHEIGHT, any aspect ratio (default: the training photo's size)")
+    gen.add_argument("--num", type=int, default=1, help="images, seeds --seed, --seed + 1, ...")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--out", default="samples", help="folder for sample_SEED.png and contact_sheet.png")
+    gen.add_argument("--format", default="png", choices=["png", "tif"])
+    gen.add_argument("--tile-size", type=int, help="upsamplers' tile side in output px (default: twice their "
+                     "training size); outputs above 16 MP are streamed to disk")
+    add_sampling_arguments(gen)
+    gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    gen.set_defaults(run=run)
+
+
+def run(args) -> None:
+    pipe = one_shot_pipeline(args)
+    if args.num < 1:
+        raise CascadeError(f"--num {args.num}: must be >= 1")
+    if args.size:
+        size = parse_size(args.size)
+    else:  # the training photo's size, as recorded by train/one_shot.py
+        info = Path(args.pipeline) / "one_shot.json"
+        size = tuple(json.loads(info.read_text())["trained_on"]) if info.is_file() else None
+        if size is None:
+            raise CascadeError("--size WIDTHxHEIGHT is needed (this pipeline records no training photo size)")
+    try:
+        p = one_shot.plan(pipe, size)
+    except ValueError as e:  # "size WxH: why"
+        raise CascadeError(f"--size {size[0]}x{size[1]}: {str(e).split(': ', 1)[-1]}") from None
+    out = Path(args.out)
+    suffix = "." + args.format
+    streamed = p.full[0] * p.full[1] > one_shot.IN_MEMORY_PIXELS
+    print(f"{size[0]}x{size[1]}: scene {p.scene[1]}x{p.scene[0]}, then x{p.scale} through {len(p.upsamplers)} "
+          f"upsamplers{' (streamed to disk)' if streamed else ''}", flush=True)
+    thumbs = []
+    for i in range(args.num):
+        seed = args.seed + i
+        path = out / f"sample_{seed:04d}{suffix}"
+        try:
+            if streamed:
+                out.mkdir(parents=True, exist_ok=True)
+                one_shot.generate(pipe, size, seed, args.tile_size, path=path)
+                thumbs.append(thumbnail_of_streamed(pipe, p, seed))
+            else:
+                image = one_shot.generate(pipe, size, seed, args.tile_size)
+                save_image(image, path)
+                thumbs.append(image)
+        except ValueError as e:
+            raise CascadeError(f"generate --size {size[0]}x{size[1]}: {e}") from None
+        print(f"wrote {path}", flush=True)
+    save_image(one_shot.contact_sheet(thumbs), out / "contact_sheet.png")
+    print(f"wrote {out / 'contact_sheet.png'}: {args.num} samples, seeds {args.seed}..{args.seed + args.num - 1}")
+
+
+def thumbnail_of_streamed(pipe, p, seed: int) -> Image.Image:
+    """A small copy of a streamed sample for the contact sheet: the same seed through the cascade up to
+    the last size of at most 1024 px (the file itself is never read back whole)."""
+    from dataclasses import replace
+
+    keep = 0
+    while keep < len(p.upsamplers) and max(p.scene) * math.prod(s.kind.scale for s in p.upsamplers[:keep + 1]) <= 1024:
+        keep += 1
+    short = replace(p, upsamplers=p.upsamplers[:keep])
+    scene = one_shot.draw_scene(short, seed, progress=False)
+    if not keep:
+        return signed_to_pil(scene)[0]
+    return short.pipeline().upscale(signed_to_unit(scene), seed=seed, progress=False)[0]
+
+
+def one_shot_pipeline(args) -> Pipeline:
+    if args.pipeline == DEFAULT_ONE_SHOT and not Path(args.pipeline).is_dir():
+        raise CascadeError(f"no pipeline at {DEFAULT_ONE_SHOT}: train one with `accelerate launch train/one_shot.py "
+                           f"--image photo.jpg` (or `make demo-one-shot`), or pass --pipeline")
+    pipe = apply_sampling_arguments(Pipeline.from_pretrained(args.pipeline, device=args.device), args)
+    try:
+        one_shot.scene_stage(pipe)
+    except ValueError as e:
+        raise CascadeError(f"--pipeline {args.pipeline}: {e}") from None
+    return pipe

@@ -1,0 +1,238 @@
+"""One image in, new images of any size out: a cascade trained on a single photo (OUR-GAN, SinGAN /
+ConSinGAN, SinDDM), and what it does: generate, edit (SDEdit), harmonize, and generative-prior SR.
+
+The cascade (`train/one_shot.py`): a scene stage (cascade.kinds.one_shot.Scene) that generates the whole
+picture at a coarse size (`scene.long_side` px on the longer side, the photo's aspect ratio), then
+two upsamplers (cascade.kinds.one_shot.OneShotSR3): `coarse`, trained on crops of the photo at its output
+scale, and `fine`, trained on crops from its output scale up to the photo's own resolution. Larger
+outputs repeat `fine` (OUR-GAN super-resolves beyond its training image the same way), every
+upsampler denoising in tiles whose overlap is its measured ERF (cascade.inference.tiling).
+
+Sizes (`plan`): an output W x H is made by the scene stage at ceil(H / S) x ceil(W / S), then the
+upsamplers (total scale S), then cropped to W x H. The number of repeats of `fine` is the one whose
+scene is closest in size (geometric mean of the sides) to the scene the stage was trained on, so an
+output covers about as much of the scene as the photo does, whatever its pixel count; another aspect
+ratio extends the scene sideways or vertically (SinGAN's arbitrary-size generation).
+
+    from cascade.one_shot import generate, edit
+    pipe = Pipeline.from_pretrained("runs/one_shot/pipeline")
+    image = generate(pipe, (3840, 2160), seed=0)                  # a PIL image
+    out = edit(pipe, Image.open("edited.png"), strength=0.5, mask=Image.open("mask.png"))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..diffusion.resize import downsample
+from ..io.images import signed_to_pil, signed_to_unit, unit_to_pil, user_images_to_signed
+from ..kinds.one_shot import Scene
+from .pipeline import Pipeline, input_multiple
+
+MAX_REPEATS = 8  # `fine` is repeated at most this many times (x256 beyond a x2 cascade's own scale)
+MAX_SIDE = 65535  # the largest output side (PNG and TIFF writers)
+IN_MEMORY_PIXELS = 4096 * 4096  # larger outputs are streamed to disk (cascade.giant), as `upscale` does
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How an output is made: the scene stage and its output (H, W), the upsamplers in order, the output's (H, W)."""
+
+    scene_stage: object
+    scene: tuple[int, int]
+    upsamplers: tuple
+    size: tuple[int, int]
+
+    @property
+    def scale(self) -> int:
+        return math.prod(s.kind.scale for s in self.upsamplers)
+
+    @property
+    def full(self) -> tuple[int, int]:
+        """The size the cascade makes before the crop to `size`."""
+        return self.scene[0] * self.scale, self.scene[1] * self.scale
+
+    def pipeline(self) -> Pipeline:
+        return Pipeline([self.scene_stage, *self.upsamplers])
+
+
+def scene_stage(pipe: Pipeline):
+    stage = pipe.stages[0]
+    if not isinstance(stage.kind, Scene):
+        raise ValueError(f"the pipeline's first stage is a {stage.kind.name} stage, not a one-shot scene stage "
+                         f"(train one with train/one_shot.py)")
+    return stage
+
+
+def plan(pipe: Pipeline, size: tuple[int, int]) -> Plan:
+    """The plan of a `size` (W, H) output (see the module docstring); ValueError if it cannot be made."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise ValueError(f"size {width}x{height}: both sides must be >= 1 px")
+    if max(width, height) > MAX_SIDE:
+        raise ValueError(f"size {width}x{height}: sides are limited to {MAX_SIDE} px (PNG/TIFF)")
+    scene = scene_stage(pipe)
+    ups = list(pipe.stages[1:])
+    trained = math.sqrt(scene.kind.size[0] * scene.kind.size[1])
+    best = None
+    for repeats in range(MAX_REPEATS + 1 if ups else 1):
+        chain = ups + [ups[-1]] * repeats if ups else []
+        scale = math.prod(s.kind.scale for s in chain)
+        m = math.lcm(scene.size_multiple, input_multiple(chain))  # every stage's output a multiple of its UNet's
+        dims = (max(m, math.ceil(height / scale / m) * m), max(m, math.ceil(width / scale / m) * m))
+        distance = abs(math.log(math.sqrt(dims[0] * dims[1]) / trained))
+        if best is None or distance < best[0] - 1e-9:
+            best = (distance, dims, chain)
+    _, dims, chain = best
+    return Plan(scene, dims, tuple(chain), (height, width))
+
+
+def check_resources(p: Plan, streamed: bool, folder: Path) -> None:
+    """ValueError when the host cannot hold (in memory) or store (streamed, on disk) the output."""
+    h, w = p.full
+    if streamed:
+        need = h * w * 3 * 4 * 6  # the streamed state: x_t, prediction, history, input (float32), with margin
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            raise ValueError(f"a {p.size[1]}x{p.size[0]} output needs about {need / 2 ** 30:.0f} GiB of disk for its "
+                             f"streamed state; {folder} has {free / 2 ** 30:.0f} GiB free")
+        return
+    need = h * w * 3 * 4 * 8
+    free = available_memory()
+    if free is None:
+        return
+    if need > free:
+        raise ValueError(f"a {p.size[1]}x{p.size[0]} output needs about {need / 2 ** 30:.1f} GiB of memory; "
+                         f"{free / 2 ** 30:.1f} GiB is free")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the host can give without swapping (Linux MemAvailable; None if unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def draw_scene(p: Plan, seed: int, progress: bool = True) -> torch.Tensor:
+    """One scene [1 x 3 x h x w] in [-1, 1] for image seed `seed`."""
+    return p.scene_stage.sample(num_images=1, seed=seed, size=p.scene, progress=progress).clamp(-1, 1)
+
+
+def generate(pipe: Pipeline, size: tuple[int, int], seed: int = 0, tile_size: int | None = None,
+             path: str | Path | None = None, progress: bool = True) -> Image.Image | None:
+    """A new image of `size` (W, H) for `seed`, as a PIL image; or written to `path` (streamed for
+    outputs above IN_MEMORY_PIXELS, returning None). `tile_size`: the upsamplers' tiles (output px;
+    default twice the last upsampler's training size)."""
+    p = plan(pipe, size)
+    streamed = path is not None and p.full[0] * p.full[1] > IN_MEMORY_PIXELS
+    check_resources(p, streamed, Path(path).resolve().parent if streamed else Path("."))  # before any work
+    scene = draw_scene(p, seed, progress)
+    if not p.upsamplers:
+        return signed_to_pil(scene[..., :p.size[0], :p.size[1]])[0]
+    tile = tile_size or 2 * p.upsamplers[-1].resolution
+    chain = p.pipeline()
+    if streamed:
+        from .streamed.upscale import upscale_to_file
+
+        upscale_to_file(chain, signed_to_unit(scene), path, seed=seed, tile_size=tile, crop=p.size[::-1],
+                        progress=progress)
+        return None
+    out = chain.upscale(signed_to_unit(scene), seed=seed, tile_size=tile, output_type="pt", progress=progress)  # [0, 1]
+    return unit_to_pil(out[..., :p.size[0], :p.size[1]])[0]
+
+
+def edit(pipe: Pipeline, image, strength: float, mask=None, seed: int = 0, margin: int = 0,
+         tile_size: int | None = None, progress: bool = True) -> Image.Image:
+    """SDEdit with the one-shot cascade: `image` (any size) is noised to `strength` in [0, 1] at every
+    stage's scale and denoised again, each upsampler conditioned on the stage before. With `mask`
+    (nonzero: the region to resample, grown by `margin` px; RePaint-style) every stage keeps the rest
+    of the image at its scale at every step, and the output equals `image` outside the mask exactly.
+    Harmonization is an edit whose mask is a pasted object: it takes on the photo's look."""
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"strength={strength}: must be in [0, 1]")
+    x = torch.cat(user_images_to_signed(image))[:1]  # [1 x 3 x H x W] in [-1, 1]
+    h, w = x.shape[-2:]
+    p = plan(pipe, (w, h))
+    if p.full[0] * p.full[1] > IN_MEMORY_PIXELS:
+        raise ValueError(f"{w}x{h}: edits are made in memory, at most {IN_MEMORY_PIXELS // 2 ** 20} MP")
+    H, W = p.full
+    pad = lambda t, mode="replicate": F.pad(t, (0, W - w, 0, H - h), mode=mode)  # noqa: E731
+    region = None
+    if mask is not None:
+        from ..data.label_maps import dilate, shrink_mask
+
+        region = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask)
+        region = region.reshape(1, 1, *region.shape[-2:]) != 0
+        if tuple(region.shape[-2:]) != (h, w):
+            raise ValueError(f"mask is {region.shape[-1]}x{region.shape[-2]}, the image {w}x{h}")
+        region = pad(dilate(region, margin).float(), "constant").bool()
+    x = pad(x)
+    stages = [p.scene_stage, *p.upsamplers]
+    factors = [math.prod(s.kind.scale for s in p.upsamplers[i:]) for i in range(len(stages))]
+    tile = tile_size or 2 * p.upsamplers[-1].resolution if p.upsamplers else None
+    out = None
+    for stage, k in zip(stages, factors):
+        level = downsample(x, k) if k > 1 else x
+        keep = None
+        if region is not None:
+            keep = (level, shrink_mask(region, tuple(level.shape[-2:])))
+        if out is None:
+            out = stage.sample(num_images=1, seed=seed, size=p.scene, init=level, strength=strength, keep=keep,
+                               progress=progress)
+        else:
+            from .stage import Tiling
+
+            tiling = Tiling(tile) if tile and max(level.shape[-2:]) > tile else None
+            out = stage.sample(out.clamp(-1, 1), seed=seed, init=level, strength=strength, keep=keep,
+                               tiling=tiling, progress=progress)
+        out = out.clamp(-1, 1)
+    return signed_to_pil(out[..., :h, :w])[0]
+
+
+def prior_upscale(stage, lowres: torch.Tensor, factor: int, class_labels=None, seed: int = 0,
+                  steps: int | None = None, progress: bool = True) -> torch.Tensor:
+    """Generative-prior SR (PULSE's idea with a diffusion prior, no SR training): `stage`, a stage
+    without an input (a one-shot scene stage, or a base stage), draws an image of `factor` times the
+    size of `lowres` [N x 3 x h x w] in [-1, 1] whose every x0 estimate is projected onto the images
+    that downsample to `lowres` exactly (cascade.diffusion.resize.project_onto_lowres). Inputs are padded
+    (reflection) to the stage's size multiple and the output cropped back. Returns
+    [N x 3 x h*factor x w*factor] in [-1, 1]."""
+    if stage.kind.takes_input:
+        raise ValueError(f"prior SR needs a generative stage (no input), not a {stage.kind.name} stage")
+    n, (h, w) = lowres.shape[0], lowres.shape[-2:]
+    m = stage.size_multiple // math.gcd(stage.size_multiple, factor)
+    ph, pw = (-h) % m, (-w) % m
+    padded = F.pad(lowres, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+    out = stage.sample(class_labels=class_labels, num_images=n, seed=seed, lowres=padded,
+                       size=(padded.shape[-2] * factor, padded.shape[-1] * factor),
+                       settings={"steps": steps} if steps else None, progress=progress)
+    return out[..., :h * factor, :w * factor]
+
+
+def contact_sheet(images: list[Image.Image], thumb: int = 384) -> Image.Image:
+    """The images side by side, each resized (antialiased) to `thumb` px on its longer side."""
+    small = []
+    for image in images:
+        k = thumb / max(image.size)
+        small.append(image.resize((max(1, round(image.width * k)), max(1, round(image.height * k))), Image.BICUBIC,
+                                  reducing_gap=3.0))
+    height, width = max(s.height for s in small), max(s.width for s in small)
+    sheet = Image.new("RGB", (len(small) * (width + 4) + 4, height + 8), "white")
+    for i, s in enumerate(small):
+        sheet.paste(s, (4 + i * (width + 4), 4))
+    return sheet

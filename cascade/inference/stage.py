@@ -1,0 +1,353 @@
+"""One stage of a cascade: a trained UNet, its noise schedule, its kind and its sampling defaults.
+
+What the stage is (fixed when it was trained) lives in `kind` (cascade.kinds: base or SR3, and how
+it is conditioned) and `class_names`; how it samples by default is a `SampleConfig`
+(`stage.defaults`), which a call overrides field by field without changing the stage.
+
+Saved as a folder:
+
+    stage.json                 {"format": "cascade-stage", "version": 2, "kind": {"name": "sr3", ...},
+                                "class_names": [...], "sample": {sampler, steps, guidance_scale, ...}}
+    unet/config.json, unet/diffusion_pytorch_model.safetensors
+    scheduler/scheduler_config.json   the training noise schedule (samplers are built from it)
+
+Folders written before kinds existed (a flat stage.json with `scale`, `residual`, ...) still load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler
+from tqdm.auto import tqdm
+
+from ..config.sections import SampleConfig
+from ..diffusion import rng
+from ..diffusion.resize import project_onto_lowres
+from ..diffusion.sampling import constrained, guided, make_sampler
+from ..errors import CheckpointError
+from ..io.atomic import replacing_folder
+from ..kinds.base import Base, Conditioning, StageKind
+from ..kinds.sr3 import SR3
+from ..models.unet import UNet
+from .tiling import TiledDenoiser, effective_receptive_field
+
+STAGE_FILE = "stage.json"
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Denoise jointly in overlapping tiles of `size` output pixels, `batch` tiles per network call,
+    keeping the full-size state on the CPU (cascade.inference.tiling); `overlap` None: the stage's ERF radius."""
+
+    size: int
+    overlap: int | None = None
+    batch: int = 8
+
+
+class Stage:
+    """One model of the cascade. `sample` draws images; `save_pretrained` / `from_pretrained` keep it."""
+
+    def __init__(self, unet: UNet, noise_scheduler: DDPMScheduler, kind: StageKind | None = None,
+                 defaults: SampleConfig | None = None, class_names=()):
+        self.unet, self.noise_scheduler = unet, noise_scheduler
+        self.kind = kind if kind is not None else Base()
+        self.defaults = defaults if defaults is not None else SampleConfig()
+        self.class_names = list(class_names)
+        self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap()
+        config = unet.config
+        if self.kind.cond_channels(config.in_channels) != config.cond_channels:
+            raise ValueError(f"a {self.kind.name} stage needs a UNet with cond_channels="
+                             f"{self.kind.cond_channels(config.in_channels)}, not {config.cond_channels}")
+        if self.class_names and len(self.class_names) != config.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for a UNet with num_classes={config.num_classes}")
+
+    @property
+    def resolution(self) -> int:
+        """The output size the stage was trained at."""
+        return self.unet.config.sample_size
+
+    @property
+    def input_resolution(self) -> int:
+        """The input size the stage was trained on (kinds that take an input)."""
+        return self.resolution // self.kind.scale
+
+    @property
+    def is_upsampler(self) -> bool:
+        return self.kind.takes_input
+
+    @property
+    def size_multiple(self) -> int:
+        """Output sides must be multiples of this (2 to the number of the UNet's downsamplings)."""
+        return self.unet.size_multiple
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def settings(self, overrides: dict | None = None) -> SampleConfig:
+        """The sampling settings of one call: the defaults with `overrides` applied (checked)."""
+        return self.defaults.replace(overrides, where=f"{self.kind.name} stage settings")
+
+    def with_defaults(self, changes: dict | None) -> "Stage":
+        """The same model with other sampling defaults (a new Stage; this one is unchanged)."""
+        stage = Stage(self.unet, self.noise_scheduler, self.kind, self.settings(changes), self.class_names)
+        stage.erf = self.erf
+        return stage
+
+    def label_tensor(self, class_labels, n: int | None) -> torch.Tensor | None:
+        """Class indices or names -> long tensor [N]; None for an unconditional model."""
+        num_classes = self.unet.config.num_classes
+        if class_labels is None:
+            return None if not num_classes else torch.full((n or 1,), self.unet.null_class, dtype=torch.long)
+        if not num_classes:
+            raise ValueError("class_labels given, but this stage is unconditional (num_classes=0)")
+        labels = []
+        for label in (class_labels.tolist() if isinstance(class_labels, torch.Tensor) else class_labels):
+            if isinstance(label, str):
+                if label not in self.class_names:
+                    raise ValueError(f"unknown class name {label!r}; known: {', '.join(self.class_names)}")
+                label = self.class_names.index(label)
+            if not 0 <= int(label) < num_classes:
+                raise ValueError(f"class label {label} out of range [0, {num_classes})")
+            labels.append(int(label))
+        return torch.tensor(labels, dtype=torch.long)
+
+    def tile_overlap(self) -> int:
+        """Default overlap of tiles: the UNet's measured ERF radius, rounded up to `size_multiple`.
+
+        Measured once per stage (cascade.inference.tiling.effective_receptive_field, at twice the training size,
+        with the conditioning the kind gives) and cached; `self.erf` keeps the measurement.
+        """
+        if self.erf is None:
+            t = self.noise_scheduler.config.num_train_timesteps
+            size = 2 * self.resolution
+
+            def cond(generator):
+                extra = self.kind.erf_inputs(self.unet.config, size, generator, self.device)
+                if self.unet.config.num_classes:
+                    extra["class_labels"] = torch.full((1,), self.unet.null_class, device=self.device)
+                return extra
+
+            iterative = self.kind.iterative  # one-evaluation kinds only ever see t = 0 and x_t = 0
+            self.erf = effective_receptive_field(self.unet, size, [t // 10, t // 2, 9 * t // 10] if iterative else [0],
+                                                 cond, self.kind.spatial, seeds=4, zero_x=not iterative)
+        m = self.size_multiple
+        return max(m, math.ceil(self.erf["radius"] / m) * m)
+
+    def tile_geometry(self, tile_size: int, overlap: int | None) -> tuple[int, int]:
+        """(tile side rounded down to `size_multiple`, overlap or the default), checked."""
+        m = self.size_multiple
+        tile = int(tile_size) // m * m
+        if tile < m:
+            raise ValueError(f"tile_size={tile_size}: must be at least {m} (tiles are multiples of {m} px)")
+        overlap = self.tile_overlap() if overlap is None else int(overlap)
+        if not 0 <= overlap < tile:
+            raise ValueError(f"overlap={overlap}: must be in [0, tile_size) with tile_size {tile}")
+        return tile, overlap
+
+    @torch.no_grad()
+    def sample(self, source: torch.Tensor | None = None, class_labels=None, num_images: int | None = None,
+               seed=None, generator: rng.Generators = None, settings: dict | None = None,
+               tiling: Tiling | None = None, label_map: torch.Tensor | None = None,
+               instances: torch.Tensor | None = None, keep: tuple[torch.Tensor, torch.Tensor] | None = None,
+               size: tuple[int, int] | None = None, init: torch.Tensor | None = None, strength: float = 1.0,
+               lowres: torch.Tensor | None = None, progress: bool = True) -> torch.Tensor:
+        """Images [N x 3 x H x W] in [-1, 1].
+
+        - `source` [N x 3 x h x w] in [-1, 1]: the input of kinds that take one (SR3: the low-res
+          image; the output is (h*scale) x (w*scale), sides multiples of `size_multiple`).
+        - `seed`: an int (image i gets seed + i) or one seed per image, so an image does not depend
+          on the batch it is drawn in; or `generator`: a torch.Generator for the whole batch, or
+          one per image (cascade.diffusion.rng). Neither: torch's global RNG.
+        - `settings`: overrides of `self.defaults` for this call (sampler, steps, guidance_scale,
+          aug_level, consistent).
+        - `tiling` (kinds with spatial conditioning): denoise jointly in overlapping tiles.
+        - `label_map` / `instances` [N x 1 x H x W] long (label-map kinds): the semantic map and the
+          instance IDs, resized nearest to the output size (a base stage's output takes the map's size).
+        - `keep` (image [N x 3 x H x W] in [-1, 1] at the output size, mask [N x 1 x H x W] bool): an
+          edit: only the masked pixels are generated; every step's x0 estimate takes the image outside
+          the mask, and the output is the image there exactly.
+        - `size` (H, W) (kinds that generate at any size, e.g. the one-shot scene): the output size.
+        - `init` [N x 3 x H x W] in [-1, 1] at the output size and `strength` in [0, 1]: SDEdit (Meng et
+          al. 2022): sampling starts from `init` noised to the level `strength` of the way up the
+          schedule, and runs the remaining steps (0: `init` unchanged; 1: a fresh sample).
+        - `lowres` [N x 3 x h x w] in [-1, 1] (stages without an input): generative-prior SR, PULSE's
+          idea with a diffusion prior: every x0 estimate is projected onto the images that downsample
+          (cascade.diffusion.resize, antialiased bicubic) to `lowres` exactly, and so is the output. The output
+          side must be an integer multiple of `lowres`'s.
+        """
+        s = self.settings(settings)
+        if tiling is not None and not self.kind.spatial:
+            raise ValueError(f"tiling applies to stages with spatial conditioning (an input image, a label map), not "
+                             f"to a {self.kind.name} stage")
+        device = torch.device("cpu") if tiling is not None else self.device  # where the full-size images live
+        n = source.shape[0] if source is not None else None
+        maps_n = label_map.shape[0] if label_map is not None else None
+        labels = self.label_tensor(class_labels, num_images or n or maps_n)
+        n = n or num_images or (len(labels) if class_labels is not None else None) or maps_n or 1
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"{len(labels)} class labels for {n} images")
+        generators = rng.per_image(seed, n) if seed is not None else generator
+        inputs = self.kind.sampling_inputs(self, source, s, generators, device)
+        for what, maps in (("label maps", label_map), ("instance maps", instances)):
+            if maps is not None and maps.shape[0] not in (1, n):
+                raise ValueError(f"{maps.shape[0]} {what} for {n} images")
+        if self.kind.uses_label_maps:
+            inputs = self.kind.with_label_maps(self, inputs, label_map, instances, device)
+        elif label_map is not None or instances is not None:
+            raise ValueError(f"a {self.kind.name} stage takes no label map")
+        if size is not None:
+            if self.kind.takes_input:
+                raise ValueError(f"size= applies to stages without an input, not to a {self.kind.name} stage")
+            inputs = self.kind.at_size(self, inputs, tuple(size), device)
+        inputs = _broadcast(inputs, self.kind.spatial, n)  # one map or positional channel for every image
+        if lowres is not None:
+            inputs = _consistent_with(inputs, lowres.to(device), n, self.kind)
+        if keep is not None:
+            inputs = _keeping(inputs, keep[0].to(device), keep[1].to(device).bool(), n)
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ValueError(f"strength={strength}: must be in [0, 1]")
+        if init is not None:
+            if tuple(init.shape) != (n, 3, *inputs.size):
+                raise ValueError(f"init {tuple(init.shape)} must be [{n} x 3 x {inputs.size[0]} x {inputs.size[1]}]")
+            init = inputs.start(init.to(device, torch.float32))
+        cond = dict(inputs.cond)
+        if labels is not None:
+            cond["class_labels"] = labels.to(device)
+        config = self.unet.config
+        denoiser = guided(self.unet, s.guidance_scale, self.unet.null_class if config.num_classes else None,
+                          self.unet.null_label if config.num_labels else None)
+        scheduler = make_sampler(s.sampler, self.noise_scheduler.config)
+        bar = None
+        if tiling is not None:
+            denoiser, bar = self._tiled(denoiser, inputs.size, tiling, scheduler, s.steps, n, progress)
+        if inputs.project is not None and self.kind.iterative:
+            config = self.noise_scheduler.config
+            denoiser = constrained(denoiser, inputs.project, self.noise_scheduler.alphas_cumprod, config.prediction_type)
+        shape = (n, self.unet.config.in_channels, *inputs.size)
+        try:
+            images = self.kind.generate(denoiser, scheduler, shape, s.steps, generators, device,
+                                        progress and tiling is None, init, float(strength), cond)
+        finally:
+            if bar is not None:
+                bar.close()
+        if inputs.project is not None:  # the last step's output is the last x0 estimate up to round-off: make it exact
+            images = inputs.project(images)
+        images = inputs.finish(images)
+        if keep is not None:  # the kept pixels are the given image's, bit for bit
+            images = torch.where(keep[1].to(images.device).bool(), images, keep[0].to(images.device, images.dtype))
+        return images
+
+    def _tiled(self, denoiser, size, tiling: Tiling, scheduler, steps: int, n: int, progress: bool):
+        """The tiled denoiser over full-size host tensors, and its progress bar (tiles x steps)."""
+        tile, overlap = self.tile_geometry(tiling.size, tiling.overlap)
+        tiled = TiledDenoiser(denoiser, *size, tile, overlap, self.size_multiple, tiling.batch, self.device,
+                              spatial=self.kind.spatial)
+        scheduler.set_timesteps(steps)
+        evaluations = len(scheduler.timesteps)  # steps, or more for second-order schedulers
+        tiled.bar = tqdm(total=evaluations * n * len(tiled.tiles), unit="tile", leave=False,
+                         desc=f"{len(tiled.tiles)} tiles x {evaluations} steps", disable=not progress)
+        return tiled, tiled.bar
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write the stage folder (module docstring) in one step: a crash never leaves half of it (cascade.io.atomic)."""
+        with replacing_folder(folder) as tmp:
+            self.unet.save_pretrained(tmp / "unet")
+            self.noise_scheduler.save_config(tmp / "scheduler")
+            record = {"format": "cascade-stage", "version": 2, "kind": self.kind.to_dict(),
+                      "class_names": self.class_names, "sample": asdict(self.defaults)}
+            (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "Stage":
+        folder = Path(folder)
+        for needed in (STAGE_FILE, "unet/config.json", "scheduler/scheduler_config.json"):
+            if not (folder / needed).is_file():
+                raise CheckpointError(f"{folder}: not a cascade stage (missing {needed})")
+        try:
+            kind, defaults, class_names = _read_stage_file(folder / STAGE_FILE)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"{folder / STAGE_FILE}: invalid stage settings ({e})") from None
+        unet = _load_unet(folder / "unet")
+        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+        if not unet.config.num_classes:
+            class_names = []  # folders written before unconditional stages dropped their data's names
+        try:
+            return cls(unet.eval(), scheduler, kind, defaults, class_names)
+        except ValueError as e:
+            raise CheckpointError(f"{folder}: {e}") from None
+
+
+def _broadcast(inputs: Conditioning, spatial: tuple[str, ...], n: int) -> Conditioning:
+    """`inputs` whose spatial entries given once (a batch of 1: one label map, the scene's positional
+    channel) serve every one of the `n` images."""
+    cond = {key: value.expand(n, *value.shape[1:]) if key in spatial and value is not None and value.shape[0] == 1
+            else value for key, value in inputs.cond.items()}
+    return replace(inputs, cond=cond)
+
+
+def _keeping(inputs: Conditioning, image: torch.Tensor, mask: torch.Tensor, n: int) -> Conditioning:
+    """`inputs` whose x0 estimates take `image` outside `mask` (an edit, RePaint/DDNM-style: the
+    sampler regenerates the masked pixels in agreement with the kept ones at every step)."""
+    if image.shape[0] != n or mask.shape[0] != n or tuple(image.shape[-2:]) != tuple(inputs.size) or tuple(mask.shape[-2:]) != tuple(inputs.size):
+        raise ValueError(f"the image to keep {tuple(image.shape)} and its mask {tuple(mask.shape)} must be "
+                         f"[{n} x 3 x {inputs.size[0]} x {inputs.size[1]}]")
+    known = inputs.start(image)  # in the space the model generates in
+    before = inputs.project
+
+    def project(x0):
+        x0 = before(x0) if before is not None else x0
+        return torch.where(mask.to(x0.device), x0, known.to(x0.device, x0.dtype))
+
+    return replace(inputs, project=project)
+
+
+def _consistent_with(inputs: Conditioning, lowres: torch.Tensor, n: int, kind: StageKind) -> Conditioning:
+    """`inputs` whose x0 estimates are projected onto the images that downsample to `lowres` (prior SR)."""
+    if kind.takes_input:
+        raise ValueError(f"lowres= (generative-prior SR) applies to stages without an input, not to a {kind.name} "
+                         f"stage; its `consistent` setting does this for upsamplers")
+    (h, w), (H, W) = lowres.shape[-2:], inputs.size
+    if lowres.shape[0] != n or H % h or W % w or H // h != W // w:
+        raise ValueError(f"lowres {tuple(lowres.shape)}: the output {W}x{H} must be an integer multiple of it, "
+                         f"the same in both directions, for {n} images")
+    factor, before = H // h, inputs.project
+
+    def project(x0):
+        x0 = before(x0) if before is not None else x0
+        return inputs.start(project_onto_lowres(inputs.finish(x0), lowres.to(x0.device, x0.dtype), factor))
+
+    return replace(inputs, project=project)
+
+
+def _read_stage_file(path: Path) -> tuple[StageKind, SampleConfig, list[str]]:
+    record = json.loads(path.read_text())
+    if "kind" not in record:  # version 1: one flat mapping of the old StageSettings
+        kind = (SR3(scale=record["scale"], residual=record.get("residual", False),
+                    residual_scale=record.get("residual_scale", 1.0)) if record.get("scale", 1) > 1 else Base())
+        sample_keys = {f.name for f in fields(SampleConfig)}
+        return kind, SampleConfig().replace({k: v for k, v in record.items() if k in sample_keys}), \
+            list(record.get("class_names", []))
+    return (StageKind.from_dict(record["kind"]), SampleConfig().replace(record.get("sample", {})),
+            list(record.get("class_names", [])))
+
+
+def _load_unet(folder: Path) -> UNet:
+    try:
+        kind = json.loads((folder / "config.json").read_text()).get("_class_name")
+    except ValueError as e:
+        raise CheckpointError(f"{folder / 'config.json'}: not valid JSON ({e})") from None
+    if kind != UNet.__name__:
+        raise CheckpointError(f"{folder / 'config.json'}: a {kind} model, not a cascade {UNet.__name__}")
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():  # never fall back to a pickled .bin
+        raise CheckpointError(f"{weights}: missing (stage weights are read from safetensors only)")
+    try:
+        return UNet.from_pretrained(folder, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{folder}: cannot load weights ({' '.join(str(e).split())[:200]})") from None

@@ -1,0 +1,113 @@
+"""`train_stage(cfg, kind)`: one stage trained from its config, the same for every kind and every
+script in train/: data (cascade.data), model (cascade.models.unet), the kind's loss, previews, the
+shared loop (cascade.training.loop), and the EMA model exported as a one-stage pipeline folder."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from ..config.loading import load_config
+from ..data import crops, paired, previews, sources, streams
+from ..diffusion import schedule
+from ..errors import ConfigError
+from ..inference.pipeline import Pipeline
+from ..inference.stage import Stage
+from ..kinds.base import StageKind
+from ..models.unet import UNet
+from .loop import fit, make_accelerator
+
+
+def parse_args(config_cls: type, doc: str, argv: list[str] | None = None):
+    """`--config FILE [key=value ...] [--resume]` -> (config, args)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML preset, e.g. configs/base_photos.yaml (defaults if omitted)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override single keys, e.g. train.max_steps=200")
+    args = parser.parse_args(argv)
+    return load_config(config_cls, args.config, args.overrides), args
+
+
+def export_stage(accelerator: Accelerator, stage, output_dir: str | Path) -> None:
+    """Write a trained stage (EMA weights) as `<output_dir>/pipeline`, a one-stage cascade folder, in one step (a
+    crash mid-export leaves the previous export as it was)."""
+    if accelerator.is_main_process:
+        out = Path(output_dir) / "pipeline"
+        Pipeline([stage]).save_pretrained(out)
+        accelerator.print(f"exported the EMA model to {out}")
+
+
+def train_stage(cfg, kind: StageKind, resume: bool = False, examples=None) -> None:
+    """Train one stage of kind `kind` from a stage config (`BaseStageConfig`, `SR3StageConfig`,
+    `LabelStageConfig`, or any dataclass with model, diffusion, data, train and sample sections) and
+    export it. Label-map kinds read pairs (cascade.data.paired), the others images (cascade.data).
+
+    The kind says what the model is conditioned on and what it generates (cascade.kinds); this is
+    everything else, the same for every kind. `examples` (cascade.data.one_image.OneImageData): examples the
+    caller built (the one-shot crops of one photo) instead of `cfg.data`'s.
+    """
+    accelerator = make_accelerator(cfg.train, cfg)
+
+    # --- data: random crops at the model's resolution, labels from the source (indexed, or streamed)
+    size, batch = cfg.model.sample_size, cfg.train.batch_size
+    if examples is not None:
+        loader, name, class_names, what = (examples.loader(batch, cfg.train.seed), examples.name, None,
+                                           examples.describe())
+    elif kind.uses_label_maps:  # pairs of an image and its label map (cascade.data.paired)
+        source = paired.load_pairs(cfg.data, cfg.model.num_labels, kind.ignore_id, kind.label_names)
+        loader = paired.make_loader(source, size, cfg.data, batch, cfg.train.seed)
+        name, class_names, what = source.name, None, f"{len(source)} label-map pairs from {source.name}"
+        if cfg.model.use_instances and not source.has_instances:
+            raise ConfigError(f"model.use_instances=true, but {source.name} has no instance maps (instances/); "
+                              "add them or set model.use_instances=false")
+        if not kind.label_names:
+            kind = dataclasses.replace(kind, label_names=tuple(source.label_names))
+    elif cfg.data.streaming:
+        loader = streams.make_loader(cfg.data, size, batch, cfg.train.seed, accelerator.process_index,
+                                     accelerator.num_processes, num_classes=cfg.model.num_classes)
+        name, class_names, what = loader.dataset.spec.name, loader.dataset.spec.class_names, loader.dataset.spec.describe()
+    else:
+        source = sources.load_source(cfg.data)
+        loader = crops.make_loader(source, size, cfg.data, batch, cfg.train.seed)
+        name, class_names, what = source.name, source.class_names, f"{len(source)} images from {source.name}"
+    sources.check_num_classes(name, class_names, cfg.model.num_classes)
+    inputs = f"; {size // kind.scale} px -> " if kind.takes_input else "; "
+    classes = (f"{cfg.model.num_labels} label IDs" if kind.uses_label_maps else
+               f"{len(class_names)} classes" if class_names is not None else "labels as stored")
+    accelerator.print(f"data: {what}, {classes}{inputs}{size} px {kind.name} stage")
+
+    # --- model and forward process
+    model = UNet(**vars(cfg.model))
+    noise_scheduler = schedule.make_noise_scheduler(cfg.diffusion, clip_sample=kind.clip_sample)
+    accelerator.print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    # An unconditional model claims no classes, whatever the data's folders are called.
+    class_names = (class_names or [str(i) for i in range(cfg.model.num_classes)]) if cfg.model.num_classes else []
+    try:
+        Stage(model, noise_scheduler, kind, cfg.sample, class_names)  # does the kind fit the model?
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from None
+
+    # --- loss: the kind's inputs and target; labels dropped at random for classifier-free guidance
+    model_config = model.config  # the wrapped model that `fit` passes in (DDP) has no .config
+
+    def loss_fn(model, batch):
+        return kind.loss(model, model_config, noise_scheduler, batch, cfg.train.label_dropout)
+
+    # --- previews from the EMA weights: the kind draws them (held-out crops for kinds with an input)
+    if examples is not None:
+        shown = examples.previews(cfg.sample.preview_per_class)
+    elif kind.uses_label_maps:  # held-out pairs: (label map | sample | truth)
+        shown = paired.held_out(cfg.data, cfg.model.num_labels, kind.ignore_id, size, cfg.sample.preview_per_class)
+    else:
+        shown = previews.fixed_crops(cfg.data, size, cfg.sample.preview_per_class) if kind.takes_input else None
+
+    def preview_fn(ema_model, step):
+        stage = Stage(ema_model, noise_scheduler, kind, cfg.sample, class_names)
+        return kind.preview(stage, shown, cfg.sample.preview_per_class)
+
+    # --- train, then export the EMA weights as a one-stage pipeline
+    ema = fit(accelerator, cfg.train, model, loader, loss_fn, preview_fn, resume=resume)
+    export_stage(accelerator, Stage(ema.model, noise_scheduler, kind, cfg.sample, class_names), cfg.train.output_dir)
