@@ -36,7 +36,8 @@ demo: setup
 	$(PY) -m cascade assemble $(DEMO) runs/base_photos/pipeline runs/sr3_photos/pipeline
 	$(PY) eval/sample.py --pipeline $(DEMO) --per-class 4 --zoom 3 --out $(DEMO)/samples.png
 	$(PY) eval/sr.py --pipeline runs/sr3_photos/pipeline --num 32 --aug-levels 0 0.02 0.05 0.1 \
-		--zoom 3 --out $(DEMO)/heldout.png
+		--zoom 3 --out $(DEMO)/eval/heldout.png
+	$(PY) -m cascade info $(DEMO)
 
 LABELS := runs/labels_layouts
 

@@ -32,6 +32,7 @@ from cascade.cli.common import add_sampling_arguments, apply_sampling_arguments,
 from cascade.data.one_image import load_photo, resize_long_side
 from cascade.diffusion.augment import blur_augment
 from cascade.diffusion.resize import downsample, upsample
+from cascade.errors import CascadeError
 from cascade.inference import one_shot
 from cascade.inference.pipeline import Pipeline
 from cascade.io.atomic import write_text
@@ -92,8 +93,10 @@ def main(argv=None):
         name, sep, folder = item.rpartition("=")
         name = name if sep else Path(folder).parent.name
         pipes[name] = apply_sampling_arguments(Pipeline.from_pretrained(folder), args)
-    first = args.pipeline[0].rpartition("=")[2]
-    image = args.image or json.loads((Path(first) / "one_shot.json").read_text())["image"]
+    first = next(iter(pipes.values())).folder  # where it was read from (the Hub cache for an id)
+    if not args.image and not (first and (first / "one_shot.json").is_file()):
+        raise CascadeError(f"{args.pipeline[0]}: records no training photo (one_shot.json); pass --image")
+    image = args.image or json.loads((first / "one_shot.json").read_text())["image"]
     photo, _ = load_photo(image, 4096)
     photo = resize_long_side(photo, args.eval_side)
     size = photo.size

@@ -51,6 +51,7 @@ from cascade.errors import DataError
 from cascade.inference.one_shot import prior_upscale
 from cascade.inference.pipeline import Pipeline
 from cascade.inference.tiling import make_tiles
+from cascade.io.atomic import save_image, write_text
 from cascade.io.images import signed_to_uint8, uint8_grid, uint8_to_signed, uint8_to_unit, unit_to_uint8
 from cascade.metrics import sr as metrics
 from cascade.metrics.inception import load_feature_network
@@ -115,10 +116,10 @@ def main(argv=None):
           + (f"; tiles {args.tile_size} px, overlap {overlap} px" if args.tile_size else ""))
     print(table(rows))
     write_picture(shown, args.rows, scale, args.zoom, args.out)
-    with open(args.out.rsplit(".", 1)[0] + ".json", "w") as f:
-        json.dump({"pipeline": args.pipeline, "data": args.data, "split": spec.split, "num": count, "scale": scale,
-                   "border": scale, **sampling_report(ups), "tile_size": args.tile_size, "overlap": overlap,
-                   "rows": rows}, f, indent=2)
+    write_text(args.out.rsplit(".", 1)[0] + ".json", json.dumps(
+        {"pipeline": args.pipeline, "data": args.data, "split": spec.split, "num": count, "scale": scale,
+         "border": scale, **sampling_report(ups), "tile_size": args.tile_size, "overlap": overlap, "rows": rows},
+        indent=2))
     print(f"wrote {args.out} (rows: low-res | bicubic | {next(iter(methods))} | ground truth)")
 
 
@@ -245,7 +246,7 @@ def write_picture(shown, rows: int, scale: int, zoom: int, out: str) -> None:
     grid = uint8_grid(torch.stack(tiles[:4 * rows]), nrow=4)
     if zoom > 1:
         grid = grid.resize((grid.width * zoom, grid.height * zoom), 0)
-    grid.save(out)
+    save_image(grid, out)
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def test_generate_streamed_and_its_thumbnail_keep_the_colours(tmp_path, monkeypa
     photo = dark_photo()
     pipe = one_shot_oracle(photo)
     monkeypatch.setattr(one_shot, "IN_MEMORY_PIXELS", 1000)  # stream everything above 1000 px
-    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, folder, device=None: pipe))
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, name, **options: pipe))
     proc = run_in_process("-m", "cascade", "generate", "--pipeline", tmp_path, "--size", "96x64", "--out", tmp_path)
     assert "(streamed to disk)" in proc.stdout
     p = one_shot.plan(pipe, (96, 64))
@@ -161,7 +161,7 @@ def test_edit_at_strength_zero_returns_the_image(tmp_path, monkeypatch):
     assert_within_one_level(one_shot.edit(pipe, photo, 0.0, progress=False), uint8_of(photo))
     # and through the command line, as a PNG
     photo.save(tmp_path / "dark.png")
-    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, folder, device=None: pipe))
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, name, **options: pipe))
     run_in_process("-m", "cascade", "edit", "--pipeline", tmp_path, "--image", tmp_path / "dark.png", "--strength", "0",
                    "--out", tmp_path / "same.png")
     assert_within_one_level(Image.open(tmp_path / "same.png"), uint8_of(photo))
@@ -196,7 +196,7 @@ def test_upscale_command_in_memory_streamed_and_giant_keep_the_colours(tmp_path,
     photo.save(tmp_path / "dark.png")
     pipe = Pipeline([upsampler()])
     expected = signed_to_uint8(upsample(pil_to_signed(photo)[None], (64, 96))[0])
-    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, folder, device=None: pipe))
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, name, **options: pipe))
     for extra, name in (([], "memory.png"), (["--stream", "--tile-size", "32"], "streamed.png")):
         run_in_process("-m", "cascade", "upscale", tmp_path / "dark.png", tmp_path / name, "--pipeline", tmp_path,
                        *extra)
@@ -211,7 +211,7 @@ def test_prior_upscale_command_writes_the_projected_output_in_its_colours(tmp_pa
     photo = dark_photo(24, 16)
     photo.save(tmp_path / "small.png")
     scene = oracle_stage(Scene(size=(16, 24), positional=False), pil_to_signed(dark_photo(96, 64))[None], 16)
-    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, folder, device=None: Pipeline([scene])))
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, name, **options: Pipeline([scene])))
     run_in_process("-m", "cascade", "upscale", tmp_path / "small.png", tmp_path / "big.png", "--pipeline", tmp_path,
                    "--prior", "--scale", "2")
     out = prior_upscale(scene, pil_to_signed(photo)[None], 2, seed=0, progress=False)  # [-1, 1]
@@ -235,7 +235,7 @@ def test_base_pipeline_call_pil_and_pt_return_the_image():
 def test_synthesize_command_keeps_the_colours(tmp_path, monkeypatch):
     photo = dark_photo(32, 16)
     stage = oracle_stage(LabelMap(), pil_to_signed(photo)[None], 16, num_labels=3)
-    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, folder, device=None: Pipeline([stage])))
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, name, **options: Pipeline([stage])))
     Image.fromarray(np.ones((16, 32), np.uint8)).save(tmp_path / "labels.png")
     run_in_process("-m", "cascade", "synthesize", tmp_path / "labels.png", tmp_path / "photo.png", "--pipeline",
                    tmp_path)
@@ -248,7 +248,7 @@ def test_eval_one_shot_pictures_keep_the_colours(tmp_path, monkeypatch):
     photo = dark_photo()
     photo.save(tmp_path / "dark.png")
     pipe = one_shot_oracle(photo)
-    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, folder, device=None: pipe))
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(lambda cls, name, **options: pipe))
     run_in_process("eval/one_shot.py", "--pipeline", f"oracle={tmp_path}", "--image", tmp_path / "dark.png", "--num",
                    "2", "--eval-side", "96", "--applications", "--out", tmp_path / "eval")
     grid = uint8_of(Image.open(tmp_path / "eval" / "samples.png"))

@@ -15,6 +15,9 @@
     python -m cascade edit --pipeline runs/one_shot/pipeline --image edited.png --mask mask.png --strength 0.5 --out out.png
     python -m cascade upscale small.png big.png --pipeline runs/one_shot/pipeline --prior --scale 4   # no SR stage
     python -m cascade assemble runs/cascade_photos runs/base_photos/pipeline runs/sr3_photos/pipeline
+    python -m cascade info runs/cascade_photos                             # one line per stage (or a Hub id)
+    python -m cascade push runs/cascade_photos my-org/cascade-photos       # to the Hub, with a model card
+    python -m cascade upscale photo.png big.png --pipeline my-org/cascade-photos --revision v1   # by Hub id
     python -m cascade pack ~/imagenet/train data/imagenet_256 --size 256 --shard-size 1GB
     python -m cascade pack ~/DIV2K_train_HR data/div2k_sub --crops 480 --stride 240 --shard-size 64MB --format webdataset
 """
@@ -23,9 +26,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import assemble, edit, generate, layouts, pack, synthesize, upscale
+from . import assemble, edit, generate, info, layouts, pack, push, synthesize, upscale
 
-COMMANDS = (upscale, synthesize, generate, edit, assemble, pack, layouts)  # each: add_parser(commands), run(args)
+COMMANDS = (upscale, synthesize, generate, edit, assemble, info, push, pack, layouts)  # each: add_parser(commands), run(args)
 
 
 def main(argv=None) -> None:

@@ -142,3 +142,17 @@ def read_image(path: str) -> Image.Image:
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"{path}: cannot read image ({' '.join(str(e).split())})") from None
     return image
+
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--revision`, `--cache-dir`, `--local-files-only`, `--token` for a pipeline given as a Hub id."""
+    parser.add_argument("--revision", help="Hub ids: a branch, tag or commit (default: main)")
+    parser.add_argument("--cache-dir", help="Hub ids: the cache folder (default: huggingface_hub's, HF_HUB_CACHE)")
+    parser.add_argument("--local-files-only", action="store_true", help="Hub ids: use the cache only, never the network")
+    parser.add_argument("--token", help="Hub ids: an access token (default: HF_TOKEN or `hf auth login`)")
+
+
+def hub_kwargs(args: argparse.Namespace) -> dict:
+    """The `from_pretrained` options that add_hub_arguments parsed (absent ones: the defaults)."""
+    return {"revision": getattr(args, "revision", None), "cache_dir": getattr(args, "cache_dir", None),
+            "local_files_only": getattr(args, "local_files_only", None) or None, "token": getattr(args, "token", None)}

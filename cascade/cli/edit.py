@@ -10,7 +10,7 @@ from ..errors import CascadeError, DataError
 from ..inference import one_shot
 from ..io.atomic import save_image
 from ..io.images import to_rgb
-from .common import add_sampling_arguments, read_image
+from .common import add_hub_arguments, add_sampling_arguments, read_image
 from .generate import DEFAULT_ONE_SHOT, one_shot_pipeline
 
 
@@ -27,6 +27,7 @@ def add_parser(commands) -> None:
     ed.add_argument("--tile-size", type=int, help="upsamplers' tile side in output px")
     add_sampling_arguments(ed)
     ed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_hub_arguments(ed)
     ed.set_defaults(run=run)
 
 

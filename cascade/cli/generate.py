@@ -15,7 +15,7 @@ from ..inference import one_shot
 from ..inference.pipeline import Pipeline
 from ..io.atomic import save_image
 from ..io.images import signed_to_pil, signed_to_unit
-from .common import add_sampling_arguments, apply_sampling_arguments, parse_size
+from .common import add_hub_arguments, add_sampling_arguments, apply_sampling_arguments, hub_kwargs, parse_size
 
 DEFAULT_ONE_SHOT = "runs/one_shot/pipeline"
 
@@ -32,6 +32,7 @@ def add_parser(commands) -> None:
                      "training size); outputs above 16 MP are streamed to disk")
     add_sampling_arguments(gen)
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_hub_arguments(gen)
     gen.set_defaults(run=run)
 
 
@@ -42,8 +43,8 @@ def run(args) -> None:
     if args.size:
         size = parse_size(args.size)
     else:  # the training photo's size, as recorded by train/one_shot.py
-        info = Path(args.pipeline) / "one_shot.json"
-        size = tuple(json.loads(info.read_text())["trained_on"]) if info.is_file() else None
+        info = pipe.folder / "one_shot.json" if pipe.folder else None  # where it was read from (the Hub cache for an id)
+        size = tuple(json.loads(info.read_text())["trained_on"]) if info and info.is_file() else None
         if size is None:
             raise CascadeError("--size WIDTHxHEIGHT is needed (this pipeline records no training photo size)")
     try:
@@ -94,7 +95,7 @@ def one_shot_pipeline(args) -> Pipeline:
     if args.pipeline == DEFAULT_ONE_SHOT and not Path(args.pipeline).is_dir():
         raise CascadeError(f"no pipeline at {DEFAULT_ONE_SHOT}: train one with `accelerate launch train/one_shot.py "
                            f"--image photo.jpg` (or `make demo-one-shot`), or pass --pipeline")
-    pipe = apply_sampling_arguments(Pipeline.from_pretrained(args.pipeline, device=args.device), args)
+    pipe = apply_sampling_arguments(Pipeline.from_pretrained(args.pipeline, device=args.device, **hub_kwargs(args)), args)
     try:
         one_shot.scene_stage(pipe)
     except ValueError as e:

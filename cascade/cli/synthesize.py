@@ -10,7 +10,7 @@ import torch
 from ..errors import CascadeError, DataError
 from ..inference.pipeline import Pipeline
 from ..io.atomic import save_image
-from .common import add_sampling_arguments, apply_sampling_arguments, parse_size, read_image
+from .common import add_hub_arguments, add_sampling_arguments, apply_sampling_arguments, hub_kwargs, parse_size, read_image
 
 DEFAULT_LABEL_PIPELINE = "runs/labels_layouts"
 
@@ -38,6 +38,7 @@ def add_parser(commands) -> None:
                      "changed)")
     syn.add_argument("--margin", type=int, default=16, help="px the mask is grown by, so the edit blends in")
     syn.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_hub_arguments(syn)
     syn.set_defaults(run=run)
 
 
@@ -48,7 +49,7 @@ def run(args) -> None:
         raise CascadeError(f"no pipeline at {DEFAULT_LABEL_PIPELINE}: run `make demo-labels` first, or pass --pipeline")
     if args.num < 1:
         raise CascadeError(f"--num {args.num}: must be >= 1")
-    pipe = apply_sampling_arguments(Pipeline.from_pretrained(args.pipeline, device=args.device), args)
+    pipe = apply_sampling_arguments(Pipeline.from_pretrained(args.pipeline, device=args.device, **hub_kwargs(args)), args)
     base = pipe.base
     if base is None or not base.kind.uses_label_maps:
         raise CascadeError(f"--pipeline {args.pipeline}: its first stage is not a label-map stage "

@@ -18,7 +18,7 @@ from ..inference.pipeline import Pipeline
 from ..inference.streamed.upscale import STREAM_ABOVE, upscale_to_file
 from ..io.atomic import save_image
 from ..io.images import pil_to_signed, signed_to_pil
-from .common import add_sampling_arguments, apply_sampling_arguments, parse_size, read_image
+from .common import add_hub_arguments, add_sampling_arguments, apply_sampling_arguments, hub_kwargs, parse_size, read_image
 
 DEFAULT_PIPELINE = "runs/cascade_photos"
 
@@ -52,6 +52,7 @@ def add_parser(commands) -> None:
                     "downsamples to the input exactly; no SR stage is used")
     up.add_argument("--scale", type=int, default=4, help="--prior: the upscaling factor (default 4)")
     up.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_hub_arguments(up)
     up.set_defaults(run=run)
 
 
@@ -63,7 +64,7 @@ def run(args) -> None:
     device = args.device
     if processes > 1 and device.startswith("cuda"):  # accelerate launch: one GPU per process
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    pipe = Pipeline.from_pretrained(args.pipeline, device=device)
+    pipe = Pipeline.from_pretrained(args.pipeline, device=device, **hub_kwargs(args))
     pipe = apply_sampling_arguments(pipe, args)
     if args.prior:
         return prior_upscale(pipe, image, args)

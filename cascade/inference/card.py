@@ -40,10 +40,12 @@ def origin_text(origin: dict) -> str:
 def stage_row(index: int, stage) -> dict:
     """The facts `describe` and the model card show for one stage."""
     kind, s = stage.kind, stage.defaults
-    out = (stage.resolution, stage.resolution) if not kind.any_size else getattr(kind, "size", None)
-    inp = None
     if kind.takes_input:
         inp = "any size" if kind.any_size else f"{stage.input_resolution}x{stage.input_resolution}"
+        out = f"x{kind.scale}" if kind.any_size else size_text((stage.resolution, stage.resolution))
+    else:
+        inp = "-"
+        out = size_text(getattr(kind, "size", None)) if kind.any_size else size_text((stage.resolution,) * 2)
     sampling = "one evaluation" if not kind.iterative else f"{s.sampler} x{s.steps}"
     extras = []
     if s.guidance_scale != 1 and stage.guided:
@@ -53,16 +55,19 @@ def stage_row(index: int, stage) -> dict:
     if s.consistent:
         extras.append("consistent")
     return {"stage": index, "kind": kind.name + (f" x{kind.scale}" if kind.takes_input else ""),
-            "input": inp or "-", "output": size_text(out) if not kind.any_size or out else "any size",
+            "input": inp, "output": out,
             "parameters": sum(p.numel() for p in stage.unet.parameters()), "sampling": sampling,
             "settings": ", ".join(extras), "nfe": stage.network_evaluations(), "origin": origin_text(stage.origin)}
 
 
 def evaluations_per_pixel(pipe) -> float:
-    """Network evaluations per output pixel of the whole cascade at its training sizes: each stage's
-    evaluations per image times its output's pixels, summed, over the last stage's output pixels."""
-    sizes = [stage.resolution ** 2 for stage in pipe.stages]
-    return sum(stage.network_evaluations() * n for stage, n in zip(pipe.stages, sizes)) / sizes[-1]
+    """Network evaluations per output pixel of the whole cascade: each stage's evaluations per image times
+    the share of the output's pixels it makes (1 for the last stage, 1 / scale^2 for the one before, ...)."""
+    total, share = 0.0, 1.0
+    for stage in reversed(pipe.stages):
+        total += stage.network_evaluations() * share
+        share /= stage.kind.scale ** 2
+    return total
 
 
 def eval_reports(folder: str | Path | None) -> list[tuple[str, dict]]:
@@ -103,7 +108,7 @@ def describe(pipe, folder: str | Path | None = None) -> str:
     lines = [f"Pipeline: {len(rows)} stage{'s' * (len(rows) > 1)}{where}, {total / 1e6:.2f} M parameters, "
              f"{evaluations_per_pixel(pipe):.1f} network evaluations per output pixel"]
     for r in rows:
-        size = f"{r['input']} -> {r['output']}" if r["input"] != "-" else f"-> {r['output']}"
+        size = f"{r['input']} -> {r['output']}"
         settings = f", {r['settings']}" if r["settings"] else ""
         lines.append(f"  {r['stage']}  {r['kind']:<16} {size:<22} {r['parameters'] / 1e6:5.2f} M  "
                      f"{r['sampling']}{settings} ({r['nfe']} NFE)  {r['origin']}")
@@ -130,12 +135,14 @@ def tags(pipe) -> list[str]:
     return found
 
 
-def model_card(pipe, repo_id: str | None = None, folder: str | Path | None = None, license: str = "apache-2.0") -> str:
-    """README.md with YAML metadata (library, task, license, tags) and what the folder knows."""
+def model_card(pipe, repo_id: str | None = None, folder: str | Path | None = None, license: str = "apache-2.0",
+               name: str | None = None) -> str:
+    """README.md with YAML metadata (library, task, license, tags) and what `folder` holds (eval reports, a
+    sample grid); titled `repo_id`, else `name`."""
     import yaml
 
     rows = [stage_row(i, s) for i, s in enumerate(pipe.stages)]
-    name = repo_id or (Path(folder).name if folder else "a cascade")
+    name = repo_id or name or (Path(folder).name if folder else "a cascade")
     meta = {"library_name": LIBRARY, "pipeline_tag": pipeline_tag(pipe), "license": license, "tags": tags(pipe)}
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {name}", "",
              f"A {len(rows)}-stage cascaded diffusion pipeline (CDM with SR3 upsamplers) made with `cascade`: "
@@ -163,24 +170,33 @@ def model_card(pipe, repo_id: str | None = None, folder: str | Path | None = Non
             lines.append("")
     if folder is not None and (Path(folder) / SAMPLES_FILE).is_file():
         lines += ["", "## Samples", "", f"![samples]({SAMPLES_FILE})"]
-    lines += ["", "## Use it", "", "```python", "from cascade import Pipeline", "",
-              f'pipe = Pipeline.from_pretrained("{repo_id or name}")']
-    lines += _use_lines(pipe)
-    lines += ["```", "", "Or from the command line: `python -m cascade info "
-              f"{repo_id or name}`" + (f", `python -m cascade upscale in.png out.png --pipeline {repo_id or name}`"
-                                       if any(s.kind.takes_input for s in pipe.stages) else "") + ".", ""]
+    lines += ["", "## Use it", "", "```python", *_use_lines(pipe, repo_id or name), "```", "",
+              f"Or from the command line: `python -m cascade info {repo_id or name}`, "
+              f"`python -m cascade {_command(pipe)} --pipeline {repo_id or name}`.", ""]
     return "\n".join(lines)
 
 
-def _use_lines(pipe) -> list[str]:
+def _use_lines(pipe, name: str) -> list[str]:
+    """Python that loads the pipeline and runs it on what its first stage takes."""
     first = pipe.stages[0]
-    if first.kind.takes_input:
-        return ['image = pipe.upscale(Image.open("photo.png"), seed=0)[0]   # from PIL import Image']
-    if first.kind.uses_label_maps:
-        return ['photos = pipe(label_maps="labels.png", num_images=2, seed=0)']
+    load = f'pipe = Pipeline.from_pretrained("{name}")'
     if first.kind.name == "scene":
-        return ["from cascade.one_shot import generate", "", "image = generate(pipe, (1920, 1080), seed=0)"]
+        return ["from cascade import Pipeline", "from cascade.one_shot import generate", "", load,
+                "image = generate(pipe, (1920, 1080), seed=0)   # any size"]
+    if first.kind.takes_input:
+        return ["from PIL import Image", "from cascade import Pipeline", "", load,
+                'image = pipe.upscale(Image.open("photo.png"), seed=0)[0]']
+    if first.kind.uses_label_maps:
+        return ["from cascade import Pipeline", "", load, 'photos = pipe(label_maps="labels.png", num_images=2, seed=0)']
     if first.unet.config.num_classes:
-        names = first.class_names[:2] or [0, 1]
-        return [f"images = pipe(class_labels={names!r}, seed=0)"]
-    return ["images = pipe(num_images=2, seed=0)"]
+        return ["from cascade import Pipeline", "", load, f"images = pipe(class_labels={first.class_names[:2] or [0, 1]!r}, seed=0)"]
+    return ["from cascade import Pipeline", "", load, "images = pipe(num_images=2, seed=0)"]
+
+
+def _command(pipe) -> str:
+    first = pipe.stages[0].kind
+    if first.name == "scene":
+        return "generate --size 1920x1080 --num 4 --out samples"
+    if first.uses_label_maps:
+        return "synthesize labels.png photo.png"
+    return "upscale in.png out.png" if any(s.kind.takes_input for s in pipe.stages) else "info"

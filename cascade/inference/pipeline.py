@@ -5,11 +5,8 @@ stages, cascade.kinds.labels.LabelMap, which then condition every stage on the m
 takes the previous one's output (an SR3 upsampler: CDM's non-truncated conditioning augmentation at the stage's level,
 then bicubic upsampling and concatenation). `upscale` starts at an upsampler with a user's image.
 
-Folder layout written by `Pipeline.save_pretrained` and read by `Pipeline.from_pretrained`:
-
-    pipeline/
-      cascade.json                 {"format": "cascade", "version": 1, "stages": ["stage_0", ...]}
-      stage_0/, stage_1/, ...      one folder per stage (see cascade.inference.stage)
+Folders (`save_pretrained`, `from_pretrained`, by path or Hub id, `push_to_hub`): cascade.inference.folders;
+what a pipeline says of itself (`repr`, the model card): cascade.inference.card.
 
 Usage:
     pipe = Pipeline.from_pretrained("runs/cascade_photos")
@@ -21,8 +18,8 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -31,12 +28,12 @@ import torch.nn.functional as F
 
 from ..diffusion import rng
 from ..errors import CheckpointError
-from ..io.atomic import old_path, replacing_folder
 from ..io.images import (check_output_type, pad_to_multiple, signed_batches_to_output, signed_to_output,
                          user_images_to_signed)
+from .card import describe
+from .folders import CASCADE_FILE, hub_options, load_stages, save
+from .hub import is_repo_id, push_folder
 from .stage import Stage, Tiling
-
-CASCADE_FILE = "cascade.json"
 
 
 class Pipeline:
@@ -56,6 +53,11 @@ class Pipeline:
                                  f"but stage {i - 1} outputs {before.resolution} px")
         # Offload: keep every stage on the CPU and move each to this device only while it runs.
         self.offload_device = torch.device(offload_device) if offload_device is not None else None
+        self.source: str | None = None  # what from_pretrained was given (a folder or a Hub id)
+        self.folder: Path | None = None  # the local folder it was read from (the Hub cache for an id)
+
+    def __repr__(self) -> str:
+        return describe(self)
 
     @property
     def base(self) -> Stage | None:
@@ -84,7 +86,9 @@ class Pipeline:
         {stage index: {field: value}} (this pipeline is unchanged)."""
         per_stage = self.stage_settings(settings)
         stages = [stage.with_defaults(changes) for stage, changes in zip(self.stages, per_stage)]
-        return Pipeline(stages, self.offload_device)
+        pipe = Pipeline(stages, self.offload_device)
+        pipe.source, pipe.folder = self.source, self.folder
+        return pipe
 
     def stage_settings(self, settings: dict | None, **every) -> list[dict]:
         """Per-stage overrides for one call: `every` (e.g. steps=20) for all stages, then `settings`
@@ -263,31 +267,44 @@ class Pipeline:
         converted = [signed_batches_to_output(outs, output_type) for outs in per_output]
         return converted if return_intermediates else converted[-1]
 
-    def save_pretrained(self, folder: str | Path, extra_files: dict[str, str] | None = None) -> None:
-        """Write the pipeline folder (module docstring) in one step, with `extra_files` {name: text} beside
-        cascade.json: a crash mid-save leaves the previous folder as it was (cascade.io.atomic)."""
-        with replacing_folder(folder) as tmp:
-            names = [f"stage_{i}" for i in range(len(self.stages))]
-            for name, stage in zip(names, self.stages):
-                stage.save_pretrained(tmp / name)
-            for name, text in (extra_files or {}).items():
-                (tmp / name).write_text(text)
-            (tmp / CASCADE_FILE).write_text(json.dumps({"format": "cascade", "version": 1, "stages": names}, indent=2))
+    def save_pretrained(self, folder: str | Path, extra_files: dict[str, str] | None = None,
+                        repo_id: str | None = None, license: str = "apache-2.0") -> None:
+        """Write the pipeline folder in one step (a crash mid-save leaves the previous folder as it was):
+        every stage, cascade.json, the model card (README.md), what the folder it was loaded from knows
+        (samples.png, eval/ reports, one_shot.json) and `extra_files` {name: text}."""
+        save(self, folder, extra_files, repo_id=repo_id, license=license)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: torch.device | str | None = None) -> "Pipeline":
-        """Load a cascade folder (see the module docstring)."""
-        return cls(_load_stages(folder)).to(device) if device is not None else cls(_load_stages(folder))
+    def from_pretrained(cls, name: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
+                        local_files_only: bool | None = None, token: str | bool | None = None,
+                        device: torch.device | str | None = None) -> "Pipeline":
+        """A pipeline folder, or a pipeline on the Hugging Face Hub by id (`org/name`): downloaded through
+        `huggingface_hub.snapshot_download`, so `revision`, `cache_dir`, `local_files_only`, `token` and
+        HF_HUB_OFFLINE behave as in diffusers. A folder that exists takes precedence over an id."""
+        stages, folder = load_stages(name, hub_options(revision, cache_dir, local_files_only, token))
+        pipe = cls(stages)
+        pipe.source, pipe.folder = str(name), folder
+        return pipe.to(device) if device is not None else pipe
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, commit_message: str | None = None,
+                    token: str | bool | None = None, license: str = "apache-2.0", endpoint: str | None = None) -> str:
+        """Publish the pipeline as the model repository `repo_id` (created if missing) with its model card,
+        through huggingface_hub (`create_repo`, `upload_folder`); returns the commit's URL."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(Path(tmp) / "pipeline", repo_id=repo_id, license=license)
+            return push_folder(Path(tmp) / "pipeline", repo_id, private, commit_message, token, endpoint)
 
     @classmethod
-    def from_stages(cls, items: Sequence[Stage | str | Path], device: torch.device | str | None = None) -> "Pipeline":
-        """Assemble separately trained stages: Stage objects, stage folders or pipeline folders (all their stages)."""
+    def from_stages(cls, items: Sequence[Stage | str | Path], device: torch.device | str | None = None,
+                    hub: dict | None = None) -> "Pipeline":
+        """Assemble separately trained stages: Stage objects, stage folders, or pipeline folders or Hub ids (all
+        their stages; `hub`: from_pretrained's revision, cache_dir, local_files_only, token)."""
         stages = []
         for item in items:
             if isinstance(item, Stage):
                 stages.append(item)
-            elif (Path(item) / CASCADE_FILE).is_file():
-                stages.extend(_load_stages(item))
+            elif (Path(item) / CASCADE_FILE).is_file() or (not Path(item).exists() and is_repo_id(str(item))):
+                stages.extend(load_stages(item, hub_options(**(hub or {})))[0])
             else:
                 stages.append(Stage.from_pretrained(item))
         try:
@@ -305,22 +322,3 @@ def input_multiple(stages: Sequence[Stage]) -> int:
         scale *= stage.kind.scale
         multiple = math.lcm(multiple, stage.size_multiple // math.gcd(stage.size_multiple, scale))
     return multiple
-
-
-def _load_stages(folder: str | Path) -> list[Stage]:
-    folder = Path(folder)
-    index = folder / CASCADE_FILE
-    if not index.is_file() and not folder.exists() and old_path(folder).is_dir():
-        raise CheckpointError(f"{folder}: missing; a save into it was interrupted, and the previous pipeline is "
-                              f"whole in {old_path(folder)} (rename it back, or save again)")
-    if not index.is_file():
-        raise CheckpointError(f"{folder}: not a cascade pipeline folder (missing {CASCADE_FILE})")
-    try:
-        names = json.loads(index.read_text())["stages"]
-        assert isinstance(names, list) and names
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise CheckpointError(f"{index}: invalid cascade file (expected {{'stages': [...]}})") from None
-    for name in names:
-        if not (folder / name).is_dir():
-            raise CheckpointError(f"{folder}: stage folder {name!r} listed in {CASCADE_FILE} is missing")
-    return [Stage.from_pretrained(folder / name) for name in names]

@@ -7,11 +7,15 @@ it is conditioned) and `class_names`; how it samples by default is a `SampleConf
 Saved as a folder:
 
     stage.json                 {"format": "cascade-stage", "version": 2, "kind": {"name": "sr3", ...},
-                                "class_names": [...], "sample": {sampler, steps, guidance_scale, ...}}
+                                "class_names": [...], "sample": {sampler, steps, guidance_scale, ...},
+                                "origin": {"trained": {...}, "distilled": {...}}}
     unet/config.json, unet/diffusion_pytorch_model.safetensors
     scheduler/scheduler_config.json   the training noise schedule (samplers are built from it)
 
-Folders written before kinds existed (a flat stage.json with `scale`, `residual`, ...) still load.
+`origin` says where the weights came from: the training run (steps, data, the resolved config, time)
+and, for a few-step student, its distillation (teacher, method, iterations); `describe` and the model
+card show it. Folders written before kinds existed (a flat stage.json with `scale`, `residual`, ...)
+still load, and so does a stage by Hub id (`Stage.from_pretrained("org/name")`, cascade.inference.hub).
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from ..io.atomic import replacing_folder
 from ..kinds.base import Base, Conditioning, StageKind
 from ..kinds.sr3 import SR3
 from ..models.unet import UNet
+from .hub import local_folder
 from .tiling import TiledDenoiser, effective_receptive_field
 
 STAGE_FILE = "stage.json"
+STAGE_VERSION = 2  # stage.json format versions this code reads
 
 
 @dataclass(frozen=True)
@@ -53,11 +59,12 @@ class Stage:
     """One model of the cascade. `sample` draws images; `save_pretrained` / `from_pretrained` keep it."""
 
     def __init__(self, unet: UNet, noise_scheduler: DDPMScheduler, kind: StageKind | None = None,
-                 defaults: SampleConfig | None = None, class_names=()):
+                 defaults: SampleConfig | None = None, class_names=(), origin: dict | None = None):
         self.unet, self.noise_scheduler = unet, noise_scheduler
         self.kind = kind if kind is not None else Base()
         self.defaults = defaults if defaults is not None else SampleConfig()
         self.class_names = list(class_names)
+        self.origin = dict(origin or {})  # where the weights came from (module docstring); JSON-serialisable
         self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap()
         config = unet.config
         if self.kind.cond_channels(config.in_channels) != config.cond_channels:
@@ -95,9 +102,25 @@ class Stage:
 
     def with_defaults(self, changes: dict | None) -> "Stage":
         """The same model with other sampling defaults (a new Stage; this one is unchanged)."""
-        stage = Stage(self.unet, self.noise_scheduler, self.kind, self.settings(changes), self.class_names)
+        stage = Stage(self.unet, self.noise_scheduler, self.kind, self.settings(changes), self.class_names, self.origin)
         stage.erf = self.erf
         return stage
+
+    @property
+    def guided(self) -> bool:
+        """Whether a guidance scale other than 1 applies (the UNet has classes or label maps to contrast)."""
+        return bool(self.unet.config.num_classes or self.unet.config.num_labels)
+
+    def network_evaluations(self, settings: dict | None = None) -> int:
+        """Network evaluations per image of one call with `settings` (default: the stage's own): the
+        sampler's timesteps for `steps` (a second-order sampler's count twice), doubled when guided; 1 for
+        a one-evaluation kind."""
+        if not self.kind.iterative:
+            return 1
+        s = self.settings(settings)
+        scheduler = make_sampler(s.sampler, self.noise_scheduler.config)
+        scheduler.set_timesteps(s.steps)
+        return len(scheduler.timesteps) * (2 if s.guidance_scale != 1 and self.guided else 1)
 
     def label_tensor(self, class_labels, n: int | None) -> torch.Tensor | None:
         """Class indices or names -> long tensor [N]; None for an unconditional model."""
@@ -260,17 +283,21 @@ class Stage:
             self.unet.save_pretrained(tmp / "unet")
             self.noise_scheduler.save_config(tmp / "scheduler")
             record = {"format": "cascade-stage", "version": 2, "kind": self.kind.to_dict(),
-                      "class_names": self.class_names, "sample": asdict(self.defaults)}
+                      "class_names": self.class_names, "sample": asdict(self.defaults), "origin": self.origin}
             (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "Stage":
-        folder = Path(folder)
+    def from_pretrained(cls, name: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
+                        local_files_only: bool | None = None, token: str | bool | None = None,
+                        subfolder: str | None = None) -> "Stage":
+        """A stage folder, or a stage on the Hub by id (`org/name`, with `revision`, `cache_dir`,
+        `local_files_only`, `token` as in diffusers; `subfolder` inside the repository)."""
+        folder = local_folder(name, STAGE_FILE, revision, cache_dir, local_files_only, token, subfolder=subfolder)
         for needed in (STAGE_FILE, "unet/config.json", "scheduler/scheduler_config.json"):
             if not (folder / needed).is_file():
                 raise CheckpointError(f"{folder}: not a cascade stage (missing {needed})")
         try:
-            kind, defaults, class_names = _read_stage_file(folder / STAGE_FILE)
+            kind, defaults, class_names, origin = _read_stage_file(folder / STAGE_FILE)
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             raise CheckpointError(f"{folder / STAGE_FILE}: invalid stage settings ({e})") from None
         unet = _load_unet(folder / "unet")
@@ -278,7 +305,7 @@ class Stage:
         if not unet.config.num_classes:
             class_names = []  # folders written before unconditional stages dropped their data's names
         try:
-            return cls(unet.eval(), scheduler, kind, defaults, class_names)
+            return cls(unet.eval(), scheduler, kind, defaults, class_names, origin)
         except ValueError as e:
             raise CheckpointError(f"{folder}: {e}") from None
 
@@ -325,16 +352,18 @@ def _consistent_with(inputs: Conditioning, lowres: torch.Tensor, n: int, kind: S
     return replace(inputs, project=project)
 
 
-def _read_stage_file(path: Path) -> tuple[StageKind, SampleConfig, list[str]]:
+def _read_stage_file(path: Path) -> tuple[StageKind, SampleConfig, list[str], dict]:
     record = json.loads(path.read_text())
+    if record.get("version", 1) > STAGE_VERSION:
+        raise ValueError(f"format version {record['version']}; this cascade reads up to {STAGE_VERSION}: upgrade cascade")
     if "kind" not in record:  # version 1: one flat mapping of the old StageSettings
         kind = (SR3(scale=record["scale"], residual=record.get("residual", False),
                     residual_scale=record.get("residual_scale", 1.0)) if record.get("scale", 1) > 1 else Base())
         sample_keys = {f.name for f in fields(SampleConfig)}
         return kind, SampleConfig().replace({k: v for k, v in record.items() if k in sample_keys}), \
-            list(record.get("class_names", []))
+            list(record.get("class_names", [])), {}
     return (StageKind.from_dict(record["kind"]), SampleConfig().replace(record.get("sample", {})),
-            list(record.get("class_names", [])))
+            list(record.get("class_names", [])), dict(record.get("origin") or {}))
 
 
 def _load_unet(folder: Path) -> UNet:

@@ -4,7 +4,8 @@ so feature extraction (cascade.metrics.inception) and metric maths (cascade.metr
 care which it was.
 
 A source is named by one string (`parse_source` parses it):
-- a folder with `cascade.json` or `stage.json`: a trained pipeline, sampled class-balanced and seeded;
+- a folder with `cascade.json` or `stage.json`, or `pipeline:ORG/NAME` (a pipeline on the Hugging Face Hub):
+  a trained pipeline, sampled class-balanced and seeded;
 - a `.npz` file: precomputed FID statistics (FID only);
 - `photos`: the built-in photos (split `test` is the held-out right 20% of each);
 - any other folder: an image folder (flat, or one subfolder per class);
@@ -48,6 +49,8 @@ def parse_source(spec: str, split: str | None = None) -> SourceSpec:
     """Parse a source string; `split` None means "test", or for an image folder all of it (`datasets`
     calls a folder without split subfolders "train")."""
     path = Path(spec)
+    if spec.startswith("pipeline:"):  # a pipeline by Hub id (org/name), which a dataset name could look like
+        return SourceSpec("pipeline", spec.removeprefix("pipeline:"), split or "test")
     if path.is_dir() and ((path / "cascade.json").is_file() or (path / "stage.json").is_file()):
         kind = "pipeline"
     elif spec.endswith(".npz"):

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from pathlib import Path
 
 from accelerate import Accelerator
 
-from ..config.loading import load_config
+from ..config.loading import load_config, to_dict
 from ..data import crops, paired, previews, sources, streams
 from ..diffusion import schedule
 from ..errors import ConfigError
@@ -109,5 +110,9 @@ def train_stage(cfg, kind: StageKind, resume: bool = False, examples=None) -> No
         return kind.preview(stage, shown, cfg.sample.preview_per_class)
 
     # --- train, then export the EMA weights as a one-stage pipeline
+    started = time.perf_counter()
     ema = fit(accelerator, cfg.train, model, loader, loss_fn, preview_fn, resume=resume)
-    export_stage(accelerator, Stage(ema.model, noise_scheduler, kind, cfg.sample, class_names), cfg.train.output_dir)
+    origin = {"trained": {"steps": cfg.train.max_steps, "data": what, "seconds": round(time.perf_counter() - started, 1),
+                          "processes": accelerator.num_processes, "config": to_dict(cfg)}}  # seconds: this run's
+    export_stage(accelerator, Stage(ema.model, noise_scheduler, kind, cfg.sample, class_names, origin),
+                 cfg.train.output_dir)
