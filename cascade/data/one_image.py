@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from ..io.images import pil_to_uint8, to_rgb, uint8_to_signed
+from ..io.images import pil_to_signed, pil_to_uint8, to_rgb, uint8_to_signed
 
 BUILTIN = {  # photos that ship in the scikit-learn / scikit-image wheels: `--image builtin:china`
     "china": lambda: __import__("sklearn.datasets").datasets.load_sample_image("china.jpg"),  # 640x427, a temple
@@ -127,6 +127,7 @@ class OneImageData:
     crops: OneImageCrops
     name: str
     previews_of: torch.Tensor  # [N x 3 x h x w] in [-1, 1]: what the training previews show
+    recipe: dict = field(default_factory=dict)  # how to build it again (`one_image_data`); saved with the stage
 
     def loader(self, batch_size: int, seed: int) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(self.crops, batch_size=batch_size, shuffle=True, drop_last=True,
@@ -164,3 +165,21 @@ def scene_size(image_size: tuple[int, int], long_side: int, multiple: int) -> tu
 
 def crop_side(side: int, fraction: float, multiple: int) -> int:
     return max(multiple, math.floor(side * fraction / multiple) * multiple)
+
+
+def one_image_data(recipe: dict, photo: Image.Image | None = None) -> OneImageData:
+    """A one-shot stage's examples from its recipe, which `cascade.training.one_shot` decides and the stage's
+    origin keeps (so that a distillation reads the crops its teacher was trained on): {"image", "max_side",
+    "crop": [h, w], "long_sides": [lo, hi], "flip", "length", "seed", and "previews": "picture" (the photo
+    at "picture": [h, w]) or "crops" ("count" fixed crops)}. `photo`: already loaded (else read from "image").
+    ValueError when the photo is too small for the crops."""
+    if photo is None:
+        photo, _ = load_photo(recipe["image"], recipe["max_side"])
+    crops = OneImageCrops(photo, tuple(recipe["crop"]), tuple(recipe["long_sides"]), recipe["flip"], recipe["length"],
+                          recipe["seed"])
+    if recipe["previews"] == "picture":
+        h, w = recipe["picture"]
+        shown = pil_to_signed(photo.resize((w, h), Image.BICUBIC, reducing_gap=3.0))[None]
+    else:
+        shown = fixed_crops(crops, recipe["count"])
+    return OneImageData(crops, str(recipe["image"]), shown, dict(recipe))

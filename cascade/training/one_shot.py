@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from PIL import Image
 
-from ..data.one_image import OneImageCrops, OneImageData, crop_side, fixed_crops, scene_size
+from ..data.one_image import OneImageData, crop_side, one_image_data, scene_size
 from ..errors import DataError
-from ..io.images import pil_to_signed
 
 
 def training_stages(cfg, photo: Image.Image, name: str) -> list[tuple[str, object, object, OneImageData]]:
@@ -35,9 +34,9 @@ def training_stages(cfg, photo: Image.Image, name: str) -> list[tuple[str, objec
     scene_cfg = replace(sc, model=replace(sc.model, sample_size=max(crop) // m * m,
                                           cond_channels=1 if sc.scene.positional else 0))
     stages = []
-    picture = pil_to_signed(photo.resize(scene[::-1], Image.BICUBIC, reducing_gap=3.0))  # what the previews show first
-    data = OneImageData(OneImageCrops(photo, crop, (lo, hi), cfg.random_flip, cfg.epoch_size, sc.train.seed),
-                        name, picture[None])
+    common = {"image": name, "max_side": cfg.max_side, "flip": cfg.random_flip, "length": cfg.epoch_size}
+    data = one_image_data({**common, "crop": list(crop), "long_sides": [lo, hi], "seed": sc.train.seed,
+                           "previews": "picture", "picture": list(scene)}, photo)  # previews: the photo, then samples
     stages.append(("scene", scene_cfg, Scene(size=scene, positional=sc.scene.positional), data))
     side = sc.scene.long_side
     for stage_name in ("coarse", "fine"):
@@ -46,11 +45,11 @@ def training_stages(cfg, photo: Image.Image, name: str) -> list[tuple[str, objec
         lo, hi = min(side * st.scales[0], long), min(side * st.scales[1], long)
         size = st.model.sample_size
         try:
-            crops = OneImageCrops(photo, (size, size), (lo, hi), cfg.random_flip, cfg.epoch_size, st.train.seed)
+            data = one_image_data({**common, "crop": [size, size], "long_sides": [lo, hi], "seed": st.train.seed,
+                                   "previews": "crops", "count": st.sample.preview_per_class}, photo)
         except ValueError as e:
             raise DataError(f"{name}: {W}x{H} is too small for the {stage_name} upsampler's {size} px crops at its "
                             f"scale (longer side {round(lo)} px): {e}; use a larger photo or a smaller "
                             f"{stage_name}.model.sample_size") from None
-        data = OneImageData(crops, name, fixed_crops(crops, st.sample.preview_per_class))
         stages.append((stage_name, st, OneShotSR3.from_config(st.sr), data))
     return stages
