@@ -3,7 +3,9 @@
 #               built-in photos, write its sample grid and a held-out upscaling comparison
 #   make test   set up .venv if missing, run the test suite
 #   make demo-labels   train a small label-map cascade (32 px -> 64 px) on the built-in layouts, score it
-#   make demo-one-shot train a one-shot cascade on one built-in photo (~30 min), generate from it, score it
+#   make demo-one-shot train a one-shot cascade on one built-in photo (~16 min), generate from it, score it
+#   make bench-distill distil the demo SR stage (three students, ~12 min each), train its regression twin, and
+#               write docs/distill/sr (the student against its teacher's samplers; docs/distillation.md)
 #   make study-texture / study-regression / study-compute / study-augmentation
 #               train the variants a study needs (runs/study/, skipped when already there) and run it
 #               (docs/studies.md; a few hours on 2 CPU cores for all four)
@@ -14,8 +16,8 @@ TORCH := torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup demo demo-labels demo-one-shot test clean study-texture study-regression study-compute \
-	study-augmentation
+.PHONY: setup demo demo-labels demo-one-shot bench-distill test clean study-texture study-regression \
+	study-compute study-augmentation
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +55,26 @@ demo-one-shot: setup
 	$(LAUNCH) train/one_shot.py --image builtin:china --config configs/one_shot.yaml
 	$(PY) -m cascade generate --pipeline $(ONE_SHOT)/pipeline --size 1280x854 --num 4 --seed 0 --out $(ONE_SHOT)/samples
 	$(PY) eval/one_shot.py --pipeline $(ONE_SHOT)/pipeline --image builtin:china --out $(ONE_SHOT)/eval
+
+# Few-step students of the demo SR stage (docs/distillation.md): DDIM's eta in the teacher's step at 0 (LCM's ODE
+# step), 0.5 and 1 (the preset); a regression stage trained like the teacher; then the table.
+DISTILL := runs/distill
+TEACHER := runs/sr3_photos/pipeline
+eta0 := distill.eta=0.0
+eta0.5 := distill.eta=0.5
+eta1 :=
+
+$(TEACHER)/cascade.json: | setup
+	$(LAUNCH) train/sr3.py --config configs/sr3_photos.yaml
+$(DISTILL)/regression/pipeline/cascade.json: | setup
+	$(LAUNCH) train/sr3.py --config configs/sr3_photos.yaml sr.kind=regression train.output_dir=$(DISTILL)/regression
+$(DISTILL)/%/pipeline/cascade.json: $(TEACHER)/cascade.json
+	$(LAUNCH) train/distill.py --teacher $(TEACHER) --config configs/distill_sr3_photos.yaml $($*) \
+		train.output_dir=$(DISTILL)/$*
+
+bench-distill: $(foreach s,eta0 eta0.5 eta1 regression,$(DISTILL)/$(s)/pipeline/cascade.json)
+	$(PY) eval/bench_distill.py --teacher $(TEACHER) $(foreach s,eta0 eta0.5 eta1,--student $(s)=$(DISTILL)/$(s)/pipeline) \
+		--regression $(DISTILL)/regression/pipeline --num 128 --seeds 0 1 --out docs/distill/sr
 
 # The papers' findings at the demo's scale (docs/studies.md): one run per variant under runs/study/,
 # each trained once (make skips variants whose pipeline exists), then eval/bench_studies.py.

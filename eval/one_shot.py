@@ -2,21 +2,23 @@
 
     python eval/one_shot.py --pipeline runs/one_shot/pipeline --out runs/one_shot/eval
     python eval/one_shot.py --pipeline pos=runs/one_shot/pipeline --pipeline no-pos=runs/one_shot_nopos/pipeline \
-        --num 8 --out bench/one_shot_positional
+        --num 16 --out bench/one_shot_positional
     python eval/one_shot.py --pipeline runs/one_shot/pipeline --applications --out runs/one_shot/eval
 
-Samples are drawn at the training photo's aspect ratio, `--eval-side` px on the longer side (the
-photo is resized to the same size), sample i with seed `--seed` + i. Metrics (cascade.metrics.one_shot):
-SIFID (SinGAN's single-image FID, mean and std over samples), diversity (SinGAN's), the nearest-patch
-distance to the photo (8 px patches, RMS on 0..255) with the fraction of patches that are near-exact
-copies (< 3), and layout (correlation of row-wise mean colours with the photo's).
+SinGAN's protocol: samples drawn at the training photo's aspect ratio, `--eval-side` (250) px on the longer side,
+the photo resized to the same size, sample i with seed `--seed` + i, `--num` (16) per method. Metrics
+(cascade.metrics.one_shot): SIFID at the paper's layer (Conv2d_4a_3x3, before the second pooling, 192
+channels) and at SinGAN's code's (Conv2d_2b_3x3, 64), mean and std over samples, with the weights named in the
+report; diversity (SinGAN's, on intensity) and its LPIPS-free pairwise alternative; the nearest-patch distance
+to the photo (8 px patches, RMS on 0..255) with the fraction of near-exact copies (< 3); layout (correlation of
+row-wise mean colours with the photo's); the largest shift of a channel's mean from the photo's.
 
-Baselines, same size, same metrics: the training photo itself; the photo shifted by 4 px (what a
-copy scores; cropped, so it is 4 px smaller); a random 4 x 4 patch shuffle of the photo (every patch real, the layout broken); and
-the cascade with its scene stage replaced by a blurred copy of the photo at the scene's size (what
-the upsamplers alone add). Writes OUT/metrics.md, OUT/metrics.json and OUT/samples.png (a row per
-method); with --applications also OUT/applications.png: an SDEdit, an inpainting, a harmonization
-(an object pasted from another photo) and generative-prior SR with the scene stage.
+Baselines, same size, same metrics: the training photo itself; the photo shifted by 4 px (what a copy scores;
+cropped, so it is 4 px smaller); a random 4 x 4 patch shuffle of the photo (every patch real, the layout broken);
+and the cascade with its scene stage replaced by a blurred copy of the photo at the scene's size (what the
+upsamplers alone add). Writes OUT/metrics.md, OUT/metrics.json and OUT/samples.png (a row per method); with
+--applications also OUT/applications.png: an SDEdit, an inpainting, a harmonization (an object pasted from
+another photo) and generative-prior SR with the scene stage, with the inpainting's edge measured.
 """
 
 import argparse
@@ -28,6 +30,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from cascade.bench.reports import markdown_table
 from cascade.cli.common import add_sampling_arguments, apply_sampling_arguments, run_cli
 from cascade.data.one_image import load_photo, resize_long_side
 from cascade.diffusion.augment import blur_augment
@@ -35,11 +38,11 @@ from cascade.diffusion.resize import downsample, upsample
 from cascade.errors import CascadeError
 from cascade.inference import one_shot
 from cascade.inference.pipeline import Pipeline
-from cascade.io.atomic import write_text
+from cascade.io.atomic import save_image, write_text
 from cascade.io.images import (label_rows, pil_to_signed, pil_to_uint8, signed_to_pil, signed_to_unit, uint8_grid,
-                               uint8_to_pil, uint8_to_signed, unit_to_uint8)
+                               uint8_to_signed, unit_to_uint8)
 from cascade.metrics import one_shot as metrics
-from cascade.metrics.inception import load_feature_network
+from cascade.metrics.colour import colour_shift, colour_stats
 
 COPY_BELOW = 3.0  # RMS (0..255) under which a patch counts as a near-exact copy
 
@@ -49,12 +52,13 @@ def parse_args(argv):
     parser.add_argument("--pipeline", action="append", required=True, metavar="[NAME=]FOLDER",
                         help="a one-shot pipeline (repeatable, to compare variants trained on the same photo)")
     parser.add_argument("--image", help="the training photo (default: the one recorded in the first pipeline)")
-    parser.add_argument("--num", type=int, default=8, help="samples per method")
-    parser.add_argument("--eval-side", type=int, default=256, help="longer side of samples and photo, px")
+    parser.add_argument("--num", type=int, default=16, help="samples per method")
+    parser.add_argument("--eval-side", type=int, default=250, help="longer side of samples and photo, px (SinGAN: 250)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--blur-sigma", type=float, default=1.5, help="blurred-scene baseline: sigma, scene px")
     parser.add_argument("--applications", action="store_true", help="also draw edit/harmonize/prior-SR examples")
-    parser.add_argument("--weights", help="Inception weights for SIFID (see eval/fid.py)")
+    parser.add_argument("--sifid-weights", help="torchvision's ImageNet Inception-v3 state dict for SIFID (SinGAN's "
+                        "weights; default: found in torch hub's cache, else the FID weights: the report names them)")
     add_sampling_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder")
     return parser.parse_args(argv)
@@ -66,14 +70,20 @@ def uint8(image: Image.Image) -> torch.Tensor:
 
 
 def score(network, images: list[torch.Tensor], reference: torch.Tensor) -> dict:
-    """The metrics of uint8 images [1 x 3 x H x W] against the training photo at the same size."""
+    """The metrics of uint8 images [1 x 3 x H x W] against the training photo at the same size: SIFID at the
+    paper's layer (Conv2d_4a_3x3) and at SinGAN's code's (Conv2d_2b_3x3), nearest patches, layout, colour."""
     sifids = [metrics.sifid(network, x, reference) for x in images]
+    sifids_64 = [metrics.sifid(network, x, reference, layer="Conv2d_2b_3x3") for x in images]
     distances = torch.cat([metrics.nearest_patch(x, reference) for x in images])
+    shift = colour_shift(colour_stats(torch.cat(images)), colour_stats(reference)) if images[0].shape == reference.shape \
+        else {"mean": float("nan")}
     row = {"n": len(images), "sifid": float(np.mean(sifids)), "sifid_std": float(np.std(sifids)),
+           "sifid_64": float(np.mean(sifids_64)), "sifid_64_std": float(np.std(sifids_64)),
            "nearest_patch": float(distances.mean()), "copied_fraction": float((distances < COPY_BELOW).double().mean()),
-           "layout": float(np.mean([metrics.layout(x, reference) for x in images]))}
+           "layout": float(np.mean([metrics.layout(x, reference) for x in images])), "colour_mean_shift": shift["mean"]}
     if len(images) > 1:
         row["diversity"] = metrics.diversity(torch.cat(images), reference)
+        row["pairwise"] = metrics.pairwise(torch.cat(images), reference)
     return row
 
 
@@ -101,7 +111,7 @@ def main(argv=None):
     photo = resize_long_side(photo, args.eval_side)
     size = photo.size
     reference = uint8(photo)
-    network = load_feature_network(args.weights)
+    network, weights = metrics.sifid_network(args.sifid_weights)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -125,16 +135,17 @@ def main(argv=None):
             methods[name] = samples
     rows = {name: score(network, images, reference) for name, images in methods.items()}
     table = markdown(rows)
-    print(f"{args.num} samples per method at {size[0]}x{size[1]} px; photo {image}")
+    print(f"{args.num} samples per method at {size[0]}x{size[1]} px; photo {image}; SIFID weights: {weights}")
     print(table)
-    write_text(out / "metrics.md", table + "\n")
-    write_text(out / "metrics.json", json.dumps({"image": image, "size": list(size), "num": args.num,
-                                                  "seed": args.seed, "pipelines": args.pipeline, "rows": rows}, indent=2))
     picture = [(name, images[:4]) for name, images in methods.items() if name != "photo shifted 4 px"]
     write_rows(picture, out / "samples.png")
+    edits = applications(pipes[base_name], photo, args.seed, out / "applications.png") if args.applications else {}
+    write_text(out / "metrics.md", table + "\n")
+    write_text(out / "metrics.json", json.dumps({"image": image, "size": list(size), "num": args.num, "seed": args.seed,
+                                                  "pipelines": args.pipeline, "sifid_weights": weights,
+                                                  "sifid_layers": [metrics.SIFID_LAYER, "Conv2d_2b_3x3"], "rows": rows,
+                                                  "applications": edits}, indent=2))
     print(f"wrote {out / 'metrics.md'}, {out / 'samples.png'}")
-    if args.applications:
-        applications(pipes[base_name], photo, methods[base_name][0], args.seed, out / "applications.png")
 
 
 def write_rows(rows: list[tuple[str, list[torch.Tensor]]], path: Path) -> None:
@@ -146,59 +157,79 @@ def write_rows(rows: list[tuple[str, list[torch.Tensor]]], path: Path) -> None:
         cells += [x[0] for x in images]
         cells += [torch.full((3, h, w), 255, dtype=torch.uint8)] * (per_row - len(images))
     grid = uint8_grid(torch.stack(cells), nrow=per_row)
-    label_rows(grid, [name for name, _ in rows], h, width=170).save(path)
+    save_image(label_rows(grid, [name for name, _ in rows], h, width=170), path)
 
 
-def applications(pipe, photo: Image.Image, sample: torch.Tensor, seed: int, path: Path) -> None:
-    """Rows of (input | output): SDEdit of a crude paste, inpainting, harmonization, prior SR."""
+def applications(pipe, photo: Image.Image, seed: int, path: Path, resample: int = 4) -> dict:
+    """Rows of (input | output) on the photo: SDEdit of a crude paste, inpainting without and with RePaint's
+    resampling (the edge measured: cascade.metrics.one_shot.edge_ratio), harmonization of a pasted object,
+    prior SR. Returns their numbers."""
     from skimage import data as sk
 
-    image = uint8_to_pil(sample)[0]
+    image = photo
     W, H = image.size
-    rows = []
-    # SDEdit: the top-left quarter (sky) pasted low in the picture, then strength 0.55, no mask
+    rows, numbers = [], {}
+    # SDEdit: the top-left third (sky) pasted low in the picture, then strength 0.55, no mask
     crude = image.copy()
     crude.paste(image.crop((0, 0, W // 3, H // 3)), (W // 2, H // 2))
     rows.append(("SDEdit s=0.55", crude, one_shot.edit(pipe, crude, 0.55, seed=seed, progress=False)))
-    # inpainting: a rectangle resampled (strength 1), the rest kept exactly
+    # inpainting: a rectangle redrawn (strength 1), the rest kept exactly; one step at a time, then RePaint's
     mask = np.zeros((H, W), np.int64)
     mask[H // 4:3 * H // 4, W // 3:2 * W // 3] = 1
     holed = image.copy()
     ImageDraw.Draw(holed).rectangle((W // 3, H // 4, 2 * W // 3 - 1, 3 * H // 4 - 1), fill=(128, 128, 128))
-    rows.append(("inpaint (mask)", holed, one_shot.edit(pipe, image, 1.0, mask=mask, seed=seed, progress=False)))
-    # harmonization: a cat's face from another photo pasted in, its square resampled at strength 0.45
+    for r in (1, resample):
+        out = one_shot.edit(pipe, image, 1.0, mask=mask, seed=seed, resample=r, progress=False)
+        numbers[f"inpaint_edge_ratio_resample_{r}"] = metrics.edge_ratio(uint8(out), uint8(image), torch.from_numpy(mask))
+        rows.append((f"inpaint r={r}: {numbers[f'inpaint_edge_ratio_resample_{r}']:.2f}", holed, out))
+    # harmonization: a cat's face from another photo pasted in, redrawn at the finest two scales and at all
     cat = Image.fromarray(sk.chelsea()).crop((90, 40, 260, 210)).resize((H // 3, H // 3), Image.BICUBIC)
     pasted = image.copy()
     left, top = W // 2 - cat.width // 2, H // 2
     pasted.paste(cat, (left, top))
     box = np.zeros((H, W), np.int64)
     box[top:top + cat.height, left:left + cat.width] = 1
-    rows.append(("harmonize s=0.45", pasted, one_shot.edit(pipe, pasted, 0.45, mask=box, seed=seed, progress=False)))
+    inside = torch.from_numpy(box == 1)
+    luma = lambda im: float(metrics.intensity(uint8(im))[0][inside].mean())  # noqa: E731
+    rgb = lambda im: [round(float(v), 1) for v in uint8(im)[0][:, inside].double().mean(1)]  # noqa: E731
+    numbers.update(harmonize_object_luma_before=luma(pasted), harmonize_photo_luma_there=luma(image),
+                   harmonize_object_rgb_before=rgb(pasted))
+    for stages, name in ((2, "fine 2"), (None, "all")):  # the default redraws every scale (cascade.one_shot.harmonize)
+        harmonized = one_shot.harmonize(pipe, pasted, box, stages=stages, seed=seed, progress=False)
+        key = "harmonize" if stages is None else "harmonize_finest_2"
+        numbers.update({f"{key}_object_luma_after": luma(harmonized), f"{key}_object_rgb_after": rgb(harmonized)})
+        rows.append((f"harmonize {name}", pasted, harmonized))
     # generative-prior SR with the scene stage: the photo at half the scene's size, x2, projected every step
     scene = pipe.stages[0]
     h, w = scene.kind.size
     truth = photo.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
-    lowres = uint8_to_signed(uint8(truth))
-    lowres = downsample(lowres, 2)
+    lowres = downsample(uint8_to_signed(uint8(truth)), 2)
     sr = one_shot.prior_upscale(scene, lowres, 2, seed=seed, progress=False)
-    error = (downsample(sr.double(), 2) - lowres.double()).abs().max().item()
+    numbers["prior_sr_error"] = (downsample(sr.double(), 2) - lowres.double()).abs().max().item()
     zoom = lambda x: signed_to_pil(upsample(x, (H, W)))[0]  # noqa: E731
-    rows.append((f"prior SR x2 ({error:.0e})", zoom(lowres), zoom(sr)))
+    rows.append(("prior SR x2", zoom(lowres), zoom(sr)))
     cells = [pil_to_uint8(im.resize((W, H), Image.NEAREST)) for _, a, b in rows for im in (a, b)]
     grid = uint8_grid(torch.stack(cells), nrow=2)
-    label_rows(grid, [name for name, _, _ in rows], H, width=150).save(path)
-    print(f"wrote {path}: input | output for {', '.join(name for name, _, _ in rows)}; prior SR downsamples to its "
-          f"input within {error:.1e}")
+    save_image(label_rows(grid, [name for name, _, _ in rows], H, width=170), path)
+    print(f"wrote {path}: input | output for {', '.join(name for name, _, _ in rows)}; " + ", ".join(
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items()))
+    return numbers
+
+
+def zero(value: float) -> float:
+    """0 for what rounds to zero at 3 decimals (a SIFID of the photo with itself is ~ -1e-9 after sqrtm)."""
+    return 0.0 if abs(value) < 5e-4 else value
 
 
 def markdown(rows: dict) -> str:
-    lines = ["| method | n | SIFID | diversity | nearest patch (RMS /255) | copied patches | layout |",
-             "|---|---|---|---|---|---|---|"]
+    cells = []
     for name, r in rows.items():
-        div = f"{r['diversity']:.3f}" if "diversity" in r else "-"
-        lines.append(f"| {name} | {r['n']} | {r['sifid']:.3f} ± {r['sifid_std']:.3f} | {div} | "
-                     f"{r['nearest_patch']:.2f} | {r['copied_fraction']:.1%} | {r['layout']:.3f} |")
-    return "\n".join(lines)
+        div = lambda key: f"{r[key]:.3f}" if key in r else "-"  # noqa: E731
+        cells.append([name, r["n"], f"{zero(r['sifid']):.3f} ± {r['sifid_std']:.3f}", f"{zero(r['sifid_64']):.3f}", div("diversity"),
+                      div("pairwise"), f"{r['nearest_patch']:.2f}", f"{r['copied_fraction']:.1%}", f"{r['layout']:.3f}",
+                      f"{r['colour_mean_shift']:.1f}"])
+    return markdown_table(["method", "n", "SIFID (4a, 192)", "SIFID (2b, 64)", "diversity", "pairwise",
+                           "nearest patch (RMS /255)", "copied patches", "layout", "colour shift /255"], cells)
 
 
 if __name__ == "__main__":

@@ -258,12 +258,16 @@ def test_eval_one_shot_pictures_keep_the_colours(tmp_path, monkeypatch):
     shift = colour_shift(colour_stats(oracle_row.to(torch.uint8)), colour_stats(uint8_of(photo).to(torch.uint8)))
     assert shift["mean"] < 3 and shift["luma_p2"] < 3, shift
     apps = uint8_of(Image.open(tmp_path / "eval" / "applications.png"))
-    inputs = apps[:, 2:-2, 150 + 2:150 + 2 + 96]  # the input column (SDEdit paste, inpaint hole, paste, prior SR input)
-    first = inputs[:, :64]  # the crude paste of a sample: the photo's colours
-    assert colour_shift(colour_stats(first.to(torch.uint8)), colour_stats(uint8_of(photo).to(torch.uint8)))["mean"] < 8
-    prior_input = inputs[:, 3 * 66:3 * 66 + 64]
-    assert colour_stats(prior_input.to(torch.uint8))["luma_p2"] < 20  # dark pixels stay dark
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["rows"]["oracle"]["n"] == 2
+    rows = ["SDEdit", "inpaint", "inpaint resampled", "harmonize finest 2", "harmonize", "prior SR"]  # input | output
+    cell = lambda row, col: apps[:, 2 + rows.index(row) * 66:2 + rows.index(row) * 66 + 64,  # noqa: E731
+                                 172 + col * 98:172 + col * 98 + 96].to(torch.uint8)
+    reference = colour_stats(uint8_of(photo).to(torch.uint8))
+    assert colour_shift(colour_stats(cell("SDEdit", 0)), reference)["mean"] < 8  # a crude paste of the photo
+    for row in ("inpaint", "inpaint resampled"):  # the oracle redraws the photo: its colours, no seam
+        assert colour_shift(colour_stats(cell(row, 1)), reference)["mean"] < 3
+    assert colour_stats(cell("prior SR", 0))["luma_p2"] < 20  # dark pixels stay dark
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["rows"]["oracle"]["n"] == 2 and report["applications"]["inpaint_edge_ratio_resample_4"] < 1.5
 
 
 # --- a trained tiny cascade keeps the photo's colour statistics

@@ -10,14 +10,15 @@ import sys
 
 import pytest
 import torch
-from huggingface_hub import ModelCard, snapshot_download
+from hub_server import FakeHub
+from huggingface_hub import ModelCard
 from huggingface_hub import constants as hf_constants
+from huggingface_hub import snapshot_download
 
 from cascade import Pipeline, Stage
 from cascade.errors import CheckpointError
 from cascade.inference.hub import local_folder
 from conftest import ROOT, run_in_process, tiny_stage
-from hub_server import FakeHub
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -14,7 +14,7 @@ from cascade.diffusion.resize import downsample
 from cascade.inference.one_shot import edit, plan, prior_upscale
 from cascade.kinds.one_shot import OneShotSR3, Scene
 from cascade.metrics import one_shot as metrics
-from conftest import run_in_process
+from conftest import ROOT, run_in_process
 
 TINY = ["scene.scene.long_side=16", "scene.model.base_channels=8", "scene.train.batch_size=4",
         "scene.train.max_steps=2", "scene.sample.steps=2", "epoch_size=16"]
@@ -136,7 +136,7 @@ def test_bad_inputs_get_one_line_naming_the_value(trained, tmp_path):
           "--out", tmp_path / "o.png"], "m.png: mask is 20x20"),
         (["train/one_shot.py", "--image", photo(tmp_path / "tiny.png", (12, 8)), f"output_dir={tmp_path / 'r'}", *TINY],
          "tiny.png: 12x8 is smaller than the scene stage's size"),
-        (["train/one_shot.py", "--image", photo(tmp_path / "narrow.png", (40, 20)), f"output_dir={tmp_path / 'r2'}",
+        (["train/one_shot.py", "--image", photo(tmp_path / "narrow.png", (30, 12)), f"output_dir={tmp_path / 'r2'}",
           *TINY], "too small for the coarse upsampler's 16 px crops"),
         (["train/one_shot.py", "--image", tmp_path / "missing.jpg"], "missing.jpg: no such image file"),
     ]
@@ -147,24 +147,64 @@ def test_bad_inputs_get_one_line_naming_the_value(trained, tmp_path):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_one_shot_metrics_against_references():
-    from scipy import linalg
+def singan_features_by_hand(model, image: torch.Tensor, layer: str) -> np.ndarray:
+    """SinGAN's SIFID features written out: x / 255 * 2 - 1, then each layer's convolution, batch norm (running
+    statistics, eps 1e-3) and ReLU in float64, max pool before Conv2d_3b_1x1; one row per position."""
+    x = image.double() / 255 * 2 - 1
+    names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"] + (["pool", "Conv2d_3b_1x1", "Conv2d_4a_3x3"]
+                                                                      if layer == "Conv2d_4a_3x3" else [])
+    for name in names:
+        if name == "pool":
+            x = torch.nn.functional.max_pool2d(x, 3, stride=2)
+            continue
+        block = getattr(model, name)
+        x = torch.nn.functional.conv2d(x, block.conv.weight.double(), stride=block.conv.stride,
+                                       padding=block.conv.padding)
+        bn = block.bn
+        x = (x - bn.running_mean.double().view(-1, 1, 1)) / (bn.running_var.double().view(-1, 1, 1) + 1e-3).sqrt()
+        x = (x * bn.weight.double().view(-1, 1, 1) + bn.bias.double().view(-1, 1, 1)).clamp(min=0)
+    return x[0].flatten(1).T.detach().numpy()
 
-    from cascade.metrics.inception import load_feature_network
+
+def test_sifid_is_singans_definition_computed_by_hand(tmp_path, monkeypatch):
+    from scipy import linalg
 
     g = torch.Generator().manual_seed(0)
     ref = (torch.rand(1, 3, 40, 56, generator=g) * 255).to(torch.uint8)
+    other = (torch.rand(1, 3, 44, 52, generator=g) * 200).to(torch.uint8)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # no torchvision weights: the FID ones, and it says so
+    model, weights = metrics.sifid_network()
+    assert "FID Inception" in weights and "not found offline" in weights
+    for layer, channels in (("Conv2d_4a_3x3", 192), ("Conv2d_2b_3x3", 64)):
+        a, b = (singan_features_by_hand(model, x, layer) for x in (other, ref))
+        assert a.shape[1] == channels and metrics.early_features(model, other, layer).shape == a.shape
+        mu1, mu2, s1, s2 = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+        assert metrics.sifid(model, other, ref, layer) == pytest.approx(expected, rel=1e-4)  # float32 network
+        assert metrics.sifid(model, ref, ref, layer) == pytest.approx(0, abs=1e-3)  # sqrtm of a singular covariance
+    # SinGAN's own weights (torchvision's ImageNet Inception-v3) are used when a file of them is given or cached
+    fake = {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    fake = {k: (v.abs() + 0.5 if "running_var" in k else v) for k, v in fake.items()}
+    fake["AuxLogits.fc.weight"] = torch.zeros(1000, 768)  # torchvision's extra heads are ignored
+    (tmp_path / "empty" / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(fake, tmp_path / "empty" / "hub" / "checkpoints" / "inception_v3_google-0cc3c7bd.pth")
+    theirs, weights = metrics.sifid_network()
+    assert weights == "torchvision ImageNet Inception-v3 (inception_v3_google-0cc3c7bd.pth)"
+    assert torch.equal(theirs.Conv2d_4a_3x3.conv.weight, fake["Conv2d_4a_3x3.conv.weight"])
+    assert metrics.sifid(theirs, other, ref) != pytest.approx(metrics.sifid(model, other, ref))
+
+
+def test_one_shot_metrics_against_references():
+    g = torch.Generator().manual_seed(0)
+    ref = (torch.rand(1, 3, 40, 56, generator=g) * 255).to(torch.uint8)
     other = (torch.rand(1, 3, 40, 56, generator=g) * 200).to(torch.uint8)
-    network = load_feature_network()
-    a, b = metrics.early_features(network, other), metrics.early_features(network, ref)
-    assert a.shape[1] == 64
-    mu1, mu2, s1, s2 = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
-    assert metrics.sifid(network, other, ref) == pytest.approx(expected, rel=1e-6)
-    assert metrics.sifid(network, ref, ref) == pytest.approx(0, abs=1e-6)
     samples = (torch.rand(3, 3, 40, 56, generator=g) * 255).to(torch.uint8)
-    want = samples.numpy().astype(float).std(axis=0, ddof=1).mean() / ref.numpy().astype(float).std(ddof=1)
+    luma = lambda x: (np.array([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1) * x.numpy().astype(float)).sum(1)  # noqa: E731
+    want = luma(samples).std(axis=0).mean() / luma(ref).std()  # SinGAN's: intensity, population std
     assert metrics.diversity(samples, ref) == pytest.approx(want, rel=1e-9)
+    pairs = [np.sqrt(((samples[i].double() - samples[j].double()) ** 2).mean().item()) for i in range(3)
+             for j in range(i + 1, 3)]
+    assert metrics.pairwise(samples, ref) == pytest.approx(np.mean(pairs) / luma(ref).std(), rel=1e-9)
     # nearest patches: a shifted copy finds itself; random patches against brute force
     assert metrics.nearest_patch(ref[..., 3:, 5:], ref).max() == 0
     q = other[..., :12, :12]
@@ -187,8 +227,9 @@ def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
     rows = json.loads((tmp_path / "eval" / "metrics.json").read_text())["rows"]
     assert list(rows) == ["training photo", "photo shifted 4 px", "patch shuffle 4x4",
                           "blurred scene + upsamplers (tiny)", "tiny"]
+    assert rows["tiny"]["sifid_64"] > 0 and 0 <= rows["tiny"]["diversity"] and rows["tiny"]["pairwise"] > 0
     own = rows["training photo"]
-    assert own["sifid"] == pytest.approx(0, abs=1e-6) and own["nearest_patch"] == 0 and own["layout"] == pytest.approx(1)
+    assert own["sifid"] == pytest.approx(0, abs=1e-3) and own["nearest_patch"] == 0 and own["layout"] == pytest.approx(1)
     assert rows["photo shifted 4 px"]["copied_fraction"] == 1  # a copy is recognised as one
     assert rows["patch shuffle 4x4"]["layout"] < 0.99 and rows["tiny"]["nearest_patch"] > 1
     assert "| tiny | 2 |" in proc.stdout and (tmp_path / "eval" / "samples.png").is_file()
@@ -215,3 +256,112 @@ def test_an_output_the_host_cannot_hold_is_refused_before_any_work(trained, tmp_
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "90x50 output needs about" in last and "of memory" in last
     assert not (tmp_path / "o" / "sample_0000.png").exists()
+
+
+@pytest.mark.parametrize("size", [(5312, 2988), (2988, 5312), (2000, 4000), (4200, 1800), (640, 427)])
+def test_the_default_preset_takes_any_aspect_ratio_from_1_2_to_21_9(size):
+    """16:9 and 9:16 photos of a phone's size, 1:2 and 21:9, and the built-in 3:2: every stage finds crops (the
+    coarse stage's scales start where the short side allows one), and the scene keeps the photo's aspect."""
+    from cascade.config.loading import load_config
+    from cascade.config.one_shot import OneShotConfig
+    from cascade.data.one_image import resize_long_side
+    from cascade.training.one_shot import training_stages
+
+    cfg = load_config(OneShotConfig, ROOT / "configs" / "one_shot.yaml")
+    photo = resize_long_side(Image.new("RGB", size, (90, 120, 60)), min(max(size), cfg.max_side))
+    stages = training_stages(cfg, photo, "photo.jpg")
+    assert [name for name, *_ in stages] == ["scene", "coarse", "fine"]
+    h, w = stages[0][2].size
+    assert abs(w / h - size[0] / size[1]) < 0.2 * size[0] / size[1]
+    for name, stage_cfg, kind, data in stages[1:]:
+        smallest = data.crops.pyramid[0].shape[-2:]
+        assert min(smallest) >= stage_cfg.model.sample_size
+
+
+@pytest.mark.parametrize("size", [(128, 72), (72, 128)])
+def test_a_16_9_and_a_9_16_photo_train_and_generate(tmp_path, size):
+    image = photo(tmp_path / "photo.png", size)
+    run_in_process("train/one_shot.py", "--image", image, f"output_dir={tmp_path / 'run'}", *TINY)
+    pipe = Pipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    h, w = pipe.stages[0].kind.size
+    assert (w > h) == (size[0] > size[1])
+    assert edit(pipe, Image.open(image), 0.0, progress=False).size == size
+    from cascade.inference import one_shot
+
+    assert one_shot.generate(pipe, size, seed=0, progress=False).size == size
+
+
+def network_calls(pipe) -> dict:
+    """Forward hooks counting each distinct UNet's calls (the fine stage's UNet serves every repeat)."""
+    counts = {}
+    for stage in pipe.stages:
+        counts.setdefault(id(stage.unet), 0)
+        stage.unet.register_forward_hook(lambda module, args, out, key=id(stage.unet): counts.__setitem__(
+            key, counts[key] + 1))
+    return counts
+
+
+def edit_case(trained, rows: slice, cols: slice):
+    """The tiny cascade, its photo at 64 x 40, and a rectangular mask."""
+    folder, image = trained
+    mask = np.zeros((40, 64), np.int64)
+    mask[rows, cols] = 1
+    return Pipeline.from_pretrained(folder), Image.open(image).resize((64, 40), Image.BICUBIC), mask
+
+
+def test_edit_redraws_only_the_finest_stages_asked_and_resamples_repaint_style(trained):
+    pipe, picture, mask = edit_case(trained, slice(10, 30), slice(20, 44))
+    counts = network_calls(pipe)
+    scene, coarse, fine = (id(s.unet) for s in pipe.stages)
+    edit(pipe, picture, 0.5, stages=1, seed=0, progress=False)
+    assert counts[scene] == counts[coarse] == 0 and counts[fine] > 0  # the coarser scales pass the image on
+    counts.update({k: 0 for k in counts})
+    edit(pipe, picture, 1.0, mask=mask, seed=0, progress=False)
+    once = dict(counts)
+    counts.update({k: 0 for k in counts})
+    out = edit(pipe, picture, 1.0, mask=mask, seed=0, resample=3, progress=False)
+    steps = pipe.stages[0].defaults.steps  # every stage has 2 steps here: (2 - 1) x 3 + 1 evaluations each
+    assert once[scene] == steps and counts[scene] == (steps - 1) * 3 + 1
+    assert np.array_equal(np.asarray(out)[mask == 0], np.asarray(picture)[mask == 0])  # still kept exactly
+    with pytest.raises(ValueError, match="ddpm or ddim"):  # resampling needs a scheduler that can renoise
+        pipe.stages[0].sample(num_images=1, seed=0, settings={"sampler": "dpm++", "resample": 2}, progress=False)
+
+
+def test_renoise_is_the_forward_process_between_two_timesteps():
+    from diffusers import DDPMScheduler
+
+    from cascade.diffusion import rng
+    from cascade.diffusion.sampling import renoise
+
+    scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
+    x = torch.full((1, 1, 200, 200), 0.7)
+    out = renoise(scheduler, x, 300, 500, rng.example_generators(torch.tensor([0])))
+    ratio = (scheduler.alphas_cumprod[500] / scheduler.alphas_cumprod[300]).item()
+    assert out.mean().item() == pytest.approx(0.7 * ratio ** 0.5, abs=0.01)  # sqrt(abar_to / abar_from) x
+    assert out.std().item() == pytest.approx((1 - ratio) ** 0.5, rel=0.02)  # + sqrt(1 - abar_to / abar_from) noise
+
+
+def test_harmonize_is_a_low_strength_feathered_edit_of_every_scale(trained):
+    from cascade.inference.one_shot import harmonize, soft_mask
+
+    pipe, picture, mask = edit_case(trained, slice(12, 28), slice(24, 40))
+    out = np.asarray(harmonize(pipe, picture, mask, seed=2, progress=False)).astype(int)
+    same = np.asarray(edit(pipe, picture, 0.3, mask=mask, feather=4, seed=2, progress=False)).astype(int)
+    assert np.array_equal(out, same)
+    weight = soft_mask(torch.from_numpy(mask)[None, None].bool(), 4)[0, 0].numpy()
+    assert weight[mask == 1].min() == 1 and weight.max() == 1 and weight[0, 0] == 0
+    band = (weight > 0) & (weight < 1)
+    assert band.any() and (mask[band] == 0).all()  # the soft edge lies outside the object, within 4 px of it
+    far = weight == 0
+    assert np.array_equal(out[far], np.asarray(picture).astype(int)[far])  # beyond the feather: the picture exactly
+
+
+def test_edge_ratio_is_one_for_the_photo_and_grows_with_a_seam():
+    g = torch.Generator().manual_seed(0)
+    photo = (torch.rand(1, 3, 48, 64, generator=g) * 60 + 100).round().to(torch.uint8)
+    mask = torch.zeros(48, 64, dtype=torch.int64)
+    mask[12:36, 16:48] = 1
+    assert metrics.edge_ratio(photo, photo, mask) == pytest.approx(1.0)
+    seam = photo.clone()
+    seam[..., 12:36, 16:48] = 30  # a flat dark patch: a step at every boundary pixel
+    assert metrics.edge_ratio(seam, photo, mask) > 3

@@ -18,36 +18,26 @@ logs/, samples/, checkpoints/, pipeline/) and `<output_dir>/pipeline`, the casca
 than `max_side` is downscaled first (cascade.data.one_image.load_photo says how memory stays bounded).
 """
 
-import argparse
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from cascade.cli.common import run_cli
-from cascade.config.loading import load_config, save_config
+from cascade.config.loading import save_config
 from cascade.config.one_shot import OneShotConfig
 from cascade.data.one_image import load_photo
 from cascade.errors import ConfigError
 from cascade.inference.pipeline import Pipeline
-from cascade.training import train_stage
+from cascade.training import parse_args, train_stage
 from cascade.training.one_shot import training_stages
 
 STAGES = ("scene", "coarse", "fine")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", help="the training photo (any format PIL reads; or `image:` in the config)")
-    parser.add_argument("--config", help="YAML preset (default: configs/one_shot.yaml's values, built in)")
-    parser.add_argument("--resume", action="store_true", help="continue each stage from its newest checkpoint")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. fine.train.max_steps=2000")
-    args = parser.parse_args(argv)
-    return load_config(OneShotConfig, args.config, args.overrides), args
-
-
 def main(argv=None):
-    cfg, args = parse_args(argv)
+    cfg, args = parse_args(OneShotConfig, __doc__, argv, {
+        "--image": "the training photo (any format PIL reads; or `image:` in the config)"})
     image = args.image or cfg.image
     if not image:
         raise ConfigError("no training photo: pass --image photo.jpg (or set image: in the config)")

@@ -56,11 +56,8 @@ def trained_stage(kind: str, given: str | None, runs: str) -> str:
 
 
 def network_evaluations(stage, sampler: str, steps: int) -> int:
-    """Network evaluations per image of `sampler` at `steps` (Heun's second-order steps count twice;
-    a guided stage doubles every one)."""
-    scheduler = make_sampler(sampler, stage.noise_scheduler.config)
-    scheduler.set_timesteps(steps)
-    return len(scheduler.timesteps) * (2 if stage.defaults.guidance_scale != 1 else 1)
+    """Network evaluations per image of `sampler` at `steps` (Stage.network_evaluations)."""
+    return stage.network_evaluations({"sampler": sampler, "steps": steps})
 
 
 def device_name(device: torch.device) -> str:

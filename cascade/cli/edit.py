@@ -20,8 +20,17 @@ def add_parser(commands) -> None:
     ed.add_argument("--image", required=True, help="the image to edit (e.g. a sample you painted on, or a collage)")
     ed.add_argument("--mask", help="same size; nonzero where to resample (the rest is kept exactly), e.g. a pasted "
                     "object to harmonize")
-    ed.add_argument("--strength", type=float, default=0.5, help="noise level in [0, 1]: 0 keeps, 1 redraws")
+    ed.add_argument("--strength", type=float, help="noise level in [0, 1]: 0 keeps, 1 redraws (default 0.5; "
+                    "--harmonize: 0.3)")
     ed.add_argument("--margin", type=int, default=0, help="px the mask is grown by")
+    ed.add_argument("--harmonize", action="store_true", help="a pasted object (--mask): redrawn at strength 0.3 "
+                    "and blended over 4 px, so it takes on the photo's colours and texture (ConSinGAN / SinDDM)")
+    ed.add_argument("--stages", type=int, help="only the finest this many stages redraw, the coarser ones "
+                    "pass the image on (default: all; 2 with --harmonize changes texture, not colours)")
+    ed.add_argument("--feather", type=int, help="px over which the edit blends into the image (default 0: the image "
+                    "kept exactly outside the mask; --harmonize: 4)")
+    ed.add_argument("--resample", type=int, default=1, help="inpainting: each step done this many times, RePaint-"
+                    "style, for a region that joins its surroundings (the stages sample with DDPM)")
     ed.add_argument("--out", required=True)
     ed.add_argument("--seed", type=int, default=0)
     ed.add_argument("--tile-size", type=int, help="upsamplers' tile side in output px")
@@ -32,6 +41,13 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> None:
+    if args.harmonize and not args.mask:
+        raise CascadeError("--harmonize needs --mask: the pasted object to harmonize")
+    args.strength = args.strength if args.strength is not None else (0.3 if args.harmonize else 0.5)
+    stages = args.stages
+    feather = args.feather if args.feather is not None else (4 if args.harmonize else 0)
+    if args.resample < 1:
+        raise CascadeError(f"--resample {args.resample}: must be >= 1")
     if not 0.0 <= args.strength <= 1.0:
         raise CascadeError(f"--strength {args.strength}: must be in [0, 1] (0 keeps the image, 1 redraws it)")
     pipe = one_shot_pipeline(args)
@@ -46,7 +62,7 @@ def run(args) -> None:
                             f"{image.width}x{image.height}")
     try:
         out = one_shot.edit(pipe, image, args.strength, mask=mask, seed=args.seed, margin=args.margin,
-                            tile_size=args.tile_size)
+                            tile_size=args.tile_size, stages=stages, feather=feather, resample=args.resample)
     except ValueError as e:
         raise CascadeError(f"edit {args.image}: {e}") from None
     save_image(out, Path(args.out))

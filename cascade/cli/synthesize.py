@@ -10,7 +10,8 @@ import torch
 from ..errors import CascadeError, DataError
 from ..inference.pipeline import Pipeline
 from ..io.atomic import save_image
-from .common import add_hub_arguments, add_sampling_arguments, apply_sampling_arguments, hub_kwargs, parse_size, read_image
+from .common import (add_hub_arguments, add_sampling_arguments, apply_sampling_arguments, hub_kwargs, parse_size,
+                     read_image)
 
 DEFAULT_LABEL_PIPELINE = "runs/labels_layouts"
 

@@ -18,7 +18,8 @@ from ..inference.pipeline import Pipeline
 from ..inference.streamed.upscale import STREAM_ABOVE, upscale_to_file
 from ..io.atomic import save_image
 from ..io.images import pil_to_signed, signed_to_pil
-from .common import add_hub_arguments, add_sampling_arguments, apply_sampling_arguments, hub_kwargs, parse_size, read_image
+from .common import (add_hub_arguments, add_sampling_arguments, apply_sampling_arguments, hub_kwargs, parse_size,
+                     read_image)
 
 DEFAULT_PIPELINE = "runs/cascade_photos"
 

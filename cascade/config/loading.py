@@ -47,6 +47,11 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     return _build(cls, raw, prefix="", where=where)
 
 
+def from_dict(cls: type, raw: dict, where: str) -> Any:
+    """`cls` from a mapping (e.g. a section saved in stage.json), checked like a file: `where` names it in errors."""
+    return _build(cls, raw, prefix="", where=where)
+
+
 def to_dict(config: Any) -> dict:
     """A plain dict (YAML/JSON-serialisable) of a config dataclass."""
     return dataclasses.asdict(config)

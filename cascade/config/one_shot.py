@@ -33,7 +33,7 @@ class SceneStageConfig:
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig(
         sample_size=48, cond_channels=1, base_channels=32, channel_mult=[1, 2], num_res_blocks=2,
-        attention_resolutions=[], dropout=0.0))
+        attention_resolutions=[], mid_attention=False, norm_groups=32, dropout=0.0))
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(schedule="cosine",
                                                                                prediction_type="v_prediction"))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=16, max_steps=1200, lr=4e-4,

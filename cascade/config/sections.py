@@ -27,11 +27,12 @@ class ModelConfig:
     dropout: float = 0.1  # dropout inside residual blocks
     num_classes: int = 0  # 0: unconditional; otherwise labels 0..num_classes-1 plus a learned null class
     use_aug_level: bool = False  # embed a conditioning-augmentation level (SR3 stages)
-    norm_groups: int = 32  # GroupNorm groups (clamped to divide the channel count)
+    norm_groups: int = 32  # GroupNorm groups (clamped to divide the channel count); 0: each pixel normalised over its channels alone (no statistic across positions: a crop and a whole picture alike)
     layout: Literal["standard", "efficient"] = "standard"  # SR3/ADM, or Imagen's Efficient U-Net (see cascade.models.unet)
     num_labels: int = 0  # label-map stages: semantic classes of the label map (IDs 0..num_labels-1, plus a learned null map)
     label_embed_dim: int = 16  # label-map stages: channels of the learned per-pixel label embedding
     use_instances: bool = False  # label-map stages: one more input channel, pix2pixHD's instance-boundary map
+    mid_attention: bool = True  # self-attention in the middle block (global: every position sees every other)
 
     def validate(self) -> None:
         positive(self, "sample_size", "in_channels", "out_channels", "base_channels", "num_res_blocks", "head_channels")
@@ -39,6 +40,7 @@ class ModelConfig:
         check(self.num_classes >= 0, "num_classes", self.num_classes, "must be >= 0")
         check(self.num_labels >= 0, "num_labels", self.num_labels, "must be >= 0")
         check(self.label_embed_dim > 0, "label_embed_dim", self.label_embed_dim, "must be > 0")
+        check(self.norm_groups >= 0, "norm_groups", self.norm_groups, "must be >= 0 (0: per-pixel normalisation)")
         check(len(self.channel_mult) > 0 and all(m > 0 for m in self.channel_mult), "channel_mult",
                self.channel_mult, "must be a non-empty list of positive integers")
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
@@ -142,13 +144,14 @@ class SampleConfig:
     guidance_scale: float = 1.0  # classifier-free guidance weight w: eps_u + w (eps_c - eps_u); 1 disables it
     aug_level: float = 0.0  # SR stages: noise-augmentation level s applied to the low-res input at sampling (CDM)
     consistent: bool = False  # SR stages: project every step so that the output downsamples exactly to the input
+    resample: int = 1  # masked edits: each step done this many times, jumping back one step in between (RePaint; ddpm/ddim)
     preview_per_class: int = 4  # images per class (base) or held-out crops (SR) in the training previews
 
     def validate(self) -> None:
         from ..diffusion.sampling import SAMPLERS
 
         check(self.sampler in SAMPLERS, "sampler", self.sampler, f"is not one of {', '.join(SAMPLERS)}")
-        positive(self, "steps", "preview_per_class")
+        positive(self, "steps", "preview_per_class", "resample")
         check(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "must be >= 0")
         check(0 <= self.aug_level <= 1, "aug_level", self.aug_level, "must be in [0, 1]")
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       HeunDiscreteScheduler, UniPCMultistepScheduler)
+                       HeunDiscreteScheduler, LCMScheduler, TCDScheduler, UniPCMultistepScheduler)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
 
@@ -30,7 +30,12 @@ SAMPLERS: dict[str, tuple[type, dict]] = {
     # EDM's 2nd-order sampler (2 network evaluations per step but the last) on Karras sigmas: with the
     # trailing grid its first step spans sigma 2e4 -> 3 (cosine schedule) and the correction blows up.
     "heun": (HeunDiscreteScheduler, {"use_karras_sigmas": True}),
+    # Few-step students (cascade.training.distill): consistency steps on the 50-point grid t = 20 n - 1 the
+    # students are trained on (`original_inference_steps`, the schedulers' default); TCD's gamma 0.3 re-noises less.
+    "lcm": (LCMScheduler, {}),
+    "tcd": (TCDScheduler, {}),
 }
+STUDENT_SAMPLERS = ("lcm", "tcd")  # samplers that take a consistency student's output as the clean image
 
 
 # The keys of a training schedule that define the noise levels; everything else is the sampler's.
@@ -49,13 +54,15 @@ def make_sampler(name: str, train_config, timestep_spacing: str = "trailing") ->
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     cls, extra = SAMPLERS[name]
-    if name not in ("ddpm", "ddim") and train_config["prediction_type"] == "epsilon":
+    if name not in ("ddpm", "ddim", *STUDENT_SAMPLERS) and train_config["prediction_type"] == "epsilon":
         # x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) amplifies any eps error by 1/sqrt(abar_T), and these
         # solvers do not clip x0: with the cosine schedule (abar_T ~ 2e-9) samples explode.
         abar_T = DDPMScheduler(**_schedule_kwargs(DDPMScheduler, train_config)).alphas_cumprod[-1].item()
         if abar_T < 1e-6:
             warnings.warn(f"sampler {name!r} on an epsilon-prediction model whose schedule ends at abar_T={abar_T:.1e} "
                           "is numerically unstable; use prediction_type v_prediction, or sampler ddpm/ddim", stacklevel=2)
+    if name in STUDENT_SAMPLERS:  # their own spacing: a subset of the distillation grid, whatever `timestep_spacing`
+        return cls(**_schedule_kwargs(cls, train_config), **extra)
     return cls(**_schedule_kwargs(cls, train_config), timestep_spacing=timestep_spacing, **extra)
 
 
@@ -126,7 +133,8 @@ def constrained(denoiser: Callable, project: Callable, alphas_cumprod: torch.Ten
 @torch.no_grad()
 def sample(denoiser: Callable, scheduler: SchedulerMixin, shape: tuple[int, ...], steps: int,
            generator: rng.Generators = None, device: torch.device | str = "cpu",
-           progress: bool = True, init: torch.Tensor | None = None, strength: float = 1.0, **cond) -> torch.Tensor:
+           progress: bool = True, init: torch.Tensor | None = None, strength: float = 1.0, resample: int = 1,
+           **cond) -> torch.Tensor:
     """Draw samples [shape] by running `scheduler` for `steps` network evaluations.
 
     `generator`: one torch.Generator for the batch, or one per image (cascade.diffusion.rng), which makes
@@ -138,7 +146,15 @@ def sample(denoiser: Callable, scheduler: SchedulerMixin, shape: tuple[int, ...]
     `init` (in the model's space) and `strength`: SDEdit. The last round(strength * steps) steps run,
     from `init` noised to the first of them by the scheduler's own forward process (`add_noise`),
     as diffusers' image-to-image pipelines do; strength 0 returns `init`.
+
+    `resample` (RePaint, Lugmayr et al. 2022, with jump length 1): every step but the last is done
+    `resample` times, x_{t-1} noised back to t by the forward process between them, so the regenerated
+    pixels of a masked edit (a constraint on x0: cascade.inference.stage) agree with the kept ones. It
+    needs a scheduler whose step depends on t alone (DDPM, DDIM).
     """
+    if resample > 1 and type(scheduler).__name__ not in ("DDPMScheduler", "DDIMScheduler"):
+        raise ValueError(f"resample={resample} needs the ddpm or ddim sampler (a {type(scheduler).__name__} keeps "
+                         f"state from step to step)")
     # 1. choose the timesteps t_1 > ... > t_steps
     scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps
@@ -155,8 +171,18 @@ def sample(denoiser: Callable, scheduler: SchedulerMixin, shape: tuple[int, ...]
             scheduler.set_begin_index(start)
         x = scheduler.add_noise(init.to(device), noise, timesteps[:1])
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    for t in tqdm(timesteps, desc="sampling", leave=False, disable=not progress):
-        # 3. predict with the network (some schedulers rescale x_t first), then 4. step to t_{i+1}
-        prediction = denoiser(scheduler.scale_model_input(x, t), t, **cond)
-        x = scheduler.step(prediction, t, x, **step_kwargs).prev_sample
+    for i, t in enumerate(tqdm(timesteps, desc="sampling", leave=False, disable=not progress)):
+        for r in range(resample if i + 1 < len(timesteps) else 1):
+            if r:  # 5. RePaint: back from t_{i+1} to t_i by the forward process, to be denoised again
+                x = renoise(scheduler, x, timesteps[i + 1], t, generator)
+            # 3. predict with the network (some schedulers rescale x_t first), then 4. step to t_{i+1}
+            prediction = denoiser(scheduler.scale_model_input(x, t), t, **cond)
+            x = scheduler.step(prediction, t, x, **step_kwargs).prev_sample
     return x
+
+
+def renoise(scheduler, x: torch.Tensor, t_from, t_to, generator: rng.Generators) -> torch.Tensor:
+    """x at timestep t_from noised forward to t_to > t_from: q(x_{t_to} | x_{t_from})."""
+    ratio = (scheduler.alphas_cumprod[int(t_to)] / scheduler.alphas_cumprod[int(t_from)]).double()
+    noise = rng.randn(x.shape, generator).to(x.device, torch.float64)
+    return (ratio.sqrt() * x.double() + (1 - ratio).sqrt() * noise).to(x.dtype)

@@ -83,15 +83,22 @@ def eval_reports(folder: str | Path | None) -> list[tuple[str, dict]]:
     return reports
 
 
-def report_lines(report: dict, limit: int = 12) -> list[str]:
-    """The numbers of one report: its rows' metrics (a table of rows), or its top-level numbers."""
+HEADLINE = ("psnr_y", "ssim_y", "fid", "hf_smooth_vs_truth", "hf_textured_vs_truth", "swd", "sifid", "diversity",
+            "miou", "cas_top1", "layout")  # the numbers a report's rows are summed up by, where they have them
+
+
+def report_lines(report: dict, limit: int = 12, per_row: int | None = None) -> list[str]:
+    """The numbers of one report: each row's headline metrics (all its numbers without `per_row`), or its
+    top-level numbers."""
     rows = report.get("rows")
     lines = []
     if isinstance(rows, dict):
         for name, row in list(rows.items())[:limit]:
             if isinstance(row, dict):
-                numbers = ", ".join(f"{k} {_number(v)}" for k, v in row.items() if isinstance(v, (int, float)))
-                lines.append(f"{name}: {numbers}")
+                numbers = [(k, v) for k, v in row.items() if isinstance(v, (int, float))]
+                if per_row is not None:
+                    numbers = [(k, v) for k, v in numbers if k in HEADLINE][:per_row] or numbers[:per_row]
+                lines.append(f"{name}: " + ", ".join(f"{k} {_number(v)}" for k, v in numbers))
     numbers = ", ".join(f"{k} {_number(v)}" for k, v in report.items() if isinstance(v, (int, float)))
     return lines + ([numbers] if numbers else [])
 
@@ -113,7 +120,7 @@ def describe(pipe, folder: str | Path | None = None) -> str:
         lines.append(f"  {r['stage']}  {r['kind']:<16} {size:<22} {r['parameters'] / 1e6:5.2f} M  "
                      f"{r['sampling']}{settings} ({r['nfe']} NFE)  {r['origin']}")
     for name, report in eval_reports(folder):
-        lines.append(f"  eval/{name}: " + "; ".join(report_lines(report, limit=4)))
+        lines.append(f"  eval/{name}: " + "; ".join(report_lines(report, limit=4, per_row=4)))
     return "\n".join(lines)
 
 

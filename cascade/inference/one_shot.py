@@ -32,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..data.label_maps import dilate, shrink_mask
 from ..diffusion.resize import downsample
 from ..io.images import signed_to_pil, signed_to_unit, unit_to_pil, user_images_to_signed
 from ..kinds.one_shot import Scene
 from .pipeline import Pipeline, input_multiple
+from .stage import Tiling
 
 MAX_REPEATS = 8  # `fine` is repeated at most this many times (x256 beyond a x2 cascade's own scale)
 MAX_SIDE = 65535  # the largest output side (PNG and TIFF writers)
@@ -157,12 +159,18 @@ def generate(pipe: Pipeline, size: tuple[int, int], seed: int = 0, tile_size: in
 
 
 def edit(pipe: Pipeline, image, strength: float, mask=None, seed: int = 0, margin: int = 0,
-         tile_size: int | None = None, progress: bool = True) -> Image.Image:
-    """SDEdit with the one-shot cascade: `image` (any size) is noised to `strength` in [0, 1] at every
-    stage's scale and denoised again, each upsampler conditioned on the stage before. With `mask`
-    (nonzero: the region to resample, grown by `margin` px; RePaint-style) every stage keeps the rest
-    of the image at its scale at every step, and the output equals `image` outside the mask exactly.
-    Harmonization is an edit whose mask is a pasted object: it takes on the photo's look."""
+         tile_size: int | None = None, progress: bool = True, stages: int | None = None, feather: int = 0,
+         resample: int = 1) -> Image.Image:
+    """SDEdit with the one-shot cascade: `image` (any size) is noised to `strength` in [0, 1] at a stage's
+    scale and denoised again, each upsampler conditioned on the stage before. `stages`: only the finest this
+    many stages redraw (the coarser ones pass the image on at their scale; None: every stage).
+
+    With `mask` (nonzero: the region to resample, grown by `margin` px) every stage keeps the rest of the
+    image at its scale at every step (the mask shrunk to each scale keeps every masked pixel: the region is
+    the same at every scale), and `resample` > 1 repeats each step RePaint-style so the new pixels agree
+    with the kept ones (the stages then sample with DDPM at their step count). Without `feather` the output
+    equals `image` outside the mask exactly; `feather` px blends the edit into the image over a soft edge.
+    `harmonize` is the edit for a pasted object."""
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength={strength}: must be in [0, 1]")
     x = torch.cat(user_images_to_signed(image))[:1]  # [1 x 3 x H x W] in [-1, 1]
@@ -174,34 +182,54 @@ def edit(pipe: Pipeline, image, strength: float, mask=None, seed: int = 0, margi
     pad = lambda t, mode="replicate": F.pad(t, (0, W - w, 0, H - h), mode=mode)  # noqa: E731
     region = None
     if mask is not None:
-        from ..data.label_maps import dilate, shrink_mask
-
         region = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask)
         region = region.reshape(1, 1, *region.shape[-2:]) != 0
         if tuple(region.shape[-2:]) != (h, w):
             raise ValueError(f"mask is {region.shape[-1]}x{region.shape[-2]}, the image {w}x{h}")
         region = pad(dilate(region, margin).float(), "constant").bool()
     x = pad(x)
-    stages = [p.scene_stage, *p.upsamplers]
-    factors = [math.prod(s.kind.scale for s in p.upsamplers[i:]) for i in range(len(stages))]
+    chain = [p.scene_stage, *p.upsamplers]
+    first = 0 if stages is None else max(0, len(chain) - int(stages))
+    factors = [math.prod(s.kind.scale for s in p.upsamplers[i:]) for i in range(len(chain))]
     tile = tile_size or 2 * p.upsamplers[-1].resolution if p.upsamplers else None
+    settings = {"resample": resample, "sampler": "ddpm"} if resample > 1 else None
     out = None
-    for stage, k in zip(stages, factors):
+    for i, (stage, k) in enumerate(zip(chain, factors)):
         level = downsample(x, k) if k > 1 else x
-        keep = None
-        if region is not None:
-            keep = (level, shrink_mask(region, tuple(level.shape[-2:])))
-        if out is None:
+        if i < first:  # a coarser scale than the edit's: the image as it is
+            out = level
+            continue
+        keep = None if region is None else (level, shrink_mask(region, tuple(level.shape[-2:])))
+        if i == 0:
             out = stage.sample(num_images=1, seed=seed, size=p.scene, init=level, strength=strength, keep=keep,
-                               progress=progress)
+                               settings=settings, progress=progress)
         else:
-            from .stage import Tiling
-
             tiling = Tiling(tile) if tile and max(level.shape[-2:]) > tile else None
             out = stage.sample(out.clamp(-1, 1), seed=seed, init=level, strength=strength, keep=keep,
-                               tiling=tiling, progress=progress)
+                               tiling=tiling, settings=settings, progress=progress)
         out = out.clamp(-1, 1)
+    if feather > 0 and region is not None:
+        weight = soft_mask(region, feather)
+        out = weight * out + (1 - weight) * x
     return signed_to_pil(out[..., :h, :w])[0]
+
+
+def harmonize(pipe: Pipeline, image, mask, strength: float = 0.3, stages: int | None = None, feather: int = 4,
+              seed: int = 0, progress: bool = True, **kwargs) -> Image.Image:
+    """Harmonization of a pasted object (`mask`), ConSinGAN's and SinDDM's application: the object redrawn at a low
+    `strength` and blended into the picture over `feather` px, so it keeps its shape and takes on the photo's
+    colours and texture. Every scale redraws by default: the upsamplers are conditioned on the scale below and
+    keep its colours, so only the scene stage can move the object's colours (`stages=2`, the finest two only,
+    changes its texture alone: docs/one_shot.md measures both)."""
+    return edit(pipe, image, strength, mask=mask, seed=seed, stages=stages, feather=feather, progress=progress,
+                **kwargs)
+
+
+def soft_mask(region: torch.Tensor, feather: int) -> torch.Tensor:
+    """A bool mask [1 x 1 x H x W] as weights in [0, 1]: 1 inside, falling to 0 over `feather` px outside it."""
+    grown = dilate(region, feather).float()
+    k = 2 * feather + 1
+    return F.avg_pool2d(F.pad(grown, (feather,) * 4, mode="replicate"), k, stride=1).clamp(0, 1) * grown
 
 
 def prior_upscale(stage, lowres: torch.Tensor, factor: int, class_labels=None, seed: int = 0,

@@ -255,7 +255,7 @@ class Stage:
         shape = (n, self.unet.config.in_channels, *inputs.size)
         try:
             images = self.kind.generate(denoiser, scheduler, shape, s.steps, generators, device,
-                                        progress and tiling is None, init, float(strength), cond)
+                                        progress and tiling is None, init, float(strength), cond, resample=s.resample)
         finally:
             if bar is not None:
                 bar.close()

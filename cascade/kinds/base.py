@@ -101,10 +101,12 @@ class StageKind:
         raise NotImplementedError(f"stage kind {self.name!r} cannot be streamed (no `conditioning`)")
 
     def generate(self, denoiser, scheduler, shape: tuple[int, ...], steps: int, generators: rng.Generators, device,
-                 progress: bool, init: torch.Tensor | None, strength: float, cond: dict) -> torch.Tensor:
-        """The model-space output of a batch: `steps` steps of the diffusion sampler `scheduler`."""
+                 progress: bool, init: torch.Tensor | None, strength: float, cond: dict, resample: int = 1
+                 ) -> torch.Tensor:
+        """The model-space output of a batch: `steps` steps of the diffusion sampler `scheduler`, each done
+        `resample` times (RePaint, for masked edits: cascade.diffusion.sampling.sample)."""
         return sampling.sample(denoiser, scheduler, shape, steps, generator=generators, device=device,
-                               progress=progress, init=init, strength=strength, **cond)
+                               progress=progress, init=init, strength=strength, resample=resample, **cond)
 
     def erf_inputs(self, config, size: int, generator: torch.Generator, device) -> dict:
         """Conditioning for measuring the ERF at size x size: random images for the `spatial`

@@ -125,7 +125,8 @@ class Regression(SR3):
         cond.update(self.batch_conditioning(config, batch, label_dropout, generators))
         return torch.nn.functional.mse_loss(self.predict(model, **cond).float(), target.float())
 
-    def generate(self, denoiser, scheduler, shape, steps, generators, device, progress, init, strength, cond):
+    def generate(self, denoiser, scheduler, shape, steps, generators, device, progress, init, strength, cond,
+                 resample=1):
         if init is not None:
             raise ValueError("a regression stage has no noise to edit from: init/strength (SDEdit) do not apply")
         out = self.predict(denoiser, **cond)

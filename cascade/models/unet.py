@@ -2,8 +2,11 @@
 
 Architecture (Ho et al. 2020; Saharia et al. 2021 "SR3"; Dhariwal & Nichol 2021 "ADM"): residual
 blocks whose GroupNorm is modulated by the conditioning embedding (scale-shift, ADM's "AdaGN"),
-multi-head self-attention at chosen resolutions, strided-conv downsampling, nearest+conv upsampling,
-skip connections from every encoder block to the decoder.
+multi-head self-attention at chosen resolutions (and in the middle block unless `mid_attention=False`),
+strided-conv downsampling, nearest+conv upsampling, skip connections from every encoder block to the
+decoder. `norm_groups=0` replaces every GroupNorm by a per-pixel LayerNorm over channels: with no
+attention either, nothing then depends on the image's extent, so a denoiser trained on crops sees the
+same statistics when it samples a whole picture (the one-shot scene stage, cascade.kinds.one_shot).
 
 Two layouts (`layout`):
 - "standard" (SR3 / ADM): each level's residual blocks run at that level's resolution, the first
@@ -79,6 +82,23 @@ def _groups(channels: int, wanted: int) -> int:
     return groups
 
 
+class PixelNorm(nn.Module):
+    """LayerNorm over the channels of each position (ConvNeXt's), with a scale and shift per channel: no
+    statistic crosses positions, so a crop and the whole picture are normalised alike (`norm_groups=0`)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, eps=1e-6).permute(0, 3, 1, 2)
+
+
+def norm(channels: int, groups: int) -> nn.Module:
+    """GroupNorm with `groups` groups (clamped to divide the channels), or PixelNorm for `groups` 0."""
+    return PixelNorm(channels) if groups == 0 else nn.GroupNorm(_groups(channels, groups), channels)
+
+
 def _zero(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -90,10 +110,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, groups: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin, groups), cin)
+        self.norm1 = norm(cin, groups)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * cout)
-        self.norm2 = nn.GroupNorm(_groups(cout, groups), cout)
+        self.norm2 = norm(cout, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
@@ -112,7 +132,7 @@ class Attention(nn.Module):
     def __init__(self, channels: int, head_channels: int, groups: int):
         super().__init__()
         self.heads = max(1, channels // head_channels)
-        self.norm = nn.GroupNorm(_groups(channels, groups), channels)
+        self.norm = norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = _zero(nn.Conv2d(channels, channels, 1))
 
@@ -160,6 +180,7 @@ class UNet(Model):
         num_labels: int = 0,
         label_embed_dim: int = 16,
         use_instances: bool = False,
+        mid_attention: bool = True,
     ):
         super().__init__()
         if layout not in LAYOUTS:
@@ -195,7 +216,7 @@ class UNet(Model):
                 res //= 2
 
         self.mid1 = ResBlock(cin, cin, emb_dim, dropout, norm_groups)
-        self.mid_attn = Attention(cin, head_channels, norm_groups)
+        self.mid_attn = Attention(cin, head_channels, norm_groups) if mid_attention else nn.Identity()
         self.mid2 = ResBlock(cin, cin, emb_dim, dropout, norm_groups)
 
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
@@ -211,7 +232,7 @@ class UNet(Model):
         # "efficient": the input convolution's output joins the decoder's in one full-resolution block
         self.out_block = ResBlock(cin + skips.pop(), ch, emb_dim, dropout, norm_groups) if efficient else None
         cin = ch if efficient else cin
-        self.norm_out = nn.GroupNorm(_groups(cin, norm_groups), cin)
+        self.norm_out = norm(cin, norm_groups)
         self.conv_out = _zero(nn.Conv2d(cin, out_channels, 3, padding=1))
 
     @property

@@ -38,6 +38,17 @@ def own_storage(module: nn.Module) -> nn.Module:
     return module
 
 
+def weights_hash(module: nn.Module, length: int = 16) -> str:
+    """A fingerprint of a module's weights: sha256 over every state-dict entry's name and bytes, hex, `length` digits."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:length]
+
+
 def misaligned(module: nn.Module) -> list[str]:
     """Names of parameters and buffers whose storage is not ALIGNMENT-aligned or not contiguous."""
     return [name for name, t in [*module.named_parameters(), *module.named_buffers()]

@@ -2,7 +2,8 @@
 
 Layout of `<output_dir>/checkpoints/step_00001000/`:
     model.safetensors, optimizer.bin   (Accelerate; the .bin file is read with weights_only=True)
-    ema.safetensors                 EMA weights (safetensors, not pickle)
+    ema.safetensors                 EMA weights (safetensors, not pickle); ema_NAME.safetensors: other averages
+                                    a run keeps (e.g. a distillation's target network)
     rng_state_<rank>.safetensors    each process's torch/CUDA/numpy/Python RNG states (cascade.diffusion.rng)
     data_state_<rank>.json          streamed data (cascade.data.streams): each process's partition positions
     trainer_state.json              {"step", "ema_updates", "batches_seen", "skipped_steps", "processes", "samples",
@@ -55,9 +56,9 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, step: int, batches_seen: int,
                     keep_last: int, skipped_steps: int = 0, data_state: dict | None = None, samples: int | None = None,
-                    warmup_samples: int | None = None) -> Path:
+                    warmup_samples: int | None = None, averages: dict[str, EMA] | None = None) -> Path:
     """Write checkpoint `step` crash-safe (every process must call this); `data_state` is this
-    process's position in a streamed dataset."""
+    process's position in a streamed dataset; `averages`: more EMAs of the weights (ema_NAME.safetensors)."""
     root = checkpoint_dir(output_dir)
     final = root / f"step_{step:08d}"
     tmp = root / f"step_{step:08d}.tmp"
@@ -73,10 +74,12 @@ def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, 
         (tmp / DATA_FILE.format(rank=rank)).write_text(json.dumps(data_state))
     accelerator.wait_for_everyone()  # every process's files are in place before the folder is renamed
     if accelerator.is_main_process:
-        weights = {k: v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()}
-        save_file(weights, str(tmp / "ema.safetensors"))
+        for name, average in {"": ema, **(averages or {})}.items():
+            weights = {k: v.detach().cpu().contiguous() for k, v in average.model.state_dict().items()}
+            save_file(weights, str(tmp / (f"ema_{name}.safetensors" if name else "ema.safetensors")))
         state = {"step": step, "ema_updates": ema.updates, "batches_seen": batches_seen, "skipped_steps": skipped_steps,
-                 "processes": accelerator.num_processes, "samples": samples, "warmup_samples": warmup_samples}
+                 "processes": accelerator.num_processes, "samples": samples, "warmup_samples": warmup_samples,
+                 "average_updates": {name: a.updates for name, a in (averages or {}).items()}}
         (tmp / STATE_FILE).write_text(json.dumps(state))
         fsync_tree(tmp)
         if final.exists():  # re-saving the same step (e.g. the final save after a periodic one)
@@ -90,7 +93,7 @@ def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, 
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path) -> dict:
+def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path, averages: dict[str, EMA] | None = None) -> dict:
     """Restore model, optimizer, LR schedule (Accelerate), the EMA and this process's RNG states;
     return the trainer state, with "data_states" (every process's streamed-data position) and, when
     the checkpoint was written by another number of processes, "processes_before"."""
@@ -114,6 +117,9 @@ def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path) -> dict:
     try:
         accelerator.load_state(str(path), load_kwargs={"weights_only": True})
         ema.model.load_state_dict(load_file(str(path / "ema.safetensors"), device=str(accelerator.device)))
+        for name, average in (averages or {}).items():
+            average.model.load_state_dict(load_file(str(path / f"ema_{name}.safetensors"), device=str(accelerator.device)))
+            average.updates = int(state["average_updates"][name])
         state["data_states"] = [json.loads(f.read_text()) for f in data_files if f.is_file()]
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise CheckpointError(f"{path}: cannot load checkpoint ({' '.join(str(e).split())[:300]})") from None

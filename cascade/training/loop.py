@@ -93,11 +93,14 @@ def warmup_factor(samples: int, warmup_samples: int) -> float:
 
 def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, dataloader,
         loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
-        preview_fn: Callable[[torch.nn.Module, int], Image.Image] | None = None, resume: bool = False) -> EMA:
+        preview_fn: Callable[[torch.nn.Module, int], Image.Image] | None = None, resume: bool = False,
+        averages: dict[str, EMA] | None = None) -> EMA:
     """Train `model` for `cfg.max_steps` optimizer steps; return the EMA (its `.model` is exported).
 
     `loss_fn(model, batch)` returns the scalar loss of one micro-batch. `preview_fn(ema_model, step)`
-    returns a PIL image saved as `samples/step_XXXXXXXX.png` (main process only).
+    returns a PIL image saved as `samples/step_XXXXXXXX.png` (main process only). `averages`: more EMAs of
+    the weights that the loss may read (a distillation's target network), updated after every step like
+    the exported one and kept in the checkpoints.
     """
     out = Path(cfg.output_dir)
     # --- optimizer (its learning rate is set before every step: `warmup_factor`)
@@ -112,7 +115,10 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
 
     # --- resume
     per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes  # samples an optimizer step consumes
-    progress = _resume(accelerator, ema, out, dataloader, cfg) if resume else Progress()
+    averages = averages or {}
+    for average in averages.values():
+        average.model.to(accelerator.device)
+    progress = _resume(accelerator, ema, out, dataloader, cfg, averages) if resume else Progress()
     if progress.warmup_samples is None:  # the warmup is fixed in samples by the run's first start
         progress.warmup_samples = cfg.warmup_steps * per_step
     if progress.step >= cfg.max_steps:
@@ -130,14 +136,14 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
                 continue
             # --- one optimizer step done (or skipped: it still counts, so the data order is unchanged)
             progress.samples += per_step
-            _after_step(accelerator, cfg, model, ema, loss, optimizer, progress, bar)
+            _after_step(accelerator, cfg, model, [ema, *averages.values()], loss, optimizer, progress, bar)
             last = progress.step == cfg.max_steps
             if (cfg.sample_every and progress.step % cfg.sample_every == 0) or last:
                 _preview(accelerator, preview_fn, ema, out, progress.step)
             if (cfg.save_every and progress.step % cfg.save_every == 0) or last:
                 save_checkpoint(accelerator, ema, out, progress.step, progress.batches_seen, cfg.keep_last,
                                 skipped_steps=progress.skipped, samples=progress.samples,
-                                warmup_samples=progress.warmup_samples,
+                                warmup_samples=progress.warmup_samples, averages=averages,
                                 data_state=dataloader.state_dict() if streamed else None)
             if last:
                 break
@@ -162,13 +168,13 @@ def _batches(accelerator: Accelerator, dataloader, progress: Progress):
         yield from accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
 
 
-def _resume(accelerator: Accelerator, ema: EMA, out: Path, dataloader, cfg: TrainConfig) -> Progress:
+def _resume(accelerator: Accelerator, ema: EMA, out: Path, dataloader, cfg: TrainConfig, averages: dict) -> Progress:
     """The progress of the newest complete checkpoint, restored (or a fresh start if there is none)."""
     path = latest_checkpoint(out)
     if path is None:
         accelerator.print(f"--resume: no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
         return Progress()
-    state = load_checkpoint(accelerator, ema, path)
+    state = load_checkpoint(accelerator, ema, path, averages)
     accelerator.print(f"resumed from {path} (step {state['step']})")
     batches_seen = state["batches_seen"]
     before, now = state.get("processes_before"), accelerator.num_processes
@@ -233,8 +239,9 @@ def _micro_step(accelerator, cfg: TrainConfig, model, optimizer, loss_fn, batch,
     return loss
 
 
-def _after_step(accelerator, cfg: TrainConfig, model, ema: EMA, loss, optimizer, progress: Progress, bar) -> None:
-    """Count the optimizer step, update the EMA (unless the step was skipped), log and advance the bar."""
+def _after_step(accelerator, cfg: TrainConfig, model, emas: list[EMA], loss, optimizer, progress: Progress,
+                bar) -> None:
+    """Count the optimizer step, update the EMAs (unless the step was skipped), log and advance the bar."""
     progress.step += 1
     if progress.bad_window:
         progress.skipped += 1
@@ -244,7 +251,8 @@ def _after_step(accelerator, cfg: TrainConfig, model, ema: EMA, loss, optimizer,
             raise TrainingError(f"step {progress.step}: {progress.skipped} steps skipped for non-finite losses "
                                 f"(train.max_skipped_steps={cfg.max_skipped_steps}); the run diverged")
     else:
-        ema.update(accelerator.unwrap_model(model))
+        for ema in emas:
+            ema.update(accelerator.unwrap_model(model))
     bar.update(1)
     if progress.step % cfg.log_every == 0 or progress.step == cfg.max_steps:
         loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()

@@ -3,6 +3,8 @@ photo at its scale (cascade.data.one_image), with one-line errors for a photo to
 
 from __future__ import annotations
 
+import math
+
 from PIL import Image
 
 from ..data.one_image import OneImageData, crop_side, one_image_data, scene_size
@@ -39,11 +41,15 @@ def training_stages(cfg, photo: Image.Image, name: str) -> list[tuple[str, objec
                            "previews": "picture", "picture": list(scene)}, photo)  # previews: the photo, then samples
     stages.append(("scene", scene_cfg, Scene(size=scene, positional=sc.scene.positional), data))
     side = sc.scene.long_side
+    aspect = long / min(W, H)
     for stage_name in ("coarse", "fine"):
         st = getattr(cfg, stage_name)
         side *= st.sr.scale
-        lo, hi = min(side * st.scales[0], long), min(side * st.scales[1], long)
         size = st.model.sample_size
+        # Square crops need the short side at least `size`: where the stage's scale would make it shorter (a wide
+        # or tall photo), the scales start where the short side allows one crop, up to the photo's own size.
+        lo = min(max(side * st.scales[0], math.ceil(size * aspect)), long)
+        hi = min(max(side * st.scales[1], lo), long)
         try:
             data = one_image_data({**common, "crop": [size, size], "long_sides": [lo, hi], "seed": st.train.seed,
                                    "previews": "crops", "count": st.sample.preview_per_class}, photo)

@@ -5,26 +5,29 @@ shared loop (cascade.training.loop), and the EMA model exported as a one-stage p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
 from accelerate import Accelerator
 
 from ..config.loading import load_config, to_dict
-from ..data import crops, paired, previews, sources, streams
+from ..data import sources
 from ..diffusion import schedule
 from ..errors import ConfigError
 from ..inference.pipeline import Pipeline
 from ..inference.stage import Stage
 from ..kinds.base import StageKind
 from ..models.unet import UNet
+from .examples import describe, stage_examples
 from .loop import fit, make_accelerator
 
 
-def parse_args(config_cls: type, doc: str, argv: list[str] | None = None):
-    """`--config FILE [key=value ...] [--resume]` -> (config, args)."""
+def parse_args(config_cls: type, doc: str, argv: list[str] | None = None, inputs: dict[str, str] | None = None):
+    """`[--INPUT VALUE ...] --config FILE [key=value ...] [--resume]` -> (config, args); `inputs`: more options
+    (name -> help), e.g. the one-shot script's `--image`."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, help in (inputs or {}).items():
+        parser.add_argument(name, help=help)
     parser.add_argument("--config", help="YAML preset, e.g. configs/base_photos.yaml (defaults if omitted)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override single keys, e.g. train.max_steps=200")
@@ -53,32 +56,12 @@ def train_stage(cfg, kind: StageKind, resume: bool = False, examples=None) -> No
     accelerator = make_accelerator(cfg.train, cfg)
 
     # --- data: random crops at the model's resolution, labels from the source (indexed, or streamed)
-    size, batch = cfg.model.sample_size, cfg.train.batch_size
-    if examples is not None:
-        loader, name, class_names, what = (examples.loader(batch, cfg.train.seed), examples.name, None,
-                                           examples.describe())
-    elif kind.uses_label_maps:  # pairs of an image and its label map (cascade.data.paired)
-        source = paired.load_pairs(cfg.data, cfg.model.num_labels, kind.ignore_id, kind.label_names)
-        loader = paired.make_loader(source, size, cfg.data, batch, cfg.train.seed)
-        name, class_names, what = source.name, None, f"{len(source)} label-map pairs from {source.name}"
-        if cfg.model.use_instances and not source.has_instances:
-            raise ConfigError(f"model.use_instances=true, but {source.name} has no instance maps (instances/); "
-                              "add them or set model.use_instances=false")
-        if not kind.label_names:
-            kind = dataclasses.replace(kind, label_names=tuple(source.label_names))
-    elif cfg.data.streaming:
-        loader = streams.make_loader(cfg.data, size, batch, cfg.train.seed, accelerator.process_index,
-                                     accelerator.num_processes, num_classes=cfg.model.num_classes)
-        name, class_names, what = loader.dataset.spec.name, loader.dataset.spec.class_names, loader.dataset.spec.describe()
-    else:
-        source = sources.load_source(cfg.data)
-        loader = crops.make_loader(source, size, cfg.data, batch, cfg.train.seed)
-        name, class_names, what = source.name, source.class_names, f"{len(source)} images from {source.name}"
-    sources.check_num_classes(name, class_names, cfg.model.num_classes)
-    inputs = f"; {size // kind.scale} px -> " if kind.takes_input else "; "
-    classes = (f"{cfg.model.num_labels} label IDs" if kind.uses_label_maps else
-               f"{len(class_names)} classes" if class_names is not None else "labels as stored")
-    accelerator.print(f"data: {what}, {classes}{inputs}{size} px {kind.name} stage")
+    size = cfg.model.sample_size
+    found = stage_examples(getattr(cfg, "data", None), cfg.model, kind, cfg.train.batch_size, cfg.train.seed,
+                           cfg.sample.preview_per_class, accelerator, examples)
+    kind, class_names = found.kind, found.class_names
+    sources.check_num_classes(found.name, class_names, cfg.model.num_classes)
+    accelerator.print(describe(found, cfg.model, size))
 
     # --- model and forward process
     model = UNet(**vars(cfg.model))
@@ -98,21 +81,17 @@ def train_stage(cfg, kind: StageKind, resume: bool = False, examples=None) -> No
         return kind.loss(model, model_config, noise_scheduler, batch, cfg.train.label_dropout)
 
     # --- previews from the EMA weights: the kind draws them (held-out crops for kinds with an input)
-    if examples is not None:
-        shown = examples.previews(cfg.sample.preview_per_class)
-    elif kind.uses_label_maps:  # held-out pairs: (label map | sample | truth)
-        shown = paired.held_out(cfg.data, cfg.model.num_labels, kind.ignore_id, size, cfg.sample.preview_per_class)
-    else:
-        shown = previews.fixed_crops(cfg.data, size, cfg.sample.preview_per_class) if kind.takes_input else None
-
     def preview_fn(ema_model, step):
         stage = Stage(ema_model, noise_scheduler, kind, cfg.sample, class_names)
-        return kind.preview(stage, shown, cfg.sample.preview_per_class)
+        return kind.preview(stage, found.shown, cfg.sample.preview_per_class)
 
     # --- train, then export the EMA weights as a one-stage pipeline
     started = time.perf_counter()
-    ema = fit(accelerator, cfg.train, model, loader, loss_fn, preview_fn, resume=resume)
-    origin = {"trained": {"steps": cfg.train.max_steps, "data": what, "seconds": round(time.perf_counter() - started, 1),
-                          "processes": accelerator.num_processes, "config": to_dict(cfg)}}  # seconds: this run's
+    ema = fit(accelerator, cfg.train, model, found.loader, loss_fn, preview_fn, resume=resume)
+    seconds = round(time.perf_counter() - started, 1)  # this run's (a resumed run: since the resume)
+    origin = {"trained": {"steps": cfg.train.max_steps, "data": found.what, "seconds": seconds,
+                          "processes": accelerator.num_processes, "config": to_dict(cfg)}}
+    if found.recipe:  # examples built from one photo: how to build them again (e.g. to distil this stage)
+        origin["trained"]["recipe"] = found.recipe
     export_stage(accelerator, Stage(ema.model, noise_scheduler, kind, cfg.sample, class_names, origin),
                  cfg.train.output_dir)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ...errors import CascadeError, DataError
 from ...io.images import pad_to_multiple, signed_to_uint8, user_images_to_signed
+from ...models.weights import weights_hash
 from ..pipeline import input_multiple
 from .engine import Processes, StreamedStage, history_copies
 from .files import check_writable, write_bands
@@ -81,7 +82,7 @@ def upscale_to_file(pipe, image, path: str | Path, *, seed: int = 0, start_at: i
         source = streamed[-1].geo.size
     record = {"input": hashlib.sha256(memoryview(x.numpy())).hexdigest(), "seed": seed, "size": [out_w, out_h],
               "tile_size": tile_size, "overlap": overlap, "tile_batch": tile_batch,
-              "stages": [{"kind": s.kind.to_dict(), "settings": asdict(st.settings), "weights": _weights_hash(s)}
+              "stages": [{"kind": s.kind.to_dict(), "settings": asdict(st.settings), "weights": weights_hash(s.unet)}
                          for s, st in zip(stages, streamed)]}
     record = json.loads(json.dumps(record))  # as progress.json holds it (tuples are lists)
 
@@ -134,14 +135,6 @@ def _input(image, scale: int, size) -> torch.Tensor:
         return x
     return F.interpolate(x.double(), size=(height // scale, width // scale), mode="bicubic", antialias=True,
                          align_corners=False).clamp(-1, 1).float()
-
-
-def _weights_hash(stage) -> str:
-    digest = hashlib.sha256()
-    for name, value in stage.unet.state_dict().items():
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _state_root(state_dir, resume: bool, record: dict, path, streamed, storage: str):

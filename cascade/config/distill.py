@@ -1,0 +1,49 @@
+"""The config of `train/distill.py`: a trained stage (or every stage of a pipeline) distilled into a few-step
+student (cascade.training.distill). The student's network, schedule, kind and data are the teacher's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from .checks import check
+from .sections import DataConfig, TrainConfig
+
+
+@dataclass
+class DistillSection:
+    """How the student learns (cascade.training.distill) and how it samples."""
+
+    method: Literal["consistency"] = "consistency"  # consistency distillation in the latent-consistency-model form (LCM)
+    target: Literal["teacher", "data"] = "teacher"  # teacher: one DDIM step of the teacher on the 50-point grid; data: the clean example noised again with the same noise (consistency training, ECT-style)
+    huber_c: float = 0.001  # pseudo-Huber loss sqrt(d^2 + c^2) - c on [-1, 1] pixels (LCM's constant)
+    eta: float = 1.0  # target teacher: DDIM's eta of the teacher's step (0: the ODE, LCM's; 1: ancestral, measured best for the demo SR stage: docs/distillation.md)
+    target_decay: float = 0.95  # the target network: LCM's EMA of the student's weights (a network of its own, never the exported EMA); 0: the student itself under stop-gradient (measured unstable here: docs/distillation.md)
+    guidance_scale: Optional[float] = None  # the teacher's classifier-free guidance baked into the student (None: the teacher's sampling default; 1: none)
+    sampler: Literal["lcm", "tcd"] = "lcm"  # the student's sampler (its other sampling defaults are the teacher's)
+    steps: int = 4  # the student's network evaluations per image
+
+    def validate(self) -> None:
+        check(self.huber_c > 0, "huber_c", self.huber_c, "must be > 0")
+        check(0 <= self.target_decay < 1, "target_decay", self.target_decay, "must be in [0, 1)")
+        check(0 <= self.eta <= 1, "eta", self.eta, "must be in [0, 1]")
+        check(self.guidance_scale is None or self.guidance_scale >= 0, "guidance_scale", self.guidance_scale,
+              "must be >= 0 or null")
+        check(1 <= self.steps <= 50, "steps", self.steps, "must be in [1, 50] (the distillation grid has 50 points)")
+
+
+@dataclass
+class DistillConfig:
+    """Everything `train/distill.py` needs."""
+
+    teacher: Optional[str] = None  # the teacher: a pipeline folder or a Hub id (or --teacher)
+    stages: Optional[list[int]] = None  # the teacher's stages to distil (None: all; the others are kept as they are)
+    distill: DistillSection = field(default_factory=DistillSection)
+    data: Optional[DataConfig] = None  # null: each stage's own training data, as its stage.json records it
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        output_dir="", batch_size=16, max_steps=1000, lr=1e-4, warmup_steps=50, ema_decay=0.995, label_dropout=0.0,
+        sample_every=500, save_every=500))  # output_dir "": runs/<teacher>_distilled
+
+    def validate(self) -> None:
+        check(self.stages is None or (len(self.stages) > 0 and all(i >= 0 for i in self.stages)), "stages",
+              self.stages, "must be null or a non-empty list of stage indices")

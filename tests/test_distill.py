@@ -1,0 +1,248 @@
+"""Few-step students (cascade.training.distill, train/distill.py): the grid and scalings are LCMScheduler's, the
+student predicts v, the target is the student's own weights under stop-gradient, every kind distils, a killed
+run resumes exactly, and a student samples through every path a stage does (tiles, streaming, consistency,
+SDEdit, the command line)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler, LCMScheduler
+from PIL import Image
+
+from cascade import Pipeline, upscale_to_file
+from cascade.diffusion.sampling import make_sampler
+from cascade.inference.stage import Tiling
+from cascade.training.distill import (GRID_POINTS, ConsistencyDistillation, boundary_scalings, clean_estimate, grid,
+                                      student_schedule)
+from conftest import run, run_in_process, run_together, tiny_stage
+
+
+def test_the_grid_is_exactly_the_timesteps_lcm_samples():
+    scheduler = LCMScheduler(beta_schedule="squaredcos_cap_v2")
+    sampled = set()
+    for steps in range(1, GRID_POINTS + 1):
+        scheduler.set_timesteps(steps)
+        sampled |= set(scheduler.timesteps.tolist())
+    assert sampled == set(grid(1000).tolist())  # every step count samples the grid, and 50 samples all of it
+    assert grid(1000)[0] == 19 and grid(1000)[-1] == 999 and len(grid(1000)) == 50
+
+
+def test_boundary_scalings_are_lcm_schedulers():
+    scheduler = LCMScheduler()
+    for t in [0, 19, 259, 999]:
+        c_skip, c_out = boundary_scalings(torch.tensor([t]))
+        assert (c_skip.item(), c_out.item()) == pytest.approx(scheduler.get_scalings_for_boundary_condition_discrete(t))
+    assert boundary_scalings(torch.tensor([0])) == (1.0, 0.0)  # f is the identity at t = 0
+
+
+def test_the_student_predicts_v_because_an_epsilon_estimate_explodes_at_the_last_step():
+    teacher = tiny_stage(16, scale=2)
+    eps_teacher = type(teacher)(teacher.unet, DDPMScheduler(beta_schedule="squaredcos_cap_v2",
+                                                            prediction_type="epsilon"), teacher.kind)
+    assert student_schedule(eps_teacher).config.prediction_type == "v_prediction"
+    assert student_schedule(teacher).config.prediction_type == "v_prediction"
+    abar = eps_teacher.noise_scheduler.alphas_cumprod[999:].double()  # ~2e-9 on the cosine schedule
+    x, error = torch.randn(1, 3, 8, 8), 0.01 * torch.randn(1, 3, 8, 8)
+    def x0_error(kind):
+        return (clean_estimate(error, x, abar, kind) - clean_estimate(torch.zeros_like(x), x, abar, kind)).abs().max()
+    assert x0_error("v_prediction") <= error.abs().max() * 1.0001  # bounded by the prediction's own error
+    assert x0_error("epsilon") > 100 * error.abs().max()  # amplified 1 / sqrt(abar) ~ 2e4
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_the_teachers_step_is_diffusers_ddim_step(eta):
+    from diffusers import DDIMScheduler
+
+    from cascade.diffusion import rng
+
+    teacher = tiny_stage(16, scale=2)  # v-prediction, cosine schedule, x0 clipped (not a residual)
+    objective = ConsistencyDistillation(teacher, teacher.unet.config, "v_prediction", eta=eta)
+    x_t, t = torch.randn(2, 3, 16, 16), torch.tensor([999, 259])
+    cond = {"cond_image": torch.randn(2, 3, 16, 16), "aug_level": torch.zeros(2)}
+    got = objective.teacher_step(x_t, t, t - 20, cond, rng.example_generators(torch.tensor([5, 6])))
+    noise = rng.randn(x_t.shape, rng.example_generators(torch.tensor([5, 6])))
+    ddim = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=True)
+    ddim.set_timesteps(50)  # a step from t goes to t - 1000 / 50
+    for i in range(2):
+        v = teacher.unet(x_t[i:i + 1], t[i:i + 1], **{k: c[i:i + 1] for k, c in cond.items()})
+        want = ddim.step(v, int(t[i]), x_t[i:i + 1], eta=eta, variance_noise=noise[i:i + 1]).prev_sample
+        assert torch.allclose(got[i:i + 1], want, atol=1e-5), (eta, i)
+
+
+@pytest.mark.parametrize("target", ["teacher", "data"])
+def test_the_target_is_the_students_own_weights_under_stop_gradient(target):
+    """The loss's gradient is that of pseudo-Huber(f(x_t, t) - T), where T is f at the grid point below computed
+    with a detached copy of the same weights: the target network is the student itself under stop-gradient, not
+    its EMA (a copy that lags behind gives another loss)."""
+    import copy
+
+    from cascade.diffusion import rng
+
+    teacher = tiny_stage(16, scale=2)
+    student = copy.deepcopy(teacher.unet)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    objective = ConsistencyDistillation(teacher, student.config, "v_prediction", target, huber_c=0.001)
+    batch = {"image": torch.rand(2, 3, 16, 16) * 2 - 1, "label": torch.zeros(2, dtype=torch.long), "seed": torch.tensor([3, 4])}
+
+    def reference_loss(target_net):
+        """The same draws (per-example generators), the target from `target_net`, detached."""
+        generators = rng.example_generators(batch["seed"])
+        x0, cond = objective.kind.training_inputs(student.config, batch["image"], objective.alphas_cumprod.float(),
+                                                  generators)
+        t = objective.grid[rng.randint(GRID_POINTS, 2, generators)]
+        t_prev = (t - 20).clamp(min=0)
+        noise = rng.randn(x0.shape, generators)
+        a, a_prev = (objective.alphas_cumprod[s].view(-1, 1, 1, 1).float() for s in (t, t_prev))
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        with torch.no_grad():
+            if target == "data":
+                x_prev = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * noise
+            else:  # one DDIM step of the (v-prediction, unguided) teacher
+                x0_t = (a.sqrt() * x_t - (1 - a).sqrt() * teacher.unet(x_t, t, **cond)).clamp(-1, 1)
+                x_prev = a_prev.sqrt() * x0_t + (1 - a_prev).sqrt() * (x_t - a.sqrt() * x0_t) / (1 - a).sqrt()
+            frozen = objective.consistency(target_net, x_prev, t_prev, cond)
+        d = objective.consistency(student, x_t, t, cond) - frozen
+        return ((d ** 2 + 1e-6).sqrt() - 1e-3).mean()
+
+    objective.loss(student, batch).backward()
+    got = [p.grad.clone() for p in student.parameters()]
+    student.zero_grad()
+    expected = reference_loss(copy.deepcopy(student))
+    expected.backward()
+    assert objective.loss(student, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    for a, b in zip(got, (p.grad for p in student.parameters())):
+        assert torch.allclose(a, b, atol=1e-8, rtol=1e-4)
+    lagging = copy.deepcopy(teacher.unet)  # e.g. an EMA still near the teacher
+    assert abs(reference_loss(lagging).item() - expected.item()) > 1e-4 * expected.item()
+    # with a target network of its own (LCM's EMA), the target comes from it, and still no gradient reaches it
+    objective.target_net = lagging
+    student.zero_grad()
+    assert objective.loss(student, batch).item() == pytest.approx(reference_loss(lagging).item(), rel=1e-5)
+
+
+def test_a_guided_base_stage_distils_with_its_guidance_baked_in_and_a_killed_run_resumes_exactly(tmp_path):
+    """train/distill.py on a tiny class-conditional teacher: the student samples unguided (1 evaluation per
+    step) and records its teacher; killed after its step-3 checkpoint and resumed, it ends with the weights of
+    the uninterrupted run."""
+    from test_cli import assert_same_weights, final_weights
+
+    run("train/base.py", "--config", "configs/base_tiny.yaml", "train.max_steps=3", "sample.guidance_scale=1.5",
+        f"train.output_dir={tmp_path / 'teacher'}")
+    common = ["train/distill.py", "--teacher", tmp_path / "teacher" / "pipeline", "train.batch_size=4",
+              "train.save_every=3", "train.sample_every=3", "train.max_steps=6"]
+    straight, killed = run_together([*common, f"train.output_dir={tmp_path / 'straight'}"],
+                                    ["tests/inject.py", "kill-after-save", 3, *common,
+                                     f"train.output_dir={tmp_path / 'killed'}"], check=False)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed, = run_together([*common, f"train.output_dir={tmp_path / 'killed'}", "--resume"])
+    assert "(step 3)" in resumed.stdout + resumed.stderr
+    assert_same_weights(final_weights(tmp_path / "straight", 6), final_weights(tmp_path / "killed", 6),
+                        "after SIGKILL and --resume of a distillation")
+    from safetensors.torch import load_file
+
+    step6 = tmp_path / "killed" / "checkpoints" / "step_00000006"
+    target, exported = load_file(step6 / "ema_target.safetensors"), load_file(step6 / "ema.safetensors")
+    straight_target = load_file(tmp_path / "straight" / "checkpoints" / "step_00000006" / "ema_target.safetensors")
+    assert all(torch.equal(target[k], straight_target[k]) for k in target)  # the target network resumed exactly too
+    assert any(not torch.equal(target[k], exported[k]) for k in target)  # ... and it is not the exported EMA
+    student = Pipeline.from_pretrained(tmp_path / "straight" / "pipeline").stages[0]
+    record = json.loads((tmp_path / "straight" / "pipeline" / "stage_0" / "stage.json").read_text())
+    assert student.defaults.sampler == "lcm" and student.defaults.steps == 4 and student.defaults.guidance_scale == 1
+    assert record["origin"]["distilled"]["guidance_scale"] == 1.5 and record["origin"]["trained"]["steps"] == 3
+    assert student.network_evaluations() == 4  # the teacher's 2 x its steps: guidance costs nothing now
+    images = student.sample(class_labels=[0, 1], seed=0, progress=False)
+    assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+
+
+@pytest.fixture(scope="module")
+def sr_student(tmp_path_factory):
+    """A tiny SR3 teacher (residual, the demo's kind of stage) and its student, 4 steps each."""
+    folder = tmp_path_factory.mktemp("distil")
+    run_in_process("train/sr3.py", "--config", "configs/sr3_tiny.yaml", "train.max_steps=4", "sr.residual=true",
+                   "sample.consistent=true", f"train.output_dir={folder / 'teacher'}")
+    run_in_process("train/distill.py", "--teacher", folder / "teacher" / "pipeline", "distill.target=data",
+                   "train.max_steps=4", "train.batch_size=4", f"train.output_dir={folder / 'student'}")
+    return folder
+
+
+def test_a_student_samples_through_every_path_a_stage_does(sr_student, tmp_path):
+    pipe = Pipeline.from_pretrained(sr_student / "student" / "pipeline")
+    stage = pipe.stages[0]
+    assert stage.kind.residual and stage.defaults.consistent and stage.defaults.sampler == "lcm"
+    low = torch.rand(2, 3, 12, 20) * 2 - 1
+    whole = stage.sample(low, seed=0, progress=False)
+    assert whole.shape == (2, 3, 24, 40)
+    from cascade.diffusion.resize import downsample
+
+    assert (downsample(whole.double(), 2) - low.double()).abs().max() < 1e-5  # exact consistency, as the teacher's
+    tiled = stage.sample(low, seed=0, tiling=Tiling(16, overlap=4), progress=False)
+    assert tiled.shape == whole.shape and torch.isfinite(tiled).all()
+    edited = stage.sample(low, seed=0, init=whole, strength=0.0, progress=False)
+    assert torch.allclose(edited, whole, atol=1e-5)  # SDEdit at strength 0 returns its init
+    for steps in (1, 2, 8):
+        assert stage.sample(low, seed=0, settings={"steps": steps}, progress=False).shape == whole.shape
+    photo = Image.fromarray((np.random.default_rng(0).random((20, 28, 3)) * 255).astype(np.uint8))
+    report = upscale_to_file(pipe, photo, tmp_path / "big.png", tile_size=16, progress=False)
+    assert report["size"] == [56, 40] and Image.open(tmp_path / "big.png").size == (56, 40)
+    photo.save(tmp_path / "in.png")
+    run_in_process("-m", "cascade", "upscale", tmp_path / "in.png", tmp_path / "out.png", "--pipeline",
+                   sr_student / "student" / "pipeline")
+    assert Image.open(tmp_path / "out.png").size == (56, 40)
+    proc = run_in_process("-m", "cascade", "info", sr_student / "student" / "pipeline")
+    assert "lcm x4" in proc.stdout and "distilled (consistency, target data, 4 iterations)" in proc.stdout
+
+
+def test_a_one_shot_cascade_distils_every_stage(tmp_path):
+    """train/distill.py on a tiny one-shot cascade: each stage rebuilds its photo's crops from its recipe, and the
+    student cascade generates at any size, as its teacher does."""
+    from test_one_shot import TINY, photo
+
+    from cascade.inference import one_shot
+
+    image = photo(tmp_path / "coffee.png")
+    run_in_process("train/one_shot.py", "--image", image, f"output_dir={tmp_path / 'teacher'}", *TINY)
+    run_in_process("train/distill.py", "--teacher", tmp_path / "teacher" / "pipeline", "train.max_steps=2",
+                   "train.batch_size=2", f"train.output_dir={tmp_path / 'student'}")
+    student = Pipeline.from_pretrained(tmp_path / "student" / "pipeline")
+    assert [s.kind.name for s in student.stages] == ["scene", "one_shot_sr3", "one_shot_sr3"]
+    assert all(s.defaults.sampler == "lcm" and "distilled" in s.origin for s in student.stages)
+    assert (tmp_path / "student" / "pipeline" / "one_shot.json").is_file()
+    assert one_shot.generate(student, (60, 40), seed=0, progress=False).size == (60, 40)
+
+
+def test_a_teacher_without_a_recorded_data_source_needs_one(tmp_path):
+    teacher = tiny_stage(16, scale=2)
+    Pipeline([teacher]).save_pretrained(tmp_path / "old")
+    proc = run_in_process("train/distill.py", "--teacher", tmp_path / "old", f"train.output_dir={tmp_path / 's'}",
+                          check=False)
+    assert proc.returncode == 2 and "the teacher records no training data" in proc.stderr.strip().splitlines()[-1]
+    sampler = make_sampler("lcm", teacher.noise_scheduler.config)
+    sampler.set_timesteps(4)
+    assert sampler.timesteps.tolist() == [999, 759, 499, 259]
+
+
+def test_bench_distill_writes_every_row_for_each_seed_and_merges_reruns(sr_student, tmp_path):
+    teacher, student = sr_student / "teacher" / "pipeline", sr_student / "student" / "pipeline"
+    common = ["eval/bench_distill.py", "--teacher", teacher, "--student", f"s={student}", "--regression", teacher,
+              "--num", "2", "--seeds", "0", "1", "--nfe", "1", "--diversity-crops", "2", "--batch-size", "2",
+              "--reference-steps", "0", "--out", tmp_path / "sr"]
+    run_in_process(*common)
+    report = json.loads((tmp_path / "sr.json").read_text())
+    defaults = Pipeline.from_pretrained(teacher).stages[0].defaults
+    preset = f"teacher preset ({defaults.sampler} {defaults.steps})"
+    rows = [preset, "teacher ddim 1", "teacher dpm++ 1", "teacher lcm 1", "student s 1", "regression", "bicubic"]
+    for seed in ("0", "1"):
+        got = report["rows"]["runs"][seed]
+        assert list(got) == rows
+        assert got[preset]["diversity"] == 1 and got["bicubic"]["diversity"] == 0 and got["student s 1"]["nfe"] == 1
+    assert (tmp_path / "sr.png").is_file() and "± " in (tmp_path / "sr.md").read_text()
+    before = report["rows"]["runs"]["0"]["teacher ddim 1"]
+    run_in_process(*common, "--rows", "student s 1")  # one row again: the others are kept, the row reproduced
+    again = json.loads((tmp_path / "sr.json").read_text())["rows"]["runs"]
+    assert list(again["0"]) == rows and again["0"]["teacher ddim 1"] == before
+    assert again["1"]["student s 1"]["psnr_y"] == report["rows"]["runs"]["1"]["student s 1"]["psnr_y"]
