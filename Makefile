@@ -74,7 +74,7 @@ $(DISTILL)/%/pipeline/cascade.json: $(TEACHER)/cascade.json
 
 bench-distill: $(foreach s,eta0 eta0.5 eta1 regression,$(DISTILL)/$(s)/pipeline/cascade.json)
 	$(PY) eval/bench_distill.py --teacher $(TEACHER) $(foreach s,eta0 eta0.5 eta1,--student $(s)=$(DISTILL)/$(s)/pipeline) \
-		--regression $(DISTILL)/regression/pipeline --num 128 --seeds 0 1 --out docs/distill/sr
+		--regression $(DISTILL)/regression/pipeline --reference-steps 0 --num 128 --seeds 0 1 --out docs/distill/sr
 
 # The papers' findings at the demo's scale (docs/studies.md): one run per variant under runs/study/,
 # each trained once (make skips variants whose pipeline exists), then eval/bench_studies.py.

@@ -172,8 +172,10 @@ def main(argv=None):
     # --rows: merged into the rows of OUT.json as it is now (read at the end: runs of other rows may run meanwhile)
     previous = json.loads(saved.read_text())["rows"]["runs"] if args.rows and saved.is_file() else {}
     for seed in runs:
-        merged = {**previous.get(seed, {}), **runs[seed]}
-        runs[seed] = {name: merged[name] for name in rows if name in merged}
+        merged = {**previous.get(seed, {}), **runs[seed]}  # rows of students not named this time are kept, last
+        runs[seed] = {name: merged[name] for name in [*rows, *(n for n in merged if n not in rows)] if name in merged}
+    for seed, seed_rows in previous.items():  # seeds not run this time are kept as they were
+        runs.setdefault(seed, seed_rows)
     preset = next(iter(rows))
     for seed_rows in runs.values():  # diversity relative to the teacher preset's per-pixel std
         for row in seed_rows.values():

@@ -16,13 +16,14 @@ def write(tmp_path, text):
 def test_every_preset_loads_with_the_values_its_file_gives(name):
     import yaml
 
+    from cascade.config.distill import DistillConfig
     from cascade.config.loading import to_dict
     from cascade.config.one_shot import OneShotConfig
     from cascade.config.stages import LabelStageConfig, SR3StageConfig
 
     path = ROOT / "configs" / name
-    kind = {"sr3": SR3StageConfig, "labels": LabelStageConfig, "one": OneShotConfig}.get(name.split("_")[0],
-                                                                                          BaseStageConfig)
+    kind = {"sr3": SR3StageConfig, "labels": LabelStageConfig, "one": OneShotConfig,
+            "distill": DistillConfig}.get(name.split("_")[0], BaseStageConfig)
     cfg = load_config(kind, path)
 
     def same(given, loaded, where):  # every key the file sets arrives unchanged (numbers as numbers)

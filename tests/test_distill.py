@@ -74,8 +74,8 @@ def test_the_teachers_step_is_diffusers_ddim_step(eta):
 @pytest.mark.parametrize("target", ["teacher", "data"])
 def test_the_target_is_the_students_own_weights_under_stop_gradient(target):
     """The loss's gradient is that of pseudo-Huber(f(x_t, t) - T), where T is f at the grid point below computed
-    with a detached copy of the same weights: the target network is the student itself under stop-gradient, not
-    its EMA (a copy that lags behind gives another loss)."""
+    with a detached network: the student itself under stop-gradient (`target_decay=0`), or a target network of its
+    own (LCM's EMA, the default), which gives another loss and receives no gradient."""
     import copy
 
     from cascade.diffusion import rng
@@ -226,23 +226,35 @@ def test_a_teacher_without_a_recorded_data_source_needs_one(tmp_path):
     assert sampler.timesteps.tolist() == [999, 759, 499, 259]
 
 
-def test_bench_distill_writes_every_row_for_each_seed_and_merges_reruns(sr_student, tmp_path):
+def test_bench_distill_writes_every_row_and_merges_other_rows_and_seeds(sr_student, tmp_path):
     teacher, student = sr_student / "teacher" / "pipeline", sr_student / "student" / "pipeline"
     common = ["eval/bench_distill.py", "--teacher", teacher, "--student", f"s={student}", "--regression", teacher,
-              "--num", "2", "--seeds", "0", "1", "--nfe", "1", "--diversity-crops", "2", "--batch-size", "2",
-              "--reference-steps", "0", "--out", tmp_path / "sr"]
-    run_in_process(*common)
-    report = json.loads((tmp_path / "sr.json").read_text())
+              "--num", "2", "--nfe", "1", "--diversity-crops", "2", "--batch-size", "2", "--reference-steps", "0",
+              "--out", tmp_path / "sr"]
     defaults = Pipeline.from_pretrained(teacher).stages[0].defaults
     preset = f"teacher preset ({defaults.sampler} {defaults.steps})"
-    rows = [preset, "teacher ddim 1", "teacher dpm++ 1", "teacher lcm 1", "student s 1", "regression", "bicubic"]
-    for seed in ("0", "1"):
-        got = report["rows"]["runs"][seed]
-        assert list(got) == rows
-        assert got[preset]["diversity"] == 1 and got["bicubic"]["diversity"] == 0 and got["student s 1"]["nfe"] == 1
-    assert (tmp_path / "sr.png").is_file() and "± " in (tmp_path / "sr.md").read_text()
-    before = report["rows"]["runs"]["0"]["teacher ddim 1"]
-    run_in_process(*common, "--rows", "student s 1")  # one row again: the others are kept, the row reproduced
+    rows = [preset, "teacher ddim 1", "student s 1", "regression", "bicubic"]  # of every row: the kinds of row
+    run_in_process(*common, "--seeds", "0", "--rows", *rows)
+    first = json.loads((tmp_path / "sr.json").read_text())["rows"]["runs"]
+    assert list(first["0"]) == rows
+    got = first["0"]
+    assert got[preset]["diversity"] == 1 and got["bicubic"]["diversity"] == 0 and got["student s 1"]["nfe"] == 1
+    assert (tmp_path / "sr.png").is_file() and "| student s 1 | 1 |" in (tmp_path / "sr.md").read_text()
+    # two rows on two seeds, the student under another name: merged, every earlier row kept (student s too)
+    run_in_process(*common[:4], f"t={student}", *common[5:], "--seeds", "0", "1", "--rows", preset, "teacher ddim 1")
     again = json.loads((tmp_path / "sr.json").read_text())["rows"]["runs"]
-    assert list(again["0"]) == rows and again["0"]["teacher ddim 1"] == before
-    assert again["1"]["student s 1"]["psnr_y"] == report["rows"]["runs"]["1"]["student s 1"]["psnr_y"]
+    assert list(again["0"]) == [r for r in rows if r != "student s 1"] + ["student s 1"]  # not named: kept, last
+    assert again["0"]["student s 1"] == first["0"]["student s 1"]
+    assert again["0"]["teacher ddim 1"]["psnr_y"] == first["0"]["teacher ddim 1"]["psnr_y"]  # reproduced
+    assert list(again["1"]) == [preset, "teacher ddim 1"]
+
+
+def test_a_regression_teacher_is_refused(tmp_path):
+    teacher = tiny_stage(16, scale=2)
+    from cascade.kinds.sr3 import Regression
+
+    regression = type(teacher)(teacher.unet, teacher.noise_scheduler, Regression(scale=2))
+    Pipeline([regression]).save_pretrained(tmp_path / "reg")
+    proc = run_in_process("train/distill.py", "--teacher", tmp_path / "reg", f"train.output_dir={tmp_path / 's'}",
+                          check=False)
+    assert proc.returncode == 2 and "nothing to distil" in proc.stderr.strip().splitlines()[-1]

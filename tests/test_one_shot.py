@@ -352,8 +352,16 @@ def test_harmonize_is_a_low_strength_feathered_edit_of_every_scale(trained):
     assert weight[mask == 1].min() == 1 and weight.max() == 1 and weight[0, 0] == 0
     band = (weight > 0) & (weight < 1)
     assert band.any() and (mask[band] == 0).all()  # the soft edge lies outside the object, within 4 px of it
-    far = weight == 0
-    assert np.array_equal(out[far], np.asarray(picture).astype(int)[far])  # beyond the feather: the picture exactly
+    far, kept = weight == 0, np.asarray(picture).astype(int)
+    assert np.array_equal(out[far], kept[far])  # beyond the feather: the picture exactly
+    assert np.abs(out[band] - kept[band]).mean() > 0.5  # the band was redrawn and blended, not kept
+    sharp = np.asarray(edit(pipe, picture, 0.3, mask=mask, seed=2, progress=False)).astype(int)
+    assert np.array_equal(sharp[mask == 0], kept[mask == 0])  # without feather: everything outside kept
+    for bad in ({"stages": 0}, {"feather": -1}, {"resample": 0}):
+        with pytest.raises(ValueError, match="must be"):
+            edit(pipe, picture, 0.3, mask=mask, progress=False, **bad)
+    with pytest.raises(ValueError, match="give a mask"):
+        edit(pipe, picture, 0.3, feather=4, progress=False)
 
 
 def test_edge_ratio_is_one_for_the_photo_and_grows_with_a_seam():

@@ -48,6 +48,12 @@ def run(args) -> None:
     feather = args.feather if args.feather is not None else (4 if args.harmonize else 0)
     if args.resample < 1:
         raise CascadeError(f"--resample {args.resample}: must be >= 1")
+    if args.stages is not None and args.stages < 1:
+        raise CascadeError(f"--stages {args.stages}: must be >= 1 (the finest stages that redraw)")
+    if feather < 0:
+        raise CascadeError(f"--feather {feather}: must be >= 0 px")
+    if not args.mask and (feather > 0 or args.resample > 1):
+        raise CascadeError("--feather and --resample act on a masked edit: give --mask")
     if not 0.0 <= args.strength <= 1.0:
         raise CascadeError(f"--strength {args.strength}: must be in [0, 1] (0 keeps the image, 1 redraws it)")
     pipe = one_shot_pipeline(args)

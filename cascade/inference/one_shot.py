@@ -169,10 +169,17 @@ def edit(pipe: Pipeline, image, strength: float, mask=None, seed: int = 0, margi
     image at its scale at every step (the mask shrunk to each scale keeps every masked pixel: the region is
     the same at every scale), and `resample` > 1 repeats each step RePaint-style so the new pixels agree
     with the kept ones (the stages then sample with DDPM at their step count). Without `feather` the output
-    equals `image` outside the mask exactly; `feather` px blends the edit into the image over a soft edge.
+    equals `image` outside the mask exactly; with it the stages also redraw a band `feather` px wide around
+    the mask, blended into the image with weights falling from 1 at the mask to 0 at the band's edge.
     `harmonize` is the edit for a pasted object."""
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength={strength}: must be in [0, 1]")
+    if stages is not None and int(stages) < 1:
+        raise ValueError(f"stages={stages}: must be >= 1 (the finest stages that redraw) or None for all")
+    if feather < 0 or resample < 1:
+        raise ValueError(f"feather={feather}, resample={resample}: feather must be >= 0 and resample >= 1")
+    if mask is None and (feather > 0 or resample > 1):
+        raise ValueError("feather and resample act on a masked edit: give a mask")
     x = torch.cat(user_images_to_signed(image))[:1]  # [1 x 3 x H x W] in [-1, 1]
     h, w = x.shape[-2:]
     p = plan(pipe, (w, h))
@@ -188,6 +195,7 @@ def edit(pipe: Pipeline, image, strength: float, mask=None, seed: int = 0, margi
             raise ValueError(f"mask is {region.shape[-1]}x{region.shape[-2]}, the image {w}x{h}")
         region = pad(dilate(region, margin).float(), "constant").bool()
     x = pad(x)
+    redrawn = None if region is None else dilate(region, feather)  # the band the blend reaches is redrawn too
     chain = [p.scene_stage, *p.upsamplers]
     first = 0 if stages is None else max(0, len(chain) - int(stages))
     factors = [math.prod(s.kind.scale for s in p.upsamplers[i:]) for i in range(len(chain))]
@@ -199,7 +207,7 @@ def edit(pipe: Pipeline, image, strength: float, mask=None, seed: int = 0, margi
         if i < first:  # a coarser scale than the edit's: the image as it is
             out = level
             continue
-        keep = None if region is None else (level, shrink_mask(region, tuple(level.shape[-2:])))
+        keep = None if region is None else (level, shrink_mask(redrawn, tuple(level.shape[-2:])))
         if i == 0:
             out = stage.sample(num_images=1, seed=seed, size=p.scene, init=level, strength=strength, keep=keep,
                                settings=settings, progress=progress)

@@ -78,7 +78,8 @@ def sifid_network(path: str | None = None, device: str | torch.device = "cpu"):
         if not wanted:
             raise ValueError(f"{found[0]}: no Inception-v3 layers ({', '.join(LAYERS)}) in it")
         model = FIDInceptionV3()
-        missing = [k for k in model.state_dict() if k.split(".")[0] in LAYERS and k not in wanted]
+        missing = [k for k in model.state_dict() if k.split(".")[0] in LAYERS and k not in wanted
+                   and not k.endswith("num_batches_tracked")]  # older torchvision files lack the counter
         if missing:
             raise ValueError(f"{found[0]}: misses {missing[0]} (a torchvision Inception-v3 state dict was expected)")
         model.load_state_dict(wanted, strict=False)

@@ -6,7 +6,8 @@ multi-head self-attention at chosen resolutions (and in the middle block unless 
 strided-conv downsampling, nearest+conv upsampling, skip connections from every encoder block to the
 decoder. `norm_groups=0` replaces every GroupNorm by a per-pixel LayerNorm over channels: with no
 attention either, nothing then depends on the image's extent, so a denoiser trained on crops sees the
-same statistics when it samples a whole picture (the one-shot scene stage, cascade.kinds.one_shot).
+same statistics when it samples a whole picture (an option for the one-shot scene stage, measured worse than
+GroupNorm there: docs/one_shot.md).
 
 Two layouts (`layout`):
 - "standard" (SR3 / ADM): each level's residual blocks run at that level's resolution, the first

@@ -149,6 +149,10 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
                   data=None) -> Stage:
     """Train and export a student of `teacher` (a DistillConfig `cfg`; its train section with `output_dir`).
     Data: `data` (a DataConfig), else the teacher's own training data as its origin records it."""
+    if not teacher.kind.iterative:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"a {teacher.kind.name} stage samples in one network evaluation already: nothing to distil")
     train = dataclasses.replace(cfg.train, output_dir=str(output_dir))
     accelerator = make_accelerator(train, cfg)
     model_config = teacher.unet.config
@@ -173,7 +177,6 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
     student_unet.load_state_dict(teacher.unet.state_dict())
     defaults = teacher.defaults.replace({"sampler": cfg.distill.sampler, "steps": cfg.distill.steps,
                                          "guidance_scale": 1.0})
-    student = Stage(student_unet, schedule, found.kind, defaults, teacher.class_names)
     teacher.unet.to(accelerator.device).eval()
     averages = {"target": EMA(student_unet, cfg.distill.target_decay, warmup=False)} if cfg.distill.target_decay else {}
     objective = ConsistencyDistillation(teacher, student_unet.config, schedule.config.prediction_type,
