@@ -111,6 +111,52 @@ def test_colour_shift_sees_a_washed_out_copy():
     assert colour_shift(colour_stats(image), colour_stats(image)) == {k: 0 for k in shift}
 
 
+@pytest.mark.parametrize("shape", [(3, 1, 1), (3, 7, 5), (2, 3, 64, 97)])
+def test_colour_stats_match_numpy(shape):
+    """The histogram statistics against numpy on the pixels themselves (any shape, odd sizes)."""
+    x = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(len(shape)), dtype=torch.uint8)
+    pixels = (x[None] if x.ndim == 3 else x).double().permute(1, 0, 2, 3).reshape(3, -1).numpy()
+    luma = (np.array([0.299, 0.587, 0.114])[:, None] * pixels).sum(0)
+    stats = colour_stats(x)
+    np.testing.assert_allclose(stats["mean"], pixels.mean(1), rtol=1e-12)
+    np.testing.assert_allclose(stats["std"], pixels.std(1), rtol=1e-12, atol=1e-12)
+    for q in (2, 98):
+        assert stats[f"luma_p{q}"] == pytest.approx(np.percentile(luma, q), abs=1e-9)
+    assert stats["luma_mean"] == pytest.approx(luma.mean(), abs=1e-9)
+
+
+def test_colour_stats_of_more_pixels_than_quantile_takes():
+    """torch.quantile refuses more than 2^24 values; a 16K render has 141 M. Two levels in known shares."""
+    h, w = 4100, 4100  # 16.8 M pixels
+    x = torch.zeros(3, h, w, dtype=torch.uint8)
+    x[:, : h // 4] = 200  # a quarter at 200, the rest 0
+    stats = colour_stats(x)
+    assert stats["mean"] == pytest.approx([50.0] * 3) and stats["std"] == pytest.approx([200 * 0.75 ** 0.5 * 0.5] * 3)
+    assert stats["luma_p2"] == 0 and stats["luma_p98"] == pytest.approx(200)
+
+
+def test_render_views_crops_are_the_render_and_stats_are_exact(tmp_path):
+    photo = dark_photo()
+    render = photo.resize((300, 200), Image.BICUBIC)
+    render.save(tmp_path / "render.png")
+    photo.save(tmp_path / "photo.png")
+    proc = run_in_process("eval/render_views.py", "--image", tmp_path / "render.png", "--photo", tmp_path / "photo.png",
+                          "--out", tmp_path / "v", "--view-width", 150, "--crop", 64, "--at", "0,0", "--at", "1,0.5")
+    assert "luma p98" in proc.stdout
+    report = json.loads((tmp_path / "v" / "render_colours.json").read_text())
+    assert report["crops"] == [[0, 0, 64, 64], [236, 68, 300, 132]]  # moved inside the image
+    assert report["stats"]["render"]["mean"] == pytest.approx(colour_stats(pil_to_uint8(render))["mean"])
+    assert report["stats"]["photo"]["luma_p2"] == pytest.approx(colour_stats(pil_to_uint8(photo))["luma_p2"])
+    assert Image.open(tmp_path / "v" / "render_view.jpg").size == (150, 100)
+    assert Image.open(tmp_path / "v" / "render_crops.jpg").size == (64 * 2 + 8, 64)
+    crop = uint8_of(Image.open(tmp_path / "v" / "render_crop2.jpg"))
+    assert (crop - uint8_of(render.crop((236, 68, 300, 132)))).abs().double().mean() < 3  # JPEG q92 of those pixels
+    bad = run_in_process("eval/render_views.py", "--image", tmp_path / "render.png", "--out", tmp_path / "v",
+                         "--at", "1.5,0", check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == \
+        "error: --at 1.5,0: X and Y must lie in [0, 1]"
+
+
 # --- identity-like cases: each output equals its input within 1/255
 
 

@@ -51,24 +51,39 @@ def test_the_student_predicts_v_because_an_epsilon_estimate_explodes_at_the_last
     assert x0_error("epsilon") > 100 * error.abs().max()  # amplified 1 / sqrt(abar) ~ 2e4
 
 
-@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
-def test_the_teachers_step_is_diffusers_ddim_step(eta):
+@pytest.mark.parametrize("eta, prediction, residual", [(0.0, "v_prediction", False), (0.5, "v_prediction", False),
+                                                       (1.0, "v_prediction", False), (0.5, "epsilon", False),
+                                                       (1.0, "v_prediction", True), (0.0, "epsilon", True)])
+def test_the_teachers_step_is_diffusers_ddim_step(eta, prediction, residual):
+    """Against DDIMScheduler.step for v- and epsilon-prediction teachers, with x0 clipped (an image) and not
+    (a residual SR3 stage: clip_sample False, so a residual may leave [-1, 1])."""
+    from dataclasses import replace
+
     from diffusers import DDIMScheduler
 
     from cascade.diffusion import rng
 
     teacher = tiny_stage(16, scale=2)  # v-prediction, cosine schedule, x0 clipped (not a residual)
+    kind = replace(teacher.kind, residual=residual)
+    schedule = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction, clip_sample=not residual)
+    teacher = type(teacher)(teacher.unet, schedule, kind)
     objective = ConsistencyDistillation(teacher, teacher.unet.config, "v_prediction", eta=eta)
-    x_t, t = torch.randn(2, 3, 16, 16), torch.tensor([999, 259])
+    x_t, t = 3 * torch.randn(2, 3, 16, 16), torch.tensor([999, 259])  # large: the unclipped x0 leaves [-1, 1]
     cond = {"cond_image": torch.randn(2, 3, 16, 16), "aug_level": torch.zeros(2)}
     got = objective.teacher_step(x_t, t, t - 20, cond, rng.example_generators(torch.tensor([5, 6])))
     noise = rng.randn(x_t.shape, rng.example_generators(torch.tensor([5, 6])))
-    ddim = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=True)
+    ddim = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction, clip_sample=not residual)
     ddim.set_timesteps(50)  # a step from t goes to t - 1000 / 50
+    noclip = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction, clip_sample=False)
+    noclip.set_timesteps(50)
+    leaves = False
     for i in range(2):
-        v = teacher.unet(x_t[i:i + 1], t[i:i + 1], **{k: c[i:i + 1] for k, c in cond.items()})
-        want = ddim.step(v, int(t[i]), x_t[i:i + 1], eta=eta, variance_noise=noise[i:i + 1]).prev_sample
-        assert torch.allclose(got[i:i + 1], want, atol=1e-5), (eta, i)
+        out = teacher.unet(x_t[i:i + 1], t[i:i + 1], **{k: c[i:i + 1] for k, c in cond.items()})
+        want = ddim.step(out, int(t[i]), x_t[i:i + 1], eta=eta, variance_noise=noise[i:i + 1])
+        assert torch.allclose(got[i:i + 1], want.prev_sample, atol=1e-4), (eta, prediction, residual, i)
+        unclipped = noclip.step(out, int(t[i]), x_t[i:i + 1], eta=eta, variance_noise=noise[i:i + 1])
+        leaves |= unclipped.pred_original_sample.abs().max().item() > 1
+    assert leaves  # x0 leaves [-1, 1]: the case where clipping (or not) changes the step
 
 
 @pytest.mark.parametrize("target", ["teacher", "data"])

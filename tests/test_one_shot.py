@@ -322,6 +322,7 @@ def test_edit_redraws_only_the_finest_stages_asked_and_resamples_repaint_style(t
     out = edit(pipe, picture, 1.0, mask=mask, seed=0, resample=3, progress=False)
     steps = pipe.stages[0].defaults.steps  # every stage has 2 steps here: (2 - 1) x 3 + 1 evaluations each
     assert once[scene] == steps and counts[scene] == (steps - 1) * 3 + 1
+    assert pipe.stages[0].network_evaluations({"sampler": "ddpm", "resample": 3}) == counts[scene]
     assert np.array_equal(np.asarray(out)[mask == 0], np.asarray(picture)[mask == 0])  # still kept exactly
     with pytest.raises(ValueError, match="ddpm or ddim"):  # resampling needs a scheduler that can renoise
         pipe.stages[0].sample(num_images=1, seed=0, settings={"sampler": "dpm++", "resample": 2}, progress=False)
@@ -339,6 +340,29 @@ def test_renoise_is_the_forward_process_between_two_timesteps():
     ratio = (scheduler.alphas_cumprod[500] / scheduler.alphas_cumprod[300]).item()
     assert out.mean().item() == pytest.approx(0.7 * ratio ** 0.5, abs=0.01)  # sqrt(abar_to / abar_from) x
     assert out.std().item() == pytest.approx((1 - ratio) ** 0.5, rel=0.02)  # + sqrt(1 - abar_to / abar_from) noise
+
+
+@pytest.mark.parametrize("name, steps, spacing", [("DDIMScheduler", 30, "trailing"), ("DDIMScheduler", 20, "leading"),
+                                                   ("DDPMScheduler", 30, "trailing"), ("DDPMScheduler", 30, "linspace")])
+def test_resampling_renoises_from_where_the_step_landed(name, steps, spacing):
+    """RePaint noises x back from the timestep the scheduler's step went to; for DDIM, read it off the
+    step itself (x0 = 1, eps = 0: the step returns sqrt(abar_prev)); trailing spacing at 30 steps has
+    gaps of 33 and 34 while DDIM always steps 33."""
+    import diffusers
+
+    from cascade.diffusion.sampling import stepped_to
+
+    scheduler = getattr(diffusers, name)(beta_schedule="squaredcos_cap_v2", timestep_spacing=spacing)
+    scheduler.set_timesteps(steps)
+    abar = scheduler.alphas_cumprod.double()
+    for i, t in enumerate(scheduler.timesteps[:-1]):
+        to = stepped_to(scheduler, t, scheduler.timesteps[i + 1])
+        if name == "DDPMScheduler":
+            assert to == scheduler.previous_timestep(t)  # diffusers' own
+            continue
+        x = abar[t].sqrt().float().reshape(1, 1, 1, 1)  # x_t of x0 = 1 with no noise
+        landed = scheduler.step(torch.zeros_like(x), t, x, eta=0.0).prev_sample.double().item() ** 2
+        assert abar[to].item() == pytest.approx(landed, rel=1e-5)
 
 
 def test_harmonize_is_a_low_strength_feathered_edit_of_every_scale(trained):

@@ -173,12 +173,21 @@ def sample(denoiser: Callable, scheduler: SchedulerMixin, shape: tuple[int, ...]
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for i, t in enumerate(tqdm(timesteps, desc="sampling", leave=False, disable=not progress)):
         for r in range(resample if i + 1 < len(timesteps) else 1):
-            if r:  # 5. RePaint: back from t_{i+1} to t_i by the forward process, to be denoised again
-                x = renoise(scheduler, x, timesteps[i + 1], t, generator)
+            if r:  # 5. RePaint: back from where the step went to t_i by the forward process, to be denoised again
+                x = renoise(scheduler, x, stepped_to(scheduler, t, timesteps[i + 1]), t, generator)
             # 3. predict with the network (some schedulers rescale x_t first), then 4. step to t_{i+1}
             prediction = denoiser(scheduler.scale_model_input(x, t), t, **cond)
             x = scheduler.step(prediction, t, x, **step_kwargs).prev_sample
     return x
+
+
+def stepped_to(scheduler, t, listed_next):
+    """The timestep `scheduler.step` at `t` lands on: DDPM goes to the next listed timestep, DDIM to
+    t - T // steps (diffusers), which differs from the listed one when `steps` does not divide T under
+    "trailing" or "linspace" spacing."""
+    if type(scheduler).__name__ == "DDIMScheduler":
+        return max(0, int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps)
+    return int(listed_next)
 
 
 def renoise(scheduler, x: torch.Tensor, t_from, t_to, generator: rng.Generators) -> torch.Tensor:

@@ -113,14 +113,15 @@ class Stage:
 
     def network_evaluations(self, settings: dict | None = None) -> int:
         """Network evaluations per image of one call with `settings` (default: the stage's own): the
-        sampler's timesteps for `steps` (a second-order sampler's count twice), doubled when guided; 1 for
-        a one-evaluation kind."""
+        sampler's timesteps for `steps` (a second-order sampler's count twice), each but the last done
+        `resample` times, doubled when guided; 1 for a one-evaluation kind."""
         if not self.kind.iterative:
             return 1
         s = self.settings(settings)
         scheduler = make_sampler(s.sampler, self.noise_scheduler.config)
         scheduler.set_timesteps(s.steps)
-        return len(scheduler.timesteps) * (2 if s.guidance_scale != 1 and self.guided else 1)
+        n = len(scheduler.timesteps)
+        return (n + (s.resample - 1) * (n - 1)) * (2 if s.guidance_scale != 1 and self.guided else 1)
 
     def label_tensor(self, class_labels, n: int | None) -> torch.Tensor | None:
         """Class indices or names -> long tensor [N]; None for an unconditional model."""
