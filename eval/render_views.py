@@ -1,12 +1,15 @@
 """Views of a large render for a page: a downscaled view with the crops outlined, 1:1 crops, and the
-render's colour statistics against the photo it was trained on (docs/one_shot.md, "4K and 16K").
+render's colour statistics against the photo it was trained on (docs/one_shot.md, "3840 x 2160 and
+16384 x 8640").
 
-    python eval/render_views.py --image samples/sample_0000.png --photo photo.jpg --out docs/one_shot/ --name k4k
+    python eval/render_views.py --image renders/4k/sample_0000.png --photo photo.jpg --out docs/one_shot_renders \
+        --name k4k
 
 Writes NAME_view.jpg (`--view-width` px wide, each crop outlined and numbered), NAME_crop1.jpg ... (the
 render's own pixels, `--crop` px square, centred at each `--at X,Y`, fractions of the width and height),
-NAME_crops.jpg (the crops side by side, 8 px apart) and NAME_colours.json; prints a table of each channel's mean and std and the 2nd / 98th luma percentiles
-of the photo and the render (`cascade.metrics.colour`, exact at any size) and their largest differences.
+NAME_crops.jpg (the crops side by side, 8 px apart) and NAME_colours.json; prints a table of each
+channel's mean and std and the 2nd / 98th luma percentiles of the photo and the render
+(`cascade.metrics.colour`, exact at any size) and their largest differences.
 JPEG quality 92 without chroma subsampling, so the pages stay small and the colours are not smeared.
 """
 
@@ -73,7 +76,8 @@ def view_of(image: Image.Image, width: int, boxes: list) -> Image.Image:
     view = image.resize((width, max(1, round(image.height * k))), Image.BICUBIC, reducing_gap=3.0)
     draw = ImageDraw.Draw(view)
     for i, (left, top, right, bottom) in enumerate(boxes, 1):
-        box = [round(left * k), round(top * k), round(right * k) - 1, round(bottom * k) - 1]
+        x0, y0 = round(left * k), round(top * k)
+        box = [x0, y0, max(x0, round(right * k) - 1), max(y0, round(bottom * k) - 1)]  # >= 1 px, however small
         draw.rectangle(box, outline=(255, 255, 0), width=2)
         draw.text((box[0] + 4, box[1] + 2), str(i), fill=(255, 255, 0))
     return view
@@ -102,8 +106,8 @@ def main(argv=None):
     parser.add_argument("--name", help="file name prefix (default: the render's file name)")
     parser.add_argument("--view-width", type=int, default=1600)
     parser.add_argument("--crop", type=int, default=512, help="side of the 1:1 crops, px")
-    parser.add_argument("--at", action="append", metavar="X,Y", help="a crop's centre, fractions of the width and "
-                        f"height; repeatable (default: {' '.join(DEFAULT_AT)})")
+    parser.add_argument("--at", action="append", metavar="X,Y", help="a crop's centre, fractions of the width "
+                        f"and height; repeatable (default: {' '.join(DEFAULT_AT)})")
     args = parser.parse_args(argv)
     if args.view_width < 1 or args.crop < 1:
         raise CascadeError(f"--view-width {args.view_width} / --crop {args.crop}: must be >= 1")

@@ -133,6 +133,9 @@ def test_colour_stats_of_more_pixels_than_quantile_takes():
     stats = colour_stats(x)
     assert stats["mean"] == pytest.approx([50.0] * 3) and stats["std"] == pytest.approx([200 * 0.75 ** 0.5 * 0.5] * 3)
     assert stats["luma_p2"] == 0 and stats["luma_p98"] == pytest.approx(200)
+    for bad in (torch.zeros(1, 4, 4, dtype=torch.uint8), torch.zeros(2, 4, 4, 4, dtype=torch.uint8)):
+        with pytest.raises(ValueError, match="RGB images"):
+            colour_stats(bad)
 
 
 def test_render_views_crops_are_the_render_and_stats_are_exact(tmp_path):

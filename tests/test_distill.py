@@ -63,7 +63,7 @@ def test_the_teachers_step_is_diffusers_ddim_step(eta, prediction, residual):
 
     from cascade.diffusion import rng
 
-    teacher = tiny_stage(16, scale=2)  # v-prediction, cosine schedule, x0 clipped (not a residual)
+    teacher = tiny_stage(16, scale=2)  # its network; schedule and kind replaced below
     kind = replace(teacher.kind, residual=residual)
     schedule = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction, clip_sample=not residual)
     teacher = type(teacher)(teacher.unet, schedule, kind)

@@ -326,6 +326,8 @@ def test_edit_redraws_only_the_finest_stages_asked_and_resamples_repaint_style(t
     assert np.array_equal(np.asarray(out)[mask == 0], np.asarray(picture)[mask == 0])  # still kept exactly
     with pytest.raises(ValueError, match="ddpm or ddim"):  # resampling needs a scheduler that can renoise
         pipe.stages[0].sample(num_images=1, seed=0, settings={"sampler": "dpm++", "resample": 2}, progress=False)
+    with pytest.raises(ValueError, match="ddpm or ddim"):  # nor counted as if it could
+        pipe.stages[0].network_evaluations({"sampler": "dpm++", "resample": 2})
 
 
 def test_renoise_is_the_forward_process_between_two_timesteps():
@@ -363,6 +365,26 @@ def test_resampling_renoises_from_where_the_step_landed(name, steps, spacing):
         x = abar[t].sqrt().float().reshape(1, 1, 1, 1)  # x_t of x0 = 1 with no noise
         landed = scheduler.step(torch.zeros_like(x), t, x, eta=0.0).prev_sample.double().item() ** 2
         assert abar[to].item() == pytest.approx(landed, rel=1e-5)
+
+
+def test_sample_renoises_from_where_each_ddim_step_landed(monkeypatch):
+    """Through `sample` itself: every RePaint jump starts at the timestep DDIM's step went to (t - 33 at 30
+    trailing steps), which is not always the next listed timestep (gaps of 33 and 34)."""
+    from diffusers import DDIMScheduler
+
+    from cascade.diffusion import sampling
+
+    jumps = []
+    real = sampling.renoise
+    monkeypatch.setattr(sampling, "renoise", lambda sch, x, t_from, t_to, g: jumps.append((int(t_from), int(t_to)))
+                        or real(sch, x, t_from, t_to, g))
+    scheduler = DDIMScheduler(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing")
+    sampling.sample(lambda x, t: torch.zeros_like(x), scheduler, (1, 1, 4, 4), 30, torch.Generator().manual_seed(0),
+                    progress=False, resample=2)
+    listed = scheduler.timesteps.tolist()
+    assert [t_to for _, t_to in jumps] == listed[:-1]  # every step but the last, once more
+    assert all(t_from == t_to - 1000 // 30 for t_from, t_to in jumps)
+    assert any(t_from != listed[i + 1] for i, (t_from, _) in enumerate(jumps))  # where the listed one differs
 
 
 def test_harmonize_is_a_low_strength_feathered_edit_of_every_scale(trained):

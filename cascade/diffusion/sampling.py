@@ -152,9 +152,7 @@ def sample(denoiser: Callable, scheduler: SchedulerMixin, shape: tuple[int, ...]
     pixels of a masked edit (a constraint on x0: cascade.inference.stage) agree with the kept ones. It
     needs a scheduler whose step depends on t alone (DDPM, DDIM).
     """
-    if resample > 1 and type(scheduler).__name__ not in ("DDPMScheduler", "DDIMScheduler"):
-        raise ValueError(f"resample={resample} needs the ddpm or ddim sampler (a {type(scheduler).__name__} keeps "
-                         f"state from step to step)")
+    check_resample(scheduler, resample)
     # 1. choose the timesteps t_1 > ... > t_steps
     scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps
@@ -181,10 +179,17 @@ def sample(denoiser: Callable, scheduler: SchedulerMixin, shape: tuple[int, ...]
     return x
 
 
+def check_resample(scheduler, resample: int) -> None:
+    """ValueError unless `scheduler` can be resampled RePaint-style `resample` times per step."""
+    if resample > 1 and type(scheduler).__name__ not in ("DDPMScheduler", "DDIMScheduler"):
+        raise ValueError(f"resample={resample} needs the ddpm or ddim sampler (a {type(scheduler).__name__} keeps "
+                         f"state from step to step)")
+
+
 def stepped_to(scheduler, t, listed_next):
     """The timestep `scheduler.step` at `t` lands on: DDPM goes to the next listed timestep, DDIM to
-    t - T // steps (diffusers), which differs from the listed one when `steps` does not divide T under
-    "trailing" or "linspace" spacing."""
+    t - T // steps (diffusers), which differs from the listed one wherever the listed gaps are not T // steps
+    ("trailing" spacing when `steps` does not divide T; "linspace" nearly always)."""
     if type(scheduler).__name__ == "DDIMScheduler":
         return max(0, int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps)
     return int(listed_next)

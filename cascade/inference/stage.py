@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..config.sections import SampleConfig
 from ..diffusion import rng
 from ..diffusion.resize import project_onto_lowres
-from ..diffusion.sampling import constrained, guided, make_sampler
+from ..diffusion.sampling import check_resample, constrained, guided, make_sampler
 from ..errors import CheckpointError
 from ..io.atomic import replacing_folder
 from ..kinds.base import Base, Conditioning, StageKind
@@ -119,6 +119,7 @@ class Stage:
             return 1
         s = self.settings(settings)
         scheduler = make_sampler(s.sampler, self.noise_scheduler.config)
+        check_resample(scheduler, s.resample)
         scheduler.set_timesteps(s.steps)
         n = len(scheduler.timesteps)
         return (n + (s.resample - 1) * (n - 1)) * (2 if s.guidance_scale != 1 and self.guided else 1)

@@ -24,6 +24,8 @@ def colour_stats(images: torch.Tensor) -> dict[str, list[float] | float]:
     if images.dtype != torch.uint8:
         raise ValueError(f"colour_stats takes uint8 images, got {images.dtype}")
     x = images[None] if images.ndim == 3 else images
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"colour_stats takes RGB images [N x 3 x H x W] or [3 x H x W], got {list(images.shape)}")
     levels = torch.zeros(3, 256, dtype=torch.int64)
     luma = torch.zeros(255001, dtype=torch.int64)
     weights = torch.tensor([round(w * 1000) for w in LUMA])[:, None]
