@@ -15,7 +15,7 @@ JPEG quality 92 without chroma subsampling, so the pages stay small and the colo
 
 import argparse
 import json
-import warnings
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -24,28 +24,15 @@ from cascade.cli.common import run_cli
 from cascade.data.one_image import load_photo
 from cascade.errors import CascadeError
 from cascade.io.atomic import replacing, write_text
-from cascade.io.images import pil_to_uint8, to_rgb
+from cascade.io.images import pil_to_uint8
 from cascade.metrics.colour import colour_shift, colour_stats
 
 DEFAULT_AT = ("0.2,0.3", "0.5,0.55", "0.8,0.75")
 
 
 def read_render(path: Path) -> Image.Image:
-    """The whole render as RGB: a 16K output is 425 MB in memory, not a decompression bomb."""
-    if not path.is_file():
-        raise CascadeError(f"--image {path}: no such file")
-    before = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            image.load()
-    except (OSError, ValueError) as e:
-        raise CascadeError(f"--image {path}: cannot read image ({' '.join(str(e).split())})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = before
-    return to_rgb(image)
+    """The whole render as RGB (the photo loader, never downscaling: a 16K output is 425 MB in memory)."""
+    return load_photo(path, max_side=sys.maxsize)[0]
 
 
 def parse_at(text: str) -> tuple[float, float]:
