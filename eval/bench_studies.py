@@ -99,6 +99,8 @@ def parse_args(argv):
                         help="augmentation: the SR stages' sampling noise levels")
     parser.add_argument("--cas-per-class", type=int, default=50,
                         help="augmentation: real held-out crops per class that score the CAS classifiers")
+    parser.add_argument("--cas-epochs", type=int, default=30,
+                        help="augmentation: epochs of each CAS classifier (30: the protocol of eval/cas.py)")
     parser.add_argument("--rows", nargs="+", help="only the rows whose name contains one of these texts ("
                         "\"s=0\" also matches \"s=0.05\"); the others are kept from OUT/STUDY.json, the picture is "
                         "left as it is")
@@ -135,7 +137,8 @@ def main(argv=None):
 def options(args) -> dict:
     """The options a study's numbers depend on (a --rows rerun must use the same)."""
     if args.study == "augmentation":
-        return {"num": args.num, "seeds": args.seeds, "levels": args.levels, "cas_per_class": args.cas_per_class}
+        return {"num": args.num, "seeds": args.seeds, "levels": args.levels, "cas_per_class": args.cas_per_class,
+                "cas_epochs": args.cas_epochs}
     return {"num": args.num, "seeds": args.seeds, "fid": args.fid}
 
 
@@ -281,8 +284,8 @@ def augmentation_study(args, device) -> dict[int, dict]:
                 rows[name] = (torch.cat(outs), labels)
         runs[seed] = {}
         for name, (images, y) in rows.items():
-            _, cas = classification_accuracy((images, y), test, num_classes, 64, seed=0, device=device,
-                                             desc=f"CAS {name}")
+            _, cas = classification_accuracy((images, y), test, num_classes, 64, epochs=args.cas_epochs, seed=0,
+                                             device=device, desc=f"CAS {name}")
             runs[seed][name] = {"fid": fid_from_stats(stats_of(network, images), truth),
                                 "cas_top1": 100 * cas["top1"], "cas_top5": 100 * cas["top5"]}
             print(name, runs[seed][name], flush=True)

@@ -102,6 +102,20 @@ def test_frechet_distance_of_gaussians_in_closed_form():
     assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-12)
 
 
+def test_frechet_distance_of_rank_deficient_gaussians_in_closed_form():
+    # fewer samples than dimensions: covariances of rank < d sharing eigenvectors (a random rotation Q), where
+    # Tr (S1 S2)^(1/2) = sum sqrt(s1 s2) over the common eigenvalues, zeros included
+    d = 300
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(d, d)))
+    s1, s2 = np.zeros(d), np.zeros(d)
+    s1[:7], s2[3:40] = np.linspace(1, 5, 7), np.linspace(0.5, 2, 37)
+    mu = np.zeros(d)
+    expected = s1.sum() + s2.sum() - 2 * np.sqrt(s1 * s2).sum()
+    ours = frechet_distance(mu, (q * s1) @ q.T, mu, (q * s2) @ q.T)
+    assert ours == pytest.approx(expected, rel=1e-8)  # all d kept, the sqrt of round-off eigenvalues adds 3e-8
+    assert frechet_distance(mu, (q * s2) @ q.T, mu, (q * s1) @ q.T) == pytest.approx(expected, rel=1e-8)
+
+
 def test_feature_stats_accumulate_like_numpy_and_round_trip(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(257, 16)) * 3 + 5
@@ -218,7 +232,8 @@ def test_the_augmentation_study_runs_and_reruns_one_row(tmp_path):
     for run_name in ("sr3_x4_noaug", "sr3_x4_blur_only", "sr3_x4_noblur", "sr3_x4", "sr3"):
         Pipeline([tiny_stage(64, 2)]).save_pretrained(runs / run_name / "pipeline")
     args = ["eval/bench_studies.py", "augmentation", "--runs", runs, "--num", "4", "--seeds", "0",
-            "--levels", "0.1", "--batch-size", "4", "--cas-per-class", "2", "--out", tmp_path / "out"]
+            "--levels", "0.1", "--batch-size", "4", "--cas-per-class", "2", "--cas-epochs", "3", "--out",
+            tmp_path / "out"]
     run_in_process(*args)
     report = json.loads((tmp_path / "out" / "augmentation.json").read_text())
     rows = list(report["runs"]["0"])

@@ -80,10 +80,16 @@ class FeatureStats:
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """Tr (sigma1 sigma2)^(1/2) for symmetric PSD matrices, via eigenvalues (see module docstring)."""
+    """Tr (sigma1 sigma2)^(1/2) for symmetric PSD matrices, via eigenvalues (see module docstring).
+
+    With sigma1 = V W V^T, S1^(1/2) S2 S1^(1/2) = V W^(1/2) (V^T S2 V) W^(1/2) V^T has the eigenvalues of
+    W^(1/2) (V^T S2 V) W^(1/2), and the eigenvectors whose eigenvalue is numerically zero (below the rank
+    tolerance of numpy's matrix_rank) contribute nothing: only the rank-r part is decomposed, so the
+    covariance of a few samples (r < n) costs one eigendecomposition of d x d, not two."""
     w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = root1 @ sigma2 @ root1
+    keep = w > max(w.max(initial=0.0), 0.0) * len(w) * np.finfo(np.float64).eps
+    root = v[:, keep] * np.sqrt(w[keep])  # V W^(1/2) on the numerical range of sigma1
+    m = root.T @ sigma2 @ root
     eig = np.linalg.eigvalsh((m + m.T) / 2)
     return float(np.sqrt(np.clip(eig, 0, None)).sum())
 
