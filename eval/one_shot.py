@@ -16,9 +16,12 @@ row-wise mean colours with the photo's); the largest shift of a channel's mean f
 Baselines, same size, same metrics: the training photo itself; the photo shifted by 4 px (what a copy scores;
 cropped, so it is 4 px smaller); a random 4 x 4 patch shuffle of the photo (every patch real, the layout broken);
 and the cascade with its scene stage replaced by a blurred copy of the photo at the scene's size (what the
-upsamplers alone add). Writes OUT/metrics.md, OUT/metrics.json and OUT/samples.png (a row per method); with
---applications also OUT/applications.png: an SDEdit, an inpainting, a harmonization (an object pasted from
-another photo) and generative-prior SR with the scene stage, with the inpainting's edge measured.
+upsamplers alone add). `--from-photo S ...` adds rows with each pipeline's scene started from the photo noised
+to strength S (SinGAN's generation from a coarser scale). Also the scene stage's colours: the photo at the
+scene's size, the crops the stage was trained on, and its scenes (where a colour shift comes from).
+Writes OUT/metrics.md, OUT/metrics.json and OUT/samples.png (a row per method); with --applications also
+OUT/applications.png: an SDEdit, an inpainting, a harmonization (an object pasted from another photo) and
+generative-prior SR with the scene stage, with the inpainting's edge measured.
 """
 
 import argparse
@@ -32,14 +35,14 @@ from tqdm import tqdm
 
 from cascade.bench.reports import markdown_table
 from cascade.cli.common import add_sampling_arguments, apply_sampling_arguments, run_cli
-from cascade.data.one_image import load_photo, resize_long_side
+from cascade.data.one_image import load_photo, one_image_data, resize_long_side
 from cascade.diffusion.augment import blur_augment
 from cascade.diffusion.resize import downsample, upsample
 from cascade.errors import CascadeError
 from cascade.inference import one_shot
 from cascade.inference.pipeline import Pipeline
 from cascade.io.atomic import save_image, write_text
-from cascade.io.images import (label_rows, pil_to_signed, pil_to_uint8, signed_to_pil, signed_to_unit, uint8_grid,
+from cascade.io.images import (label_rows, pil_to_uint8, signed_to_pil, signed_to_unit, uint8_grid,
                                uint8_to_signed, unit_to_uint8)
 from cascade.metrics import one_shot as metrics
 from cascade.metrics.colour import colour_shift, colour_stats
@@ -56,6 +59,9 @@ def parse_args(argv):
     parser.add_argument("--eval-side", type=int, default=250, help="longer side of samples and photo, px (SinGAN: 250)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--blur-sigma", type=float, default=1.5, help="blurred-scene baseline: sigma, scene px")
+    parser.add_argument("--from-photo", type=float, nargs="+", default=[], metavar="STRENGTH",
+                        help="also score each pipeline with its scene started from the photo at these strengths "
+                             "(SinGAN's generation from a coarser scale; cascade.inference.one_shot.generate)")
     parser.add_argument("--applications", action="store_true", help="also draw edit/harmonize/prior-SR examples")
     parser.add_argument("--sifid-weights", help="torchvision's ImageNet Inception-v3 state dict for SIFID (SinGAN's "
                         "weights; default: found in torch hub's cache, else the FID weights: the report names them)")
@@ -90,14 +96,37 @@ def score(network, images: list[torch.Tensor], reference: torch.Tensor) -> dict:
 def blurred_scene(pipe, photo: Image.Image, size, sigma: float, seed: int) -> torch.Tensor:
     """The baseline cascade: the scene stage replaced by the photo at the scene's size, blurred."""
     p = one_shot.plan(pipe, size)
-    scene = pil_to_signed(photo.resize(p.scene[::-1], Image.BICUBIC, reducing_gap=3.0))[None]
-    scene = blur_augment(scene, torch.tensor([sigma])).clamp(-1, 1)
+    scene = blur_augment(one_shot.photo_at(photo, p.scene), torch.tensor([sigma])).clamp(-1, 1)
     out = p.pipeline().upscale(signed_to_unit(scene), seed=seed, output_type="pt", progress=False)  # [0, 1]
     return unit_to_uint8(out[..., :p.size[0], :p.size[1]])
 
 
+def scene_colour(pipe, photo: Image.Image, num: int, seed: int) -> dict:
+    """Where the scene stage's colours come from: the mean and std of each channel (0..255) of the photo at the
+    scene's size, of 1024 of the crops the stage was trained on (rebuilt from the recipe its stage.json keeps;
+    absent for stages without one), and of `num` scenes drawn with its sampling settings."""
+    stage = one_shot.scene_stage(pipe)
+    p = one_shot.plan(pipe, photo.size)
+    stats = lambda x: {"mean": (x.mean((0, 2, 3)) * 127.5 + 127.5).tolist(),  # noqa: E731
+                       "std": (x.std((2, 3)).mean(0) * 127.5).tolist()}
+    rows = {"photo at the scene's size": stats(one_shot.photo_at(photo, p.scene))}
+    recipe = stage.origin.get("trained", {}).get("recipe")
+    try:
+        crops = one_image_data(recipe).crops if recipe else None
+    except CascadeError:  # its training photo is not on this machine (a pipeline from the Hub)
+        crops = None
+    if crops is not None:
+        rows["training crops (1024)"] = stats(torch.stack([crops[i]["image"] for i in range(1024)]))
+    s = stage.settings(None)
+    scenes = torch.cat([one_shot.draw_scene(p, seed + i, progress=False) for i in range(num)])
+    rows[f"scenes ({s.sampler} {s.steps}, {num})"] = stats(scenes)
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if not all(0 <= s < 1 for s in args.from_photo):
+        raise CascadeError(f"--from-photo {' '.join(map(str, args.from_photo))}: strengths must be in [0, 1)")
     pipes = {}
     for item in args.pipeline:
         name, sep, folder = item.rpartition("=")
@@ -121,20 +150,26 @@ def main(argv=None):
     methods = {"training photo": [reference], "photo shifted 4 px": [shifted],
                "patch shuffle 4x4": [metrics.patch_shuffle(reference, 4, g) for _ in range(args.num)]}
     base_name = next(iter(pipes))
-    with tqdm(total=args.num * (len(pipes) + 1), desc="sampling", unit="img") as bar:
+    with tqdm(total=args.num * (len(pipes) * (1 + len(args.from_photo)) + 1), desc="sampling", unit="img") as bar:
         blurred = []
         for i in range(args.num):
             blurred.append(blurred_scene(pipes[base_name], photo, size, args.blur_sigma, args.seed + i))
             bar.update(1)
         methods[f"blurred scene + upsamplers ({base_name})"] = blurred
         for name, pipe in pipes.items():
-            samples = []
-            for i in range(args.num):
-                samples.append(uint8(one_shot.generate(pipe, size, args.seed + i, progress=False)))
-                bar.update(1)
-            methods[name] = samples
+            for strength in [1.0, *args.from_photo]:
+                samples = []
+                for i in range(args.num):
+                    samples.append(uint8(one_shot.generate(pipe, size, args.seed + i, progress=False, photo=photo,
+                                                           strength=strength)))
+                    bar.update(1)
+                methods[name if strength == 1 else f"{name}, scene from the photo at s={strength:g}"] = samples
     rows = {name: score(network, images, reference) for name, images in methods.items()}
-    table = markdown(rows)
+    colours = scene_colour(pipes[base_name], photo, args.num, args.seed)
+    table = markdown(rows) + f"\n\nThe scene stage's colours ({base_name}), per channel, 0..255:\n\n" + markdown_table(
+        ["", "mean R, G, B", "std R, G, B"],
+        [[name, ", ".join(f"{v:.1f}" for v in c["mean"]), ", ".join(f"{v:.1f}" for v in c["std"])]
+         for name, c in colours.items()])
     print(f"{args.num} samples per method at {size[0]}x{size[1]} px; photo {image}; SIFID weights: {weights}")
     print(table)
     picture = [(name, images[:4]) for name, images in methods.items() if name != "photo shifted 4 px"]
@@ -144,7 +179,7 @@ def main(argv=None):
     write_text(out / "metrics.json", json.dumps({"image": image, "size": list(size), "num": args.num, "seed": args.seed,
                                                   "pipelines": args.pipeline, "sifid_weights": weights,
                                                   "sifid_layers": [metrics.SIFID_LAYER, "Conv2d_2b_3x3"], "rows": rows,
-                                                  "applications": edits}, indent=2))
+                                                  "scene_colour": colours, "applications": edits}, indent=2))
     print(f"wrote {out / 'metrics.md'}, {out / 'samples.png'}")
 
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from cascade import Pipeline
-from cascade.data.one_image import OneImageCrops, load_photo, row_positions
+from cascade.data.one_image import OneImageCrops, load_photo, resize_long_side, row_positions
 from cascade.diffusion.resize import downsample
 from cascade.inference.one_shot import edit, plan, prior_upscale
 from cascade.kinds.one_shot import OneShotSR3, Scene
@@ -67,6 +67,29 @@ def test_generate_cli_any_size_per_image_seeds_and_contact_sheet(trained, tmp_pa
     same = [np.asarray(Image.open(d / "sample_0004.png")) for d in (tmp_path / "a", tmp_path / "b")]
     assert np.array_equal(*same)  # image 4 does not depend on being drawn second
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "a" / "sample_0003.png")), same[0])
+
+
+def test_generate_from_the_photo_starts_the_scene_there_and_the_cli_reads_the_recorded_one(trained, tmp_path):
+    """SinGAN's generation from a coarser scale: at strength 0 the scene is the photo at the scene's size (to
+    float rounding), at 1 it is the scene drawn from noise; the CLI's bare --from-photo is the recorded photo."""
+    from cascade.inference import one_shot
+
+    folder, image = trained
+    pipe = Pipeline.from_pretrained(folder)
+    source, _ = load_photo(image, 4096)
+    p = plan(pipe, (80, 48))
+    at_scene = one_shot.photo_at(source, p.scene)
+    assert at_scene.shape[-2:] == p.scene
+    kept = one_shot.draw_scene(p, 0, progress=False, photo=source, strength=0.0)
+    assert (kept - at_scene.clamp(-1, 1)).abs().max() < 1e-6
+    free = one_shot.draw_scene(p, 0, progress=False)
+    assert torch.equal(one_shot.draw_scene(p, 0, progress=False, photo=source, strength=1.0), free)
+    run_in_process("-m", "cascade", "generate", "--pipeline", folder, "--size", "80x48", "--seed", "2", "--from-photo",
+                   "--strength", "0.4", "--out", tmp_path)
+    expected = one_shot.generate(pipe, (80, 48), seed=2, photo=source, strength=0.4, progress=False)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "sample_0002.png")), np.asarray(expected))
+    with pytest.raises(ValueError, match="strength=0.5 starts the scene from a photo"):
+        one_shot.generate(pipe, (80, 48), strength=0.5)
 
 
 def test_masked_edit_keeps_every_pixel_outside_the_mask(trained, tmp_path):
@@ -130,6 +153,10 @@ def test_bad_inputs_get_one_line_naming_the_value(trained, tmp_path):
         (["-m", "cascade", "generate", "--pipeline", folder, "--size", "0x40"], "--size 0x40"),
         (["-m", "cascade", "generate", "--pipeline", folder, "--size", "wide"], "--size wide"),
         (["-m", "cascade", "generate", "--pipeline", folder, "--size", "70000x40"], "limited to 65535"),
+        (["-m", "cascade", "generate", "--pipeline", folder, "--strength", "0.5"],
+         "--strength 0.5: applies with --from-photo"),
+        (["-m", "cascade", "generate", "--pipeline", folder, "--from-photo", tmp_path / "gone.jpg"],
+         "gone.jpg: no such image file"),
         (["-m", "cascade", "edit", "--pipeline", folder, "--image", image, "--strength", "1.5", "--out", tmp_path / "o.png"],
          "--strength 1.5"),
         (["-m", "cascade", "edit", "--pipeline", folder, "--image", image, "--mask", photo(tmp_path / "m.png", (20, 20)),
@@ -223,10 +250,21 @@ def test_one_shot_metrics_against_references():
 def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
     folder, image = trained
     proc = run_in_process("eval/one_shot.py", "--pipeline", f"tiny={folder}", "--num", "2", "--eval-side", "48",
-               "--out", tmp_path / "eval")
-    rows = json.loads((tmp_path / "eval" / "metrics.json").read_text())["rows"]
+                          "--from-photo", "0.5", "--out", tmp_path / "eval")
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    rows = report["rows"]
     assert list(rows) == ["training photo", "photo shifted 4 px", "patch shuffle 4x4",
-                          "blurred scene + upsamplers (tiny)", "tiny"]
+                          "blurred scene + upsamplers (tiny)", "tiny", "tiny, scene from the photo at s=0.5"]
+    assert rows["tiny, scene from the photo at s=0.5"]["sifid"] != rows["tiny"]["sifid"]
+    # the scene's colours: the photo at the scene's size as PIL computes it, the crops the stage trained on
+    colours = report["scene_colour"]
+    assert list(colours)[1:] == ["training crops (1024)", "scenes (dpm++ 2, 2)"]
+    shown = resize_long_side(load_photo(image, 4096)[0], 48)  # what the report scores
+    scene = plan(Pipeline.from_pretrained(folder), shown.size).scene
+    small = shown.resize(scene[::-1], Image.BICUBIC, reducing_gap=3.0)
+    want = np.asarray(small, np.float64).reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(colours["photo at the scene's size"]["mean"], want, atol=0.01)
+    assert abs(colours["training crops (1024)"]["mean"][0] - want[0]) < 40  # crops of the same photo
     assert rows["tiny"]["sifid_64"] > 0 and 0 <= rows["tiny"]["diversity"] and rows["tiny"]["pairwise"] > 0
     own = rows["training photo"]
     assert own["sifid"] == pytest.approx(0, abs=1e-3) and own["nearest_patch"] == 0 and own["layout"] == pytest.approx(1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..data.one_image import load_photo
 from ..errors import CascadeError
 from ..inference import one_shot
 from ..inference.pipeline import Pipeline
@@ -18,6 +19,7 @@ from ..io.images import signed_to_pil, signed_to_unit
 from .common import add_hub_arguments, add_sampling_arguments, apply_sampling_arguments, hub_kwargs, parse_size
 
 DEFAULT_ONE_SHOT = "runs/one_shot/pipeline"
+FROM_PHOTO_STRENGTH = 0.8  # docs/one_shot.md, "Starting the scene from the photo": measured at 0.5 / 0.8 / 0.9
 
 
 def add_parser(commands) -> None:
@@ -30,6 +32,12 @@ def add_parser(commands) -> None:
     gen.add_argument("--format", default="png", choices=["png", "tif"])
     gen.add_argument("--tile-size", type=int, help="upsamplers' tile side in output px (default: twice their "
                      "training size); outputs above 16 MP are streamed to disk")
+    gen.add_argument("--from-photo", nargs="?", const="", metavar="PHOTO",
+                     help="start each scene from a photo noised to --strength instead of from noise (SinGAN's "
+                          "generation from a coarser scale; with a painting: paint-to-image); no PHOTO: the training "
+                          "photo the pipeline records")
+    gen.add_argument("--strength", type=float, help=f"with --from-photo: how far up the noise schedule the photo "
+                     f"is taken, in [0, 1] (default {FROM_PHOTO_STRENGTH}; lower keeps more of its layout)")
     add_sampling_arguments(gen)
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_hub_arguments(gen)
@@ -51,6 +59,7 @@ def run(args) -> None:
         p = one_shot.plan(pipe, size)
     except ValueError as e:  # "size WxH: why"
         raise CascadeError(f"--size {size[0]}x{size[1]}: {str(e).split(': ', 1)[-1]}") from None
+    photo, strength = start_photo(args, pipe)
     out = Path(args.out)
     suffix = "." + args.format
     streamed = p.full[0] * p.full[1] > one_shot.IN_MEMORY_PIXELS
@@ -63,10 +72,10 @@ def run(args) -> None:
         try:
             if streamed:
                 out.mkdir(parents=True, exist_ok=True)
-                one_shot.generate(pipe, size, seed, args.tile_size, path=path)
-                thumbs.append(thumbnail_of_streamed(pipe, p, seed))
+                one_shot.generate(pipe, size, seed, args.tile_size, path=path, photo=photo, strength=strength)
+                thumbs.append(thumbnail_of_streamed(pipe, p, seed, photo, strength))
             else:
-                image = one_shot.generate(pipe, size, seed, args.tile_size)
+                image = one_shot.generate(pipe, size, seed, args.tile_size, photo=photo, strength=strength)
                 save_image(image, path)
                 thumbs.append(image)
         except ValueError as e:
@@ -76,7 +85,26 @@ def run(args) -> None:
     print(f"wrote {out / 'contact_sheet.png'}: {args.num} samples, seeds {args.seed}..{args.seed + args.num - 1}")
 
 
-def thumbnail_of_streamed(pipe, p, seed: int) -> Image.Image:
+def start_photo(args, pipe) -> tuple[Image.Image | None, float]:
+    """(the photo scenes start from, its strength) from --from-photo and --strength; (None, 1.0) without."""
+    if args.from_photo is None:
+        if args.strength is not None:
+            raise CascadeError(f"--strength {args.strength}: applies with --from-photo")
+        return None, 1.0
+    strength = FROM_PHOTO_STRENGTH if args.strength is None else args.strength
+    if not 0.0 <= strength <= 1.0:
+        raise CascadeError(f"--strength {strength}: must be in [0, 1]")
+    path = args.from_photo
+    if not path:  # the training photo, as recorded by train/one_shot.py
+        info = pipe.folder / "one_shot.json" if pipe.folder else None
+        path = json.loads(info.read_text()).get("image") if info and info.is_file() else None
+        if not path:
+            raise CascadeError("--from-photo: this pipeline records no training photo; pass one (--from-photo PHOTO)")
+    photo, _ = load_photo(path, one_shot.MAX_SIDE)
+    return photo, strength
+
+
+def thumbnail_of_streamed(pipe, p, seed: int, photo=None, strength: float = 1.0) -> Image.Image:
     """A small copy of a streamed sample for the contact sheet: the same seed through the cascade up to
     the last size of at most 1024 px (the file itself is never read back whole)."""
     from dataclasses import replace
@@ -85,7 +113,7 @@ def thumbnail_of_streamed(pipe, p, seed: int) -> Image.Image:
     while keep < len(p.upsamplers) and max(p.scene) * math.prod(s.kind.scale for s in p.upsamplers[:keep + 1]) <= 1024:
         keep += 1
     short = replace(p, upsamplers=p.upsamplers[:keep])
-    scene = one_shot.draw_scene(short, seed, progress=False)
+    scene = one_shot.draw_scene(short, seed, progress=False, photo=photo, strength=strength)
     if not keep:
         return signed_to_pil(scene)[0]
     return short.pipeline().upscale(signed_to_unit(scene), seed=seed, progress=False)[0]

@@ -34,7 +34,7 @@ from PIL import Image
 
 from ..data.label_maps import dilate, shrink_mask
 from ..diffusion.resize import downsample
-from ..io.images import signed_to_pil, signed_to_unit, unit_to_pil, user_images_to_signed
+from ..io.images import pil_to_signed, signed_to_pil, signed_to_unit, to_rgb, unit_to_pil, user_images_to_signed
 from ..kinds.one_shot import Scene
 from .pipeline import Pipeline, input_multiple
 from .stage import Tiling
@@ -130,20 +130,46 @@ def available_memory() -> int | None:
         return None
 
 
-def draw_scene(p: Plan, seed: int, progress: bool = True) -> torch.Tensor:
-    """One scene [1 x 3 x h x w] in [-1, 1] for image seed `seed`."""
-    return p.scene_stage.sample(num_images=1, seed=seed, size=p.scene, progress=progress).clamp(-1, 1)
+def photo_at(photo: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """A PIL photo of any mode (as cascade.io.images.to_rgb converts it) resized (antialiased bicubic) to `size`
+    (H, W): [1 x 3 x H x W] in [-1, 1]."""
+    return pil_to_signed(to_rgb(photo).resize(size[::-1], Image.BICUBIC, reducing_gap=3.0))[None]
+
+
+def draw_scene(p: Plan, seed: int, progress: bool = True, photo: Image.Image | None = None,
+               strength: float = 1.0) -> torch.Tensor:
+    """One scene [1 x 3 x h x w] in [-1, 1] for image seed `seed`: drawn from noise, or with `photo` and
+    `strength` < 1 from the photo resized to the scene's size and noised to `strength` (see `generate`)."""
+    check_start(photo, strength)
+    init = photo_at(photo, p.scene) if photo is not None and strength < 1 else None
+    return p.scene_stage.sample(num_images=1, seed=seed, size=p.scene, init=init, strength=strength,
+                                progress=progress).clamp(-1, 1)
+
+
+def check_start(photo, strength: float) -> None:
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"strength={strength}: must be in [0, 1]")
+    if photo is None and strength < 1:
+        raise ValueError(f"strength={strength} starts the scene from a photo: give one (photo=)")
 
 
 def generate(pipe: Pipeline, size: tuple[int, int], seed: int = 0, tile_size: int | None = None,
-             path: str | Path | None = None, progress: bool = True) -> Image.Image | None:
+             path: str | Path | None = None, progress: bool = True, photo: Image.Image | None = None,
+             strength: float = 1.0) -> Image.Image | None:
     """A new image of `size` (W, H) for `seed`, as a PIL image; or written to `path` (streamed for
     outputs above IN_MEMORY_PIXELS, returning None). `tile_size`: the upsamplers' tiles (output px;
-    default twice the last upsampler's training size)."""
+    default twice the last upsampler's training size).
+
+    `photo` and `strength` < 1: SinGAN's generation from a coarser scale and its paint-to-image: the scene
+    starts from `photo` (the training photo, or a painting of its colours) resized to the scene's size
+    (stretched if its aspect ratio differs) and noised to `strength`; the upsamplers then draw every detail
+    anew. Lower strengths keep more of the photo's layout, higher ones vary it more (docs/one_shot.md
+    measures the trade-off); 1 draws the scene from noise, as without a photo."""
     p = plan(pipe, size)
+    check_start(photo, strength)
     streamed = path is not None and p.full[0] * p.full[1] > IN_MEMORY_PIXELS
     check_resources(p, streamed, Path(path).resolve().parent if streamed else Path("."))  # before any work
-    scene = draw_scene(p, seed, progress)
+    scene = draw_scene(p, seed, progress, photo, strength)
     if not p.upsamplers:
         return signed_to_pil(scene[..., :p.size[0], :p.size[1]])[0]
     tile = tile_size or 2 * p.upsamplers[-1].resolution

@@ -17,6 +17,7 @@ one-shot outputs were once washed out; `unit_*` converters refuse values far bel
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import torch
@@ -146,14 +147,19 @@ def uint8_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: int
 
 
 def label_rows(grid: Image.Image, labels: list[str], row_height: int, padding: int = 2, width: int = 110) -> Image.Image:
-    """Put a text label left of each row of a grid (row i spans `padding + i * (row_height + padding)`)."""
+    """Put a text label left of each row of a grid (row i spans `padding + i * (row_height + padding)`),
+    wrapped to the label column's `width` (as many lines as the row has room for)."""
     out = Image.new("RGB", (grid.width + width, grid.height), (255, 255, 255))
     out.paste(grid, (width, 0))
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default()
+    per_line, line_height = max(4, (width - 8) // 6), 12  # the default font: ~6 px per character, 11 px high
     for i, text in enumerate(labels):
         top = padding + i * (row_height + padding)
-        draw.text((4, top + max(0, row_height // 2 - 6)), text[:18], fill=(0, 0, 0), font=font)
+        lines = textwrap.wrap(text, per_line)[:max(1, row_height // line_height)]
+        y = top + max(0, row_height // 2 - len(lines) * line_height // 2)
+        for k, line in enumerate(lines):
+            draw.text((4, y + k * line_height), line, fill=(0, 0, 0), font=font)
     return out
 
 
