@@ -48,6 +48,7 @@ from cascade.metrics.sources import collect, labelled_set, load_real, parse_sour
 from cascade.metrics.sr import texture_regions
 from cascade.metrics.upscaling import SRScores, bicubic, low_res
 
+RECORDED_BEFORE = {"cas_epochs": 30}  # options studies did not record before they became options: their value then
 SDE = {"sampler": "dpm++sde", "steps": 20, "aug_level": 0.0, "consistent": False}
 ODE = {**SDE, "sampler": "dpm++"}
 PRESET = {"sampler": "ddpm", "steps": 50, "aug_level": 0.0, "consistent": True}  # configs/sr3_photos.yaml's
@@ -114,6 +115,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.cas_epochs < 1:
+        raise DataError(f"--cas-epochs {args.cas_epochs}: must be >= 1")
     device = Accelerator(cpu=args.cpu).device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +151,7 @@ def check_mergeable(path: Path, args) -> None:
         return
     old = json.loads(path.read_text())
     for key, value in options(args).items():
-        if old.get(key) != value:
+        if old.get(key, RECORDED_BEFORE.get(key)) != value:
             flag = "--" + key.replace("_", "-")
             was = f"no record of {flag}" if key not in old else f"{flag} {as_flag_value(old[key])}"
             raise DataError(f"{path}: made with {was}, not {flag} {as_flag_value(value)}; rerun rows with the "

@@ -16,7 +16,7 @@ row-wise mean colours with the photo's); the largest shift of a channel's mean f
 Baselines, same size, same metrics: the training photo itself; the photo shifted by 4 px (what a copy scores;
 cropped, so it is 4 px smaller); a random 4 x 4 patch shuffle of the photo (every patch real, the layout broken);
 and the cascade with its scene stage replaced by a blurred copy of the photo at the scene's size (what the
-upsamplers alone add). `--from-photo S ...` adds rows with each pipeline's scene started from the photo noised
+upsamplers alone add). `--from-photo-at S ...` adds rows with each pipeline's scene started from the photo noised
 to strength S (SinGAN's generation from a coarser scale). Also the scene stage's colours: the photo at the
 scene's size, the crops the stage was trained on, and its scenes (where a colour shift comes from).
 Writes OUT/metrics.md, OUT/metrics.json and OUT/samples.png (a row per method); with --applications also
@@ -59,7 +59,7 @@ def parse_args(argv):
     parser.add_argument("--eval-side", type=int, default=250, help="longer side of samples and photo, px (SinGAN: 250)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--blur-sigma", type=float, default=1.5, help="blurred-scene baseline: sigma, scene px")
-    parser.add_argument("--from-photo", type=float, nargs="+", default=[], metavar="STRENGTH",
+    parser.add_argument("--from-photo-at", type=float, nargs="+", default=[], metavar="STRENGTH",
                         help="also score each pipeline with its scene started from the photo at these strengths "
                              "(SinGAN's generation from a coarser scale; cascade.inference.one_shot.generate)")
     parser.add_argument("--applications", action="store_true", help="also draw edit/harmonize/prior-SR examples")
@@ -113,7 +113,7 @@ def scene_colour(pipe, photo: Image.Image, num: int, seed: int) -> dict:
     recipe = stage.origin.get("trained", {}).get("recipe")
     try:
         crops = one_image_data(recipe).crops if recipe else None
-    except CascadeError:  # its training photo is not on this machine (a pipeline from the Hub)
+    except (CascadeError, ValueError):  # its training photo is not on this machine (a pipeline from the Hub)
         crops = None
     if crops is not None:
         rows["training crops (1024)"] = stats(torch.stack([crops[i]["image"] for i in range(1024)]))
@@ -125,8 +125,9 @@ def scene_colour(pipe, photo: Image.Image, num: int, seed: int) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    if not all(0 <= s < 1 for s in args.from_photo):
-        raise CascadeError(f"--from-photo {' '.join(map(str, args.from_photo))}: strengths must be in [0, 1)")
+    for s in args.from_photo_at:
+        if not 0 <= s < 1 or args.from_photo_at.count(s) > 1:
+            raise CascadeError(f"--from-photo-at {s:g}: strengths must be in [0, 1), each once")
     pipes = {}
     for item in args.pipeline:
         name, sep, folder = item.rpartition("=")
@@ -150,14 +151,14 @@ def main(argv=None):
     methods = {"training photo": [reference], "photo shifted 4 px": [shifted],
                "patch shuffle 4x4": [metrics.patch_shuffle(reference, 4, g) for _ in range(args.num)]}
     base_name = next(iter(pipes))
-    with tqdm(total=args.num * (len(pipes) * (1 + len(args.from_photo)) + 1), desc="sampling", unit="img") as bar:
+    with tqdm(total=args.num * (len(pipes) * (1 + len(args.from_photo_at)) + 1), desc="sampling", unit="img") as bar:
         blurred = []
         for i in range(args.num):
             blurred.append(blurred_scene(pipes[base_name], photo, size, args.blur_sigma, args.seed + i))
             bar.update(1)
         methods[f"blurred scene + upsamplers ({base_name})"] = blurred
         for name, pipe in pipes.items():
-            for strength in [1.0, *args.from_photo]:
+            for strength in [1.0, *args.from_photo_at]:
                 samples = []
                 for i in range(args.num):
                     samples.append(uint8(one_shot.generate(pipe, size, args.seed + i, progress=False, photo=photo,

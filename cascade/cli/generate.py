@@ -45,6 +45,7 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> None:
+    check_strength(args)  # before the pipeline is read (or downloaded)
     pipe = one_shot_pipeline(args)
     if args.num < 1:
         raise CascadeError(f"--num {args.num}: must be >= 1")
@@ -85,23 +86,28 @@ def run(args) -> None:
     print(f"wrote {out / 'contact_sheet.png'}: {args.num} samples, seeds {args.seed}..{args.seed + args.num - 1}")
 
 
+def check_strength(args) -> None:
+    if args.from_photo is None and args.strength is not None:
+        raise CascadeError(f"--strength {args.strength}: applies with --from-photo")
+    if args.strength is not None and not 0.0 <= args.strength <= 1.0:
+        raise CascadeError(f"--strength {args.strength}: must be in [0, 1]")
+
+
 def start_photo(args, pipe) -> tuple[Image.Image | None, float]:
     """(the photo scenes start from, its strength) from --from-photo and --strength; (None, 1.0) without."""
     if args.from_photo is None:
-        if args.strength is not None:
-            raise CascadeError(f"--strength {args.strength}: applies with --from-photo")
         return None, 1.0
     strength = FROM_PHOTO_STRENGTH if args.strength is None else args.strength
-    if not 0.0 <= strength <= 1.0:
-        raise CascadeError(f"--strength {strength}: must be in [0, 1]")
-    path = args.from_photo
-    if not path:  # the training photo, as recorded by train/one_shot.py
-        info = pipe.folder / "one_shot.json" if pipe.folder else None
-        path = json.loads(info.read_text()).get("image") if info and info.is_file() else None
-        if not path:
-            raise CascadeError("--from-photo: this pipeline records no training photo; pass one (--from-photo PHOTO)")
-    photo, _ = load_photo(path, one_shot.MAX_SIDE)
-    return photo, strength
+    if args.from_photo:
+        return load_photo(args.from_photo, 4096)[0], strength  # the scene is far smaller: a JPEG decodes reduced
+    info = pipe.folder / "one_shot.json" if pipe.folder else None  # the training photo train/one_shot.py recorded
+    path = json.loads(info.read_text()).get("image") if info and info.is_file() else None
+    if not path:
+        raise CascadeError("--from-photo: this pipeline records no training photo; pass one (--from-photo PHOTO)")
+    if not str(path).startswith("builtin:") and not Path(path).is_file():
+        raise CascadeError(f"--from-photo: the pipeline's training photo {path} is not on this machine; pass one "
+                           f"(--from-photo PHOTO)")
+    return load_photo(path, 4096)[0], strength
 
 
 def thumbnail_of_streamed(pipe, p, seed: int, photo=None, strength: float = 1.0) -> Image.Image:

@@ -139,11 +139,19 @@ def photo_at(photo: Image.Image, size: tuple[int, int]) -> torch.Tensor:
 def draw_scene(p: Plan, seed: int, progress: bool = True, photo: Image.Image | None = None,
                strength: float = 1.0) -> torch.Tensor:
     """One scene [1 x 3 x h x w] in [-1, 1] for image seed `seed`: drawn from noise, or with `photo` and
-    `strength` < 1 from the photo resized to the scene's size and noised to `strength` (see `generate`)."""
+    `strength` < 1 from the photo (see `generate`) noised to `strength`."""
     check_start(photo, strength)
-    init = photo_at(photo, p.scene) if photo is not None and strength < 1 else None
+    init = photo_scene(p, photo) if photo is not None and strength < 1 else None
     return p.scene_stage.sample(num_images=1, seed=seed, size=p.scene, init=init, strength=strength,
                                 progress=progress).clamp(-1, 1)
+
+
+def photo_scene(p: Plan, photo: Image.Image) -> torch.Tensor:
+    """`photo` as the scene of plan `p`: resized to the part of the scene the output keeps (the scene is rounded up
+    to what the stages take, and the output cropped from it), the rest replicated from its edges, so the
+    photo lies where the output is."""
+    h, w = (min(n, max(1, round(side / p.scale))) for n, side in zip(p.scene, p.size))
+    return F.pad(photo_at(photo, (h, w)), (0, p.scene[1] - w, 0, p.scene[0] - h), mode="replicate")
 
 
 def check_start(photo, strength: float) -> None:
@@ -160,11 +168,11 @@ def generate(pipe: Pipeline, size: tuple[int, int], seed: int = 0, tile_size: in
     outputs above IN_MEMORY_PIXELS, returning None). `tile_size`: the upsamplers' tiles (output px;
     default twice the last upsampler's training size).
 
-    `photo` and `strength` < 1: SinGAN's generation from a coarser scale and its paint-to-image: the scene
-    starts from `photo` (the training photo, or a painting of its colours) resized to the scene's size
-    (stretched if its aspect ratio differs) and noised to `strength`; the upsamplers then draw every detail
-    anew. Lower strengths keep more of the photo's layout, higher ones vary it more (docs/one_shot.md
-    measures the trade-off); 1 draws the scene from noise, as without a photo."""
+    `photo` (PIL) and `strength` < 1: SinGAN's generation from a coarser scale and its paint-to-image: the scene
+    starts from `photo` (the training photo, or a painting of its colours) resized to the output's size at
+    the scene's scale (stretched if its aspect ratio differs) and noised to `strength`; the upsamplers then
+    draw every detail anew. Lower strengths keep more of the photo's layout, higher ones vary it more
+    (docs/one_shot.md measures the trade-off); 1 draws the scene from noise, as without a photo."""
     p = plan(pipe, size)
     check_start(photo, strength)
     streamed = path is not None and p.full[0] * p.full[1] > IN_MEMORY_PIXELS

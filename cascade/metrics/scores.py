@@ -85,13 +85,17 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     With sigma1 = V W V^T, S1^(1/2) S2 S1^(1/2) = V W^(1/2) (V^T S2 V) W^(1/2) V^T has the eigenvalues of
     W^(1/2) (V^T S2 V) W^(1/2), and the eigenvectors whose eigenvalue is numerically zero (below the rank
     tolerance of numpy's matrix_rank) contribute nothing: only the rank-r part is decomposed, so the
-    covariance of a few samples (r < n) costs one eigendecomposition of d x d, not two."""
+    covariance of a few samples (r < n) costs one eigendecomposition of d x d, not two (where its round-off
+    stays below that tolerance: a covariance of features whose mean is far above their spread keeps more).
+    The eigenvalues of the product below the same tolerance are dropped too: their square roots would add
+    round-off, not signal."""
     w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
     keep = w > max(w.max(initial=0.0), 0.0) * len(w) * np.finfo(np.float64).eps
     root = v[:, keep] * np.sqrt(w[keep])  # V W^(1/2) on the numerical range of sigma1
     m = root.T @ sigma2 @ root
     eig = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(np.clip(eig, 0, None)).sum())
+    eig = eig[eig > max(eig.max(initial=0.0), 0.0) * len(eig) * np.finfo(np.float64).eps]  # the same cut
+    return float(np.sqrt(eig).sum())
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
