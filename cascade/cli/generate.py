@@ -19,7 +19,7 @@ from ..io.images import signed_to_pil, signed_to_unit
 from .common import add_hub_arguments, add_sampling_arguments, apply_sampling_arguments, hub_kwargs, parse_size
 
 DEFAULT_ONE_SHOT = "runs/one_shot/pipeline"
-FROM_PHOTO_STRENGTH = 0.8  # docs/one_shot.md, "Starting the scene from the photo": measured at 0.5 / 0.8 / 0.9
+FROM_PHOTO_STRENGTH = 0.8  # docs/one_shot.md, "Starting the scene from the photo": measured there
 
 
 def add_parser(commands) -> None:
