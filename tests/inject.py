@@ -5,7 +5,8 @@
     python tests/inject.py FAULT N -m cascade upscale IN OUT ...
 
 FAULT is one of
-- `kill-after-save`: SIGKILL the process right after the checkpoint of step N is in place;
+- `kill-after-save`: SIGKILL the process right after the checkpoint of step N is in place (N/K: the K-th time a
+  checkpoint of step N is written, e.g. in the second round of a progressive distillation);
 - `kill-mid-save`: SIGKILL it while writing the checkpoint of step N (after Accelerate's files,
   halfway through the EMA weights, before the folder is renamed into place);
 - `nan-loss`: make the N-th call of the diffusion loss return NaN (then train normally);
@@ -31,14 +32,18 @@ import cascade.training.checkpoints
 import cascade.training.loop
 
 fault, n, script, *args = sys.argv[1:]
-n = int(n)
+n, _, nth = n.partition("/")
+n, nth = int(n), int(nth or 1)
 
 if fault == "kill-after-save":
     original_save = cascade.training.loop.save_checkpoint
 
+    saves = [0]
+
     def save_then_die(accelerator, ema, output_dir, step, *rest, **kwargs):
         path = original_save(accelerator, ema, output_dir, step, *rest, **kwargs)
-        if step == n:
+        saves[0] += step == n
+        if step == n and saves[0] == nth:
             os.kill(os.getpid(), signal.SIGKILL)
         return path
 

@@ -140,3 +140,24 @@ def test_non_image_files_are_ignored_and_empty_classes_counted(tmp_path):
     assert crops[0]["image"].shape == (3, 16, 16)  # grayscale expanded, upsampled to the crop size
     with pytest.raises(DataError, match="has 2 classes"):
         data.check_num_classes(source.name, source.class_names, 3)
+
+
+def test_picture_row_labels_wrap_to_the_columns_measured_width():
+    """Labels of picture rows (cascade.io.images.label_rows) wrap by the font's own measure: every line fits the
+    column, words stay whole where they fit, a word wider than the column is cut, and no text is lost."""
+    from PIL import ImageDraw, ImageFont
+
+    from cascade.io.images import label_rows, wrap_to_width
+
+    font, draw = ImageFont.load_default(), ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    length = lambda line: draw.textlength(line, font=font)  # noqa: E731
+    text = "blurred scene + upsamplers (WWWWWWWWWWWWWWWWWWWWWW) iiiiiiiiiiiiiiiiiiii"
+    lines = wrap_to_width(text, length, 100)
+    assert all(length(line) <= 100 for line in lines) and len(lines) > 2
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")  # nothing lost
+    assert lines[0] == "blurred scene +"  # whole words while they fit
+    assert wrap_to_width("WWWW", lambda s: 6 * len(s), 12) == ["WW", "WW"]
+    grid = Image.new("RGB", (40, 100), (0, 0, 0))
+    out = label_rows(grid, ["WWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWW"], row_height=96, width=60)
+    ink = np.asarray(out)[:, :60].min(axis=2) < 128
+    assert ink.any() and not ink[:, 56:].any()  # the text stays inside its column (4 px margins)

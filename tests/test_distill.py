@@ -1,7 +1,8 @@
 """Few-step students (cascade.training.distill, train/distill.py): the grid and scalings are LCMScheduler's, the
 student predicts v, the target is the student's own weights under stop-gradient, every kind distils, a killed
 run resumes exactly, and a student samples through every path a stage does (tiles, streaming, consistency,
-SDEdit, the command line)."""
+SDEdit, the command line). Progressive distillation: its grids are DDIMScheduler's, its target makes one student
+step land where two teacher steps do, and a run killed in its second round resumes exactly."""
 
 import json
 
@@ -14,8 +15,8 @@ from PIL import Image
 from cascade import Pipeline, upscale_to_file
 from cascade.diffusion.sampling import make_sampler
 from cascade.inference.stage import Tiling
-from cascade.training.distill import (GRID_POINTS, ConsistencyDistillation, boundary_scalings, clean_estimate, grid,
-                                      student_schedule)
+from cascade.training.distill import (GRID_POINTS, ConsistencyDistillation, ProgressiveDistillation, boundary_scalings,
+                                      clean_estimate, ddim_grid, grid, progressive_rounds, student_schedule)
 from conftest import run, run_in_process, run_together, tiny_stage
 
 
@@ -139,15 +140,131 @@ def test_the_target_is_the_students_own_weights_under_stop_gradient(target):
     assert objective.loss(student, batch).item() == pytest.approx(reference_loss(lagging).item(), rel=1e-5)
 
 
-def test_a_guided_base_stage_distils_with_its_guidance_baked_in_and_a_killed_run_resumes_exactly(tmp_path):
+def test_progressive_grids_are_ddims_trailing_timesteps_and_nest():
+    """The student samples with DDIMScheduler (trailing): its timesteps are the grid, and each step goes to the next
+    grid point (the last to abar = 1). The teacher's grid at twice the steps holds the student's at every other
+    point, for every round from 128 steps down."""
+    schedule = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    for steps in (1, 2, 4, 8):
+        sampler = make_sampler("ddim", schedule.config)
+        sampler.set_timesteps(steps)
+        g = ddim_grid(1000, steps)
+        assert sampler.timesteps.tolist() == g[:-1].tolist()
+        prev = [t - 1000 // steps for t in sampler.timesteps.tolist()]  # DDIMScheduler.step's previous timestep
+        assert prev == g[1:].tolist() and g[-1] == -1
+    for steps in (1, 2, 4, 8, 16, 32, 64):
+        fine, coarse = ddim_grid(1000, 2 * steps), ddim_grid(1000, steps)
+        assert torch.equal(fine[::2], coarse) and (fine[:-1] > fine[1:]).all()
+    assert progressive_rounds(64, 4) == [32, 16, 8, 4] and progressive_rounds(8, 4) == [4]
+
+
+@pytest.mark.parametrize("prediction, residual", [("v_prediction", False), ("epsilon", True)])
+def test_the_progressive_target_makes_one_student_step_land_where_two_teacher_steps_do(prediction, residual):
+    """At each of a 4-step student's grid points: the teacher's two steps are diffusers' DDIM at 8 steps (x0 clipped
+    for an image, not for a residual), and the target x~, given to diffusers' DDIM at 4 steps as the student's v,
+    lands where they land (the last step on abar = 1). The loss is the mean squared error of that v."""
+    import copy
+    from dataclasses import replace
+
+    from diffusers import DDIMScheduler
+
+    teacher = tiny_stage(16, scale=2)
+    kind = replace(teacher.kind, residual=residual)
+    schedule = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction, clip_sample=not residual)
+    teacher = type(teacher)(teacher.unet, schedule, kind)
+    objective = ProgressiveDistillation(teacher, teacher.unet.config, "v_prediction", steps=4)
+    abar = schedule.alphas_cumprod.double()
+    cond = {"cond_image": torch.randn(4, 3, 16, 16), "aug_level": torch.zeros(4)}
+    i = torch.arange(4)
+    t, t_next = ddim_grid(1000, 4)[:-1], ddim_grid(1000, 4)[1:]
+    x_t = 2 * torch.randn(4, 3, 16, 16)
+    x_next = objective.teacher_steps(x_t, i, cond)
+    fine = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction, clip_sample=not residual,
+                         timestep_spacing="trailing")
+    fine.set_timesteps(8)
+    coarse = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False,
+                           timestep_spacing="trailing")
+    coarse.set_timesteps(4)
+    target = objective.target(x_t, x_next, t, t_next)
+    for k in range(4):
+        x, c = x_t[k:k + 1], {n: v[k:k + 1] for n, v in cond.items()}
+        for s in fine.timesteps[2 * k:2 * k + 2]:
+            x = fine.step(teacher.unet(x, s.view(1), **c), int(s), x).prev_sample
+        assert torch.allclose(x_next[k:k + 1], x, atol=1e-4), k
+        a, sd = abar[t[k]].sqrt(), (1 - abar[t[k]]).sqrt()
+        v = ((a * x_t[k].double() - target[k].double()) / sd).float()  # the v whose x0 estimate is x~
+        landed = coarse.step(v[None], int(t[k]), x_t[k:k + 1]).prev_sample
+        assert torch.allclose(landed, x_next[k:k + 1], atol=1e-4 * max(1, x_next[k].abs().max().item())), k
+    # the loss: the student's v error, squared and averaged, at the draws of the batch's seeds
+    from cascade.diffusion import rng
+
+    student = copy.deepcopy(teacher.unet)
+    with torch.no_grad():
+        for p_ in student.parameters():
+            p_.add_(0.02 * torch.randn_like(p_))
+    batch = {"image": torch.rand(2, 3, 16, 16) * 2 - 1, "label": torch.zeros(2, dtype=torch.long),
+             "seed": torch.tensor([3, 4])}
+    generators = rng.example_generators(batch["seed"])
+    x0, cond = kind.training_inputs(student.config, batch["image"], abar.float(), generators)
+    j = rng.randint(4, 2, generators)
+    noise = rng.randn(x0.shape, generators)
+    a, sd = (abar[t[j]].sqrt().view(-1, 1, 1, 1).float(), (1 - abar[t[j]]).sqrt().view(-1, 1, 1, 1).float())
+    z = a * x0 + sd * noise
+    with torch.no_grad():
+        goal = objective.target(z, objective.teacher_steps(z, j, cond), t[j], t_next[j])
+    v_goal = (a * z - goal) / sd
+    expected = ((student(z, t[j], **cond) - v_goal) ** 2).mean()
+    assert objective.loss(student, batch).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def guided_teacher(tmp_path_factory):
+    """A tiny class-conditional base stage sampled with guidance 1.5."""
+    folder = tmp_path_factory.mktemp("guided")
+    run("train/base.py", "--config", "configs/base_tiny.yaml", "train.max_steps=3", "sample.guidance_scale=1.5",
+        f"train.output_dir={folder / 'teacher'}")
+    return folder / "teacher" / "pipeline"
+
+
+def test_a_progressive_distillation_killed_in_its_second_round_resumes_exactly(guided_teacher, tmp_path):
+    """Two rounds (4 -> 2 -> 1 DDIM steps), killed after round 2's step-2 checkpoint: --resume keeps round 1 as it
+    was and ends with the uninterrupted run's weights; the student samples with DDIM at 1 step, unguided."""
+    from test_cli import assert_same_weights, final_weights
+
+    common = ["train/distill.py", "--teacher", guided_teacher, "distill.method=progressive", "distill.start_steps=4",
+              "distill.steps=1", "train.batch_size=4", "train.save_every=2", "train.sample_every=4",
+              "train.max_steps=4"]
+    straight, killed = run_together([*common, f"train.output_dir={tmp_path / 'straight'}"],
+                                    ["tests/inject.py", "kill-after-save", "2/2", *common,
+                                     f"train.output_dir={tmp_path / 'killed'}"], check=False)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    round1 = tmp_path / "killed" / "rounds" / "2_steps" / "pipeline" / "stage_0" / "stage.json"
+    written = round1.read_text()
+    resumed, = run_together([*common, f"train.output_dir={tmp_path / 'killed'}", "--resume"])
+    assert "round 1 of 2 (2 steps): done" in resumed.stdout and "(step 2)" in resumed.stdout + resumed.stderr
+    assert round1.read_text() == written  # the finished round is not trained or exported again
+    assert_same_weights(final_weights(tmp_path / "straight", 4), final_weights(tmp_path / "killed", 4),
+                        "after SIGKILL in round 2 and --resume of a progressive distillation")
+    student = Pipeline.from_pretrained(tmp_path / "straight" / "pipeline").stages[0]
+    d = student.origin["distilled"]
+    assert (d["method"], d["rounds"], d["round"], d["iterations"], d["guidance_scale"]) == ("progressive", [2, 1], 2,
+                                                                                           8, 1.5)
+    assert student.defaults.sampler == "ddim" and student.defaults.steps == 1 and student.network_evaluations() == 1
+    proc = run_in_process("-m", "cascade", "info", tmp_path / "straight" / "pipeline")
+    assert "distilled (progressive, rounds 4 -> 2 -> 1 steps, 8 iterations)" in proc.stdout
+    images = student.sample(class_labels=[0, 1], seed=0, progress=False)
+    assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+
+
+def test_a_guided_base_stage_distils_with_its_guidance_baked_in_and_a_killed_run_resumes_exactly(guided_teacher,
+                                                                                                   tmp_path):
     """train/distill.py on a tiny class-conditional teacher: the student samples unguided (1 evaluation per
     step) and records its teacher; killed after its step-3 checkpoint and resumed, it ends with the weights of
     the uninterrupted run."""
     from test_cli import assert_same_weights, final_weights
 
-    run("train/base.py", "--config", "configs/base_tiny.yaml", "train.max_steps=3", "sample.guidance_scale=1.5",
-        f"train.output_dir={tmp_path / 'teacher'}")
-    common = ["train/distill.py", "--teacher", tmp_path / "teacher" / "pipeline", "train.batch_size=4",
+    common = ["train/distill.py", "--teacher", guided_teacher, "train.batch_size=4",
               "train.save_every=3", "train.sample_every=3", "train.max_steps=6"]
     straight, killed = run_together([*common, f"train.output_dir={tmp_path / 'straight'}"],
                                     ["tests/inject.py", "kill-after-save", 3, *common,

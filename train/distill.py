@@ -5,17 +5,21 @@
     accelerate launch train/distill.py --teacher runs/sr3_photos/pipeline distill.target=data train.max_steps=3000
     accelerate launch train/distill.py --teacher runs/one_shot/pipeline          # every stage: a one-shot student
     accelerate launch train/distill.py --teacher runs/sr3_photos/pipeline --resume  # continue where it stopped
+    accelerate launch train/distill.py --teacher runs/sr3_photos/pipeline distill.method=progressive  # 64 -> 4 DDIM
     python -m cascade upscale photo.png big.png --pipeline runs/sr3_photos_distilled/pipeline   # 4 evaluations
 
 The student starts as the teacher and learns its consistency function on the 50-point grid that diffusers'
 LCMScheduler samples from: one DDIM step of the teacher (`distill.target=teacher`, its guidance baked in), or
-the clean example noised again (`distill.target=data`); pseudo-Huber loss (cascade.training.distill). Its data
+the clean example noised again (`distill.target=data`); pseudo-Huber loss (cascade.training.distill). Or, with
+`distill.method=progressive`, it learns two of the teacher's DDIM steps per step of its own, halving the steps
+each round from `distill.start_steps` (64) to `distill.steps`, `train.max_steps` iterations a round. Its data
 are the teacher's own, as its stage.json records them (or the config's `data` section).
 
 Writes to `train.output_dir` (default runs/<teacher>_distilled): for a one-stage teacher what every training
 script writes (config.yaml, logs/, samples/, checkpoints/, pipeline/, the student as a one-stage pipeline whose
-stage.json samples with `lcm` at `distill.steps` and records its teacher); for several stages one such folder
-per distilled stage (stage_0/, ...) and pipeline/: the teacher's cascade with its students in place.
+stage.json samples with `lcm` (progressive: `ddim`) at `distill.steps` and records its teacher; a progressive
+run's earlier rounds in rounds/<steps>_steps/, each such a folder); for several stages one such folder per
+distilled stage (stage_0/, ...) and pipeline/: the teacher's cascade with its students in place.
 """
 
 import json

@@ -14,14 +14,15 @@ from .sections import DataConfig, TrainConfig
 class DistillSection:
     """How the student learns (cascade.training.distill) and how it samples."""
 
-    method: Literal["consistency"] = "consistency"  # consistency distillation in the latent-consistency-model form (LCM)
+    method: Literal["consistency", "progressive"] = "consistency"  # consistency: consistency distillation in the latent-consistency-model form (LCM); progressive: Salimans & Ho's rounds, two teacher DDIM steps per student step
     target: Literal["teacher", "data"] = "teacher"  # teacher: one DDIM step of the teacher on the 50-point grid; data: the clean example noised again with the same noise (consistency training, ECT-style)
     huber_c: float = 0.001  # pseudo-Huber loss sqrt(d^2 + c^2) - c on [-1, 1] pixels (LCM's constant)
     eta: float = 1.0  # target teacher: DDIM's eta of the teacher's step (0: the ODE, LCM's; 1: ancestral, measured best for the demo SR stage: docs/distillation.md)
     target_decay: float = 0.95  # the target network: LCM's EMA of the student's weights (a network of its own, never the exported EMA); 0: the student itself under stop-gradient (measured unstable here: docs/distillation.md)
     guidance_scale: Optional[float] = None  # the teacher's classifier-free guidance baked into the student (None: the teacher's sampling default; 1: none)
-    sampler: Literal["lcm", "tcd"] = "lcm"  # the student's sampler (its other sampling defaults are the teacher's)
+    sampler: Optional[Literal["lcm", "tcd", "ddim"]] = None  # the student's sampler (null: lcm for consistency, ddim for progressive; its other sampling defaults are the teacher's)
     steps: int = 4  # the student's network evaluations per image
+    start_steps: int = 64  # progressive: the teacher's DDIM steps in the first round (halved each round down to `steps`)
 
     def validate(self) -> None:
         check(self.huber_c > 0, "huber_c", self.huber_c, "must be > 0")
@@ -30,6 +31,15 @@ class DistillSection:
         check(self.guidance_scale is None or self.guidance_scale >= 0, "guidance_scale", self.guidance_scale,
               "must be >= 0 or null")
         check(1 <= self.steps <= 50, "steps", self.steps, "must be in [1, 50] (the distillation grid has 50 points)")
+        if self.method == "consistency":
+            check(self.sampler in (None, "lcm", "tcd"), "sampler", self.sampler,
+                  "a consistency student samples with lcm or tcd (ddim is progressive distillation's)")
+        else:
+            check(self.sampler in (None, "ddim"), "sampler", self.sampler, "a progressive student samples with ddim")
+            ratio = self.start_steps // self.steps
+            check(self.start_steps > self.steps and ratio * self.steps == self.start_steps and ratio & (ratio - 1) == 0,
+                  "start_steps", self.start_steps, f"must be distill.steps={self.steps} times a power of two above 1 "
+                  "(each round halves the steps)")
 
 
 @dataclass

@@ -27,8 +27,10 @@ def origin_text(origin: dict) -> str:
     parts = []
     if "distilled" in origin:
         d = origin["distilled"]
-        parts.append(f"distilled ({d.get('method', '?')}, target {d.get('target', '?')}, {d.get('iterations', '?')} "
-                     f"iterations) from teacher {str(d.get('teacher', '?'))[:12]}")
+        how = (f"rounds {' -> '.join(map(str, [2 * d['rounds'][0], *d['rounds']]))} steps" if "rounds" in d
+               else f"target {d.get('target', '?')}")
+        parts.append(f"distilled ({d.get('method', '?')}, {how}, {d.get('iterations', '?')} iterations) from teacher "
+                     f"{str(d.get('teacher', '?'))[:12]}")
     if "trained" in origin:
         t = origin["trained"]
         data = t.get("data")

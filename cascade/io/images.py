@@ -17,7 +17,6 @@ one-shot outputs were once washed out; `unit_*` converters refuse values far bel
 from __future__ import annotations
 
 import math
-import textwrap
 
 import numpy as np
 import torch
@@ -153,14 +152,35 @@ def label_rows(grid: Image.Image, labels: list[str], row_height: int, padding: i
     out.paste(grid, (width, 0))
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default()
-    per_line, line_height = max(4, (width - 8) // 6), 12  # the default font: ~6 px per character, 11 px high
+    line_height = 12  # the default font is 11 px high
     for i, text in enumerate(labels):
         top = padding + i * (row_height + padding)
-        lines = textwrap.wrap(text, per_line)[:max(1, row_height // line_height)]
+        lines = wrap_to_width(text, lambda line: draw.textlength(line, font=font), width - 8)
+        lines = lines[:max(1, row_height // line_height)]
         y = top + max(0, row_height // 2 - len(lines) * line_height // 2)
         for k, line in enumerate(lines):
             draw.text((4, y + k * line_height), line, fill=(0, 0, 0), font=font)
     return out
+
+
+def wrap_to_width(text: str, length, room: float) -> list[str]:
+    """`text` in lines of at most `room` by `length(line)` (a font's measure): words kept whole where they fit,
+    a word longer than a line cut where the line is full."""
+    lines, line = [], ""
+    for word in text.split():
+        joined = f"{line} {word}" if line else word
+        if length(joined) <= room:
+            line = joined
+            continue
+        if line:
+            lines.append(line)
+        line = ""
+        for char in word:  # the word starts a line; cut it where it does not fit
+            if line and length(line + char) > room:
+                lines.append(line)
+                line = ""
+            line += char
+    return lines + ([line] if line else [])
 
 
 def upscale_nearest(image: Image.Image, min_side: int = 256) -> Image.Image:

@@ -17,6 +17,14 @@ student under stop-gradient at (x_{t_{n-1}}, t_{n-1}) (t_0 = 0, where f is x its
   no teacher ODE, so the student does not inherit the deterministic sampler's loss of detail.
 Loss: pseudo-Huber, sqrt(d^2 + c^2) - c, averaged (LCM's; no LPIPS weights offline).
 
+`method="progressive"` is progressive distillation instead (Salimans & Ho 2022): in each round a student learns
+to do in one DDIM step what its teacher does in two, on DDIM's trailing grid t_i = round(T - i T / N) - 1 (the
+last step going to abar = 1), so a 64-step teacher becomes a 4-step student in four rounds (64 -> 32 -> 16 -> 8
+-> 4), each round's student the next round's teacher. The target is the clean image x~ for which one DDIM step
+from x_t lands where the teacher's two land: x~ = (x'' - (s''/s) x_t) / (a'' - (s''/s) a), with the loss
+|x~ - x0|^2 / s^2 (the v-prediction error: SNR + 1 weighting). The student samples with DDIM at the last round's
+steps, the timesteps of diffusers' DDIMScheduler (trailing spacing).
+
 The pitfalls, each handled here and tested (tests/test_distill.py):
 - the student predicts v (or x0), never epsilon: x0 = (x - sqrt(1 - abar) eps) / sqrt(abar) multiplies any
   error by 1 / sqrt(abar_T) ~ 2e4 at the cosine schedule's last step, the one a 1-step student samples at;
@@ -24,13 +32,16 @@ The pitfalls, each handled here and tested (tests/test_distill.py):
 - the target network is a network of its own: an EMA of the student's weights (decay 0.95, LCM's; 0 makes it
   the student itself under stop-gradient), updated after every step and kept in the checkpoints, never the
   slower EMA that is exported (docs/distillation.md: with the student itself as target this stage drifts);
-- the loop is the shared one (cascade.training.loop): a resume after a kill is exact, as for every stage.
+- the loop is the shared one (cascade.training.loop): a resume after a kill is exact, as for every stage (for
+  progressive distillation each round is a run of its own, and the next teacher is always read back from the
+  round's export, in an uninterrupted run as in a resumed one).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import torch
 
@@ -71,6 +82,42 @@ def clean_estimate(prediction: torch.Tensor, x: torch.Tensor, abar: torch.Tensor
     raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 
+def abar_at(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """abar at integer timesteps t [N] (float64), 1 where t < 0 (DDIM's last step lands on the clean image:
+    diffusers' `set_alpha_to_one`)."""
+    t = t.cpu()
+    return torch.where(t >= 0, alphas_cumprod[t.clamp(min=0)], torch.ones((), dtype=alphas_cumprod.dtype))
+
+
+def ddim_step(denoiser, prediction_type: str, clip: bool, alphas_cumprod: torch.Tensor, x_t: torch.Tensor,
+              t: torch.Tensor, t_prev: torch.Tensor, cond: dict, eta: float = 0.0,
+              generators: rng.Generators | None = None) -> torch.Tensor:
+    """x_{t_prev} from x_t by one DDIM step of `denoiser` (Song et al. 2021, eq. 12), with `eta`:
+    sigma^2 = eta^2 (1 - a') / (1 - a) (1 - a / a') for a = abar_t, a' = abar_{t_prev} (t_prev < 0: a' = 1); x0
+    clipped to [-1, 1] where `clip` (the stage's sampler does; a residual is not clipped): diffusers'
+    DDIMScheduler.step, checked in the tests."""
+    abar, abar_prev = (abar_at(alphas_cumprod, s).view(-1, 1, 1, 1).to(x_t) for s in (t, t_prev))
+    x0 = clean_estimate(denoiser(x_t, t, **cond), x_t, abar.flatten().cpu(), prediction_type)
+    eps = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()  # from the unclipped x0, as diffusers' DDIM step
+    if clip:
+        x0 = x0.clamp(-1, 1)
+    sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp(min=0).sqrt()
+    x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+    if eta > 0:
+        x_prev = x_prev + sigma * rng.randn(x_t.shape, generators).to(x_t.device, x_t.dtype)
+    return x_prev
+
+
+def ddim_grid(num_train_timesteps: int, steps: int) -> torch.Tensor:
+    """DDIM's trailing grid for `steps` steps and where its last step lands, [steps + 1] descending:
+    round(T - i T / steps) - 1 for i = 0..steps-1 (DDIMScheduler's timesteps, "trailing"), then -1 (abar = 1).
+    Grids of N and 2N steps nest: every other point of the finer one is the coarser one's."""
+    import numpy as np
+
+    points = np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / steps)).astype(np.int64) - 1
+    return torch.cat([torch.from_numpy(points), torch.tensor([-1])])
+
+
 def student_schedule(teacher: Stage):
     """The student's noise schedule: the teacher's, predicting v where the teacher predicts epsilon."""
     from diffusers import DDPMScheduler
@@ -79,6 +126,15 @@ def student_schedule(teacher: Stage):
     if config["prediction_type"] == "epsilon":
         config["prediction_type"] = "v_prediction"
     return DDPMScheduler.from_config(config)
+
+
+def frozen_denoiser(teacher: Stage, guidance_scale: float):
+    """The teacher's network with its classifier-free guidance at `guidance_scale`, its weights frozen."""
+    unet = teacher.unet
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    return guided(unet, guidance_scale, unet.null_class if unet.config.num_classes else None,
+                  unet.null_label if unet.config.num_labels else None)
 
 
 class ConsistencyDistillation:
@@ -93,11 +149,7 @@ class ConsistencyDistillation:
         self.eta = eta
         self.alphas_cumprod = teacher.noise_scheduler.alphas_cumprod.double()
         self.grid = grid(len(self.alphas_cumprod))
-        unet = teacher.unet
-        self.teacher_denoiser = guided(unet, guidance_scale, unet.null_class if unet.config.num_classes else None,
-                                       unet.null_label if unet.config.num_labels else None)
-        for p in unet.parameters():
-            p.requires_grad_(False)
+        self.teacher_denoiser = frozen_denoiser(teacher, guidance_scale)
 
     def consistency(self, model, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
         """f(x, t) of `model` (student weights) at integer timesteps t [N] (t = 0: x itself)."""
@@ -107,20 +159,9 @@ class ConsistencyDistillation:
 
     def teacher_step(self, x_t: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, cond: dict,
                      generators: rng.Generators) -> torch.Tensor:
-        """x_{t_prev} from x_t by one DDIM step of the guided teacher (Song et al. 2021, eq. 12), with `eta`:
-        sigma^2 = eta^2 (1 - a') / (1 - a) (1 - a / a') for a = abar_t, a' = abar_{t_prev}; x0 clipped as the
-        teacher's DDIM sampler clips it (not a residual): diffusers' DDIMScheduler.step, checked in the tests."""
-        abar, abar_prev = (self.alphas_cumprod[s.cpu()].view(-1, 1, 1, 1).to(x_t) for s in (t, t_prev))
-        prediction = self.teacher_denoiser(x_t, t, **cond)
-        x0 = clean_estimate(prediction, x_t, abar.flatten().cpu(), self.teacher.noise_scheduler.config.prediction_type)
-        eps = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()  # from the unclipped x0, as diffusers' DDIM step
-        if self.kind.clip_sample:
-            x0 = x0.clamp(-1, 1)
-        sigma = self.eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp(min=0).sqrt()
-        x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
-        if self.eta > 0:
-            x_prev = x_prev + sigma * rng.randn(x_t.shape, generators).to(x_t.device, x_t.dtype)
-        return x_prev
+        """x_{t_prev} from x_t by one DDIM step of the guided teacher, with `eta` (`ddim_step`)."""
+        return ddim_step(self.teacher_denoiser, self.teacher.noise_scheduler.config.prediction_type,
+                         self.kind.clip_sample, self.alphas_cumprod, x_t, t, t_prev, cond, self.eta, generators)
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         generators = rng.example_generators(batch["seed"])
@@ -145,15 +186,118 @@ class ConsistencyDistillation:
         return ((d ** 2 + self.huber_c ** 2).sqrt() - self.huber_c).mean()
 
 
+class ProgressiveDistillation:
+    """The loss of one round of progressive distillation (module docstring): a student at `steps` DDIM steps
+    learns two DDIM steps of `teacher` (its guidance baked in) per step of its own."""
+
+    def __init__(self, teacher: Stage, student_config, student_prediction: str, steps: int,
+                 guidance_scale: float = 1.0):
+        self.teacher, self.kind, self.config, self.prediction = teacher, teacher.kind, student_config, student_prediction
+        self.alphas_cumprod = teacher.noise_scheduler.alphas_cumprod.double()
+        self.steps, self.fine = steps, ddim_grid(len(self.alphas_cumprod), 2 * steps)  # the teacher's grid
+        self.teacher_denoiser = frozen_denoiser(teacher, guidance_scale)
+
+    def teacher_steps(self, x_t: torch.Tensor, i: torch.Tensor, cond: dict) -> torch.Tensor:
+        """The teacher's two DDIM steps from x_t at the student's grid point i [N] (the teacher's 2i) to i + 1."""
+        x = x_t
+        for j in (2 * i, 2 * i + 1):
+            x = ddim_step(self.teacher_denoiser, self.teacher.noise_scheduler.config.prediction_type,
+                          self.kind.clip_sample, self.alphas_cumprod, x, self.fine[j].to(x.device),
+                          self.fine[j + 1].to(x.device), cond)
+        return x
+
+    def target(self, x_t: torch.Tensor, x_next: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+        """x~: the clean image from which one DDIM step x_t -> t_next lands on x_next (Salimans & Ho, eq. 8)."""
+        abar, abar_next = (abar_at(self.alphas_cumprod, s).view(-1, 1, 1, 1) for s in (t, t_next))
+        ratio = ((1 - abar_next) / (1 - abar)).sqrt()
+        x_t, x_next = x_t.double(), x_next.double()
+        return ((x_next - ratio * x_t) / (abar_next.sqrt() - ratio * abar.sqrt())).float()
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        generators = rng.example_generators(batch["seed"])
+        x0, cond = self.kind.training_inputs(self.config, batch["image"], self.alphas_cumprod.float(), generators)
+        cond.update(self.kind.batch_conditioning(self.config, batch, 0.0, generators))  # labels never dropped
+        i = rng.randint(self.steps, x0.shape[0], generators)
+        t, t_next = self.fine[2 * i].to(x0.device), self.fine[2 * i + 2].to(x0.device)
+        noise = rng.randn(x0.shape, generators).to(x0.device, x0.dtype)
+        abar = abar_at(self.alphas_cumprod, t).view(-1, 1, 1, 1).to(x0)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        with torch.no_grad():
+            target = self.target(x_t, self.teacher_steps(x_t, i, cond), t, t_next).to(x0)
+        predicted = clean_estimate(model(x_t, t, **cond), x_t, abar.flatten().cpu(), self.prediction)
+        return (((predicted.float() - target.float()) / (1 - abar).sqrt()) ** 2).mean()
+
+
+def progressive_rounds(start_steps: int, steps: int) -> list[int]:
+    """The student's steps in each round: start_steps / 2, ..., steps (64, 4: [32, 16, 8, 4])."""
+    rounds = [start_steps // 2]
+    while rounds[-1] > steps:
+        rounds.append(rounds[-1] // 2)
+    return rounds
+
+
 def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, teacher_source: str | None = None,
                   data=None) -> Stage:
     """Train and export a student of `teacher` (a DistillConfig `cfg`; its train section with `output_dir`).
     Data: `data` (a DataConfig), else the teacher's own training data as its origin records it."""
-    if not teacher.kind.iterative:
-        from ..errors import ConfigError
+    from ..errors import ConfigError
 
+    if not teacher.kind.iterative:
         raise ConfigError(f"a {teacher.kind.name} stage samples in one network evaluation already: nothing to distil")
-    train = dataclasses.replace(cfg.train, output_dir=str(output_dir))
+    d = cfg.distill
+    w = d.guidance_scale if d.guidance_scale is not None else teacher.defaults.guidance_scale
+    w = w if teacher.guided else 1.0
+    source = {"teacher": weights_hash(teacher.unet), "teacher_source": teacher_source, "method": d.method,
+              "lr": cfg.train.lr, "guidance_scale": w}
+    if d.method == "consistency":
+        def consistency(stage, student, prediction):
+            averages = {"target": EMA(student, d.target_decay, warmup=False)} if d.target_decay else {}
+            objective = ConsistencyDistillation(stage, student.config, prediction, d.target, w, d.huber_c,
+                                                averages["target"].model if averages else None, d.eta)
+            return objective.loss, averages, f"target {d.target}, guidance {w:g} baked in"
+
+        record = {**source, "target": d.target, "iterations": cfg.train.max_steps, "target_decay": d.target_decay,
+                  "eta": d.eta, "grid": GRID_POINTS}
+        return _train_student(teacher, cfg, Path(output_dir), resume, data, consistency, d.sampler or "lcm", d.steps,
+                              record)
+
+    # --- progressive: one run per round under OUT/rounds/, the last in OUT; each round's teacher read from disk
+    T = len(teacher.noise_scheduler.alphas_cumprod)
+    if T % d.steps:
+        raise ConfigError(f"distill.steps={d.steps}: the student samples with DDIM, whose steps land on the grid only "
+                          f"when they divide the teacher's {T} training timesteps")
+    from ..inference.pipeline import Pipeline
+    from .checkpoints import latest_checkpoint
+
+    rounds, stage, seconds = progressive_rounds(d.start_steps, d.steps), teacher, []
+    for r, steps in enumerate(rounds):
+        folder = Path(output_dir) if r == len(rounds) - 1 else Path(output_dir) / "rounds" / f"{steps}_steps"
+        last = latest_checkpoint(folder)
+        if resume and (folder / "pipeline" / "cascade.json").is_file() and last is not None \
+                and int(last.name.split("_")[1]) >= cfg.train.max_steps:  # a round done before the kill
+            stage = Pipeline.from_pretrained(folder / "pipeline").stages[0]
+            seconds.append(stage.origin["distilled"]["seconds"])
+            print(f"round {r + 1} of {len(rounds)} ({steps} steps): done in {folder}")
+            continue
+
+        def progressive(teacher_now, student, prediction, steps=steps, guidance=w if r == 0 else 1.0):
+            objective = ProgressiveDistillation(teacher_now, student.config, prediction, steps, guidance)
+            return objective.loss, {}, f"round {r + 1} of {len(rounds)}: {2 * steps} -> {steps} DDIM steps"
+
+        record = {**source, "rounds": rounds, "round": r + 1, "start_steps": d.start_steps,
+                  "iterations": cfg.train.max_steps * (r + 1), "earlier_rounds_seconds": list(seconds)}
+        _train_student(stage, cfg, folder, resume, data, progressive, d.sampler or "ddim", steps, record,
+                       seed=cfg.train.seed + r)
+        stage = Pipeline.from_pretrained(folder / "pipeline").stages[0]  # read back, as a resumed run reads it
+        seconds.append(stage.origin["distilled"]["seconds"])
+    return stage
+
+
+def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, objective, sampler: str, steps: int,
+                   record: dict, seed: int | None = None) -> Stage:
+    """One student run of `teacher` into `output_dir`: `objective(teacher, student_unet, prediction)` gives the
+    loss, the averages the loss reads and a description; `record` goes into origin.distilled."""
+    train = dataclasses.replace(cfg.train, output_dir=str(output_dir), seed=cfg.train.seed if seed is None else seed)
     accelerator = make_accelerator(train, cfg)
     model_config = teacher.unet.config
 
@@ -170,34 +314,23 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
                            teacher.defaults.preview_per_class, accelerator, examples)
     accelerator.print(describe(found, model_config, model_config.sample_size))
 
-    # --- student: the teacher's weights and kind, v-prediction, sampled by LCM at few steps, guidance baked in
-    w = cfg.distill.guidance_scale if cfg.distill.guidance_scale is not None else teacher.defaults.guidance_scale
+    # --- student: the teacher's weights and kind, v-prediction, sampled at few steps, guidance baked in
     schedule = student_schedule(teacher)
     student_unet = type(teacher.unet).from_config(teacher.unet.config)
     student_unet.load_state_dict(teacher.unet.state_dict())
-    defaults = teacher.defaults.replace({"sampler": cfg.distill.sampler, "steps": cfg.distill.steps,
-                                         "guidance_scale": 1.0})
+    defaults = teacher.defaults.replace({"sampler": sampler, "steps": steps, "guidance_scale": 1.0})
     teacher.unet.to(accelerator.device).eval()
-    averages = {"target": EMA(student_unet, cfg.distill.target_decay, warmup=False)} if cfg.distill.target_decay else {}
-    objective = ConsistencyDistillation(teacher, student_unet.config, schedule.config.prediction_type,
-                                        cfg.distill.target, w if teacher.guided else 1.0, cfg.distill.huber_c,
-                                        averages["target"].model if averages else None, cfg.distill.eta)
+    loss, averages, what = objective(teacher, student_unet, schedule.config.prediction_type)
     accelerator.print(f"student of a {teacher.kind.name} stage ({sum(p.numel() for p in student_unet.parameters()) / 1e6:.2f}"
-                      f" M parameters): target {cfg.distill.target}, guidance {w:g} baked in, sampled with "
-                      f"{defaults.sampler} x{defaults.steps}")
+                      f" M parameters): {what}, sampled with {sampler} x{steps}")
 
     def preview_fn(ema_model, step):
         stage = Stage(ema_model, schedule, found.kind, defaults, teacher.class_names)
         return found.kind.preview(stage, found.shown, defaults.preview_per_class)
 
     started = time.perf_counter()
-    ema = fit(accelerator, train, student_unet, found.loader, objective.loss, preview_fn, resume=resume,
-              averages=averages)
-    origin = {"distilled": {"teacher": weights_hash(teacher.unet), "teacher_source": teacher_source,
-                            "method": cfg.distill.method, "target": cfg.distill.target, "iterations": train.max_steps,
-                            "target_decay": cfg.distill.target_decay, "eta": cfg.distill.eta, "lr": train.lr,
-                            "guidance_scale": w if teacher.guided else 1.0, "grid": GRID_POINTS,
-                            "data": found.what, "seconds": round(time.perf_counter() - started, 1)}}
+    ema = fit(accelerator, train, student_unet, found.loader, loss, preview_fn, resume=resume, averages=averages)
+    origin = {"distilled": {**record, "data": found.what, "seconds": round(time.perf_counter() - started, 1)}}
     if trained:
         origin["trained"] = trained  # the teacher's training: the data and the run the student's knowledge comes from
     student = Stage(ema.model, schedule, found.kind, defaults, teacher.class_names, origin)
