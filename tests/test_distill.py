@@ -182,9 +182,9 @@ def test_the_progressive_target_makes_one_student_step_land_where_two_teacher_st
     fine = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction, clip_sample=not residual,
                          timestep_spacing="trailing")
     fine.set_timesteps(8)
-    coarse = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False,
-                           timestep_spacing="trailing")
+    coarse = make_sampler("ddim", student_schedule(teacher, clip=False).config)  # the progressive student's sampler
     coarse.set_timesteps(4)
+    assert not coarse.config.clip_sample  # x~ may leave [-1, 1]: the student's step must not clip it
     target = objective.target(x_t, x_next, t, t_next)
     for k in range(4):
         x, c = x_t[k:k + 1], {n: v[k:k + 1] for n, v in cond.items()}
@@ -251,6 +251,12 @@ def test_a_progressive_distillation_killed_in_its_second_round_resumes_exactly(g
     assert (d["method"], d["rounds"], d["round"], d["iterations"], d["guidance_scale"]) == ("progressive", [2, 1], 2,
                                                                                            8, 1.5)
     assert student.defaults.sampler == "ddim" and student.defaults.steps == 1 and student.network_evaluations() == 1
+    assert not student.noise_scheduler.config.clip_sample  # trained for the unclipped DDIM step
+    # --resume into a folder made with other settings is refused, naming the folder, before anything is trained
+    proc = run_in_process(*common, "distill.guidance_scale=1.2", f"train.output_dir={tmp_path / 'straight'}",
+                          "--resume", check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "rounds/2_steps holds another run" in last and "without --resume" in last
     proc = run_in_process("-m", "cascade", "info", tmp_path / "straight" / "pipeline")
     assert "distilled (progressive, rounds 4 -> 2 -> 1 steps, 8 iterations)" in proc.stdout
     images = student.sample(class_labels=[0, 1], seed=0, progress=False)

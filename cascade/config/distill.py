@@ -30,11 +30,13 @@ class DistillSection:
         check(0 <= self.eta <= 1, "eta", self.eta, "must be in [0, 1]")
         check(self.guidance_scale is None or self.guidance_scale >= 0, "guidance_scale", self.guidance_scale,
               "must be >= 0 or null")
-        check(1 <= self.steps <= 50, "steps", self.steps, "must be in [1, 50] (the distillation grid has 50 points)")
         if self.method == "consistency":
+            check(1 <= self.steps <= 50, "steps", self.steps,
+                  "must be in [1, 50] (the distillation grid has 50 points)")
             check(self.sampler in (None, "lcm", "tcd"), "sampler", self.sampler,
                   "a consistency student samples with lcm or tcd (ddim is progressive distillation's)")
         else:
+            check(self.steps >= 1, "steps", self.steps, "must be >= 1")
             check(self.sampler in (None, "ddim"), "sampler", self.sampler, "a progressive student samples with ddim")
             ratio = self.start_steps // self.steps
             check(self.start_steps > self.steps and ratio * self.steps == self.start_steps and ratio & (ratio - 1) == 0,
@@ -52,7 +54,7 @@ class DistillConfig:
     data: Optional[DataConfig] = None  # null: each stage's own training data, as its stage.json records it
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         output_dir="", batch_size=16, max_steps=1000, lr=1e-4, warmup_steps=50, ema_decay=0.995, label_dropout=0.0,
-        sample_every=500, save_every=500))  # output_dir "": runs/<teacher>_distilled
+        sample_every=500, save_every=500))  # output_dir "": runs/<teacher>_distilled (progressive: _progressive); max_steps: per round for progressive
 
     def validate(self) -> None:
         check(self.stages is None or (len(self.stages) > 0 and all(i >= 0 for i in self.stages)), "stages",

@@ -40,12 +40,14 @@ The pitfalls, each handled here and tested (tests/test_distill.py):
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
 import torch
 
 from ..diffusion import rng
+from ..io.atomic import write_text
 from ..diffusion.sampling import guided
 from ..inference.stage import Stage
 from ..models.ema import EMA
@@ -118,13 +120,17 @@ def ddim_grid(num_train_timesteps: int, steps: int) -> torch.Tensor:
     return torch.cat([torch.from_numpy(points), torch.tensor([-1])])
 
 
-def student_schedule(teacher: Stage):
-    """The student's noise schedule: the teacher's, predicting v where the teacher predicts epsilon."""
+def student_schedule(teacher: Stage, clip: bool | None = None):
+    """The student's noise schedule: the teacher's, predicting v where the teacher predicts epsilon; `clip`:
+    whether its sampler clips x0 (None: as the teacher's; a progressive student's never does, because its
+    target is the clean image that the unclipped DDIM step needs, which may leave [-1, 1])."""
     from diffusers import DDPMScheduler
 
     config = dict(teacher.noise_scheduler.config)
     if config["prediction_type"] == "epsilon":
         config["prediction_type"] = "v_prediction"
+    if clip is not None:
+        config["clip_sample"] = clip
     return DDPMScheduler.from_config(config)
 
 
@@ -208,7 +214,7 @@ class ProgressiveDistillation:
 
     def target(self, x_t: torch.Tensor, x_next: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
         """x~: the clean image from which one DDIM step x_t -> t_next lands on x_next (Salimans & Ho, eq. 8)."""
-        abar, abar_next = (abar_at(self.alphas_cumprod, s).view(-1, 1, 1, 1) for s in (t, t_next))
+        abar, abar_next = (abar_at(self.alphas_cumprod, s).view(-1, 1, 1, 1).to(x_t.device) for s in (t, t_next))
         ratio = ((1 - abar_next) / (1 - abar)).sqrt()
         x_t, x_next = x_t.double(), x_next.double()
         return ((x_next - ratio * x_t) / (abar_next.sqrt() - ratio * abar.sqrt())).float()
@@ -263,38 +269,53 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
 
     # --- progressive: one run per round under OUT/rounds/, the last in OUT; each round's teacher read from disk
     T = len(teacher.noise_scheduler.alphas_cumprod)
-    if T % d.steps:
-        raise ConfigError(f"distill.steps={d.steps}: the student samples with DDIM, whose steps land on the grid only "
-                          f"when they divide the teacher's {T} training timesteps")
+    if T % d.steps or d.start_steps > T:
+        raise ConfigError(f"distill.steps={d.steps}, distill.start_steps={d.start_steps}: the student samples with "
+                          f"DDIM, whose steps land on the grid only when they divide the teacher's {T} training "
+                          "timesteps, and the first round's teacher takes at most one step per timestep")
+    from accelerate import PartialState
+
     from ..inference.pipeline import Pipeline
     from .checkpoints import latest_checkpoint
 
     rounds, stage, seconds = progressive_rounds(d.start_steps, d.steps), teacher, []
     for r, steps in enumerate(rounds):
         folder = Path(output_dir) if r == len(rounds) - 1 else Path(output_dir) / "rounds" / f"{steps}_steps"
+        expected = {"method": "progressive", "start_steps": d.start_steps, "round": r + 1, "steps": steps,
+                    "teacher": weights_hash(stage.unet), "guidance_scale": w if r == 0 else 1.0,
+                    "max_steps": cfg.train.max_steps}
         last = latest_checkpoint(folder)
-        if resume and (folder / "pipeline" / "cascade.json").is_file() and last is not None \
-                and int(last.name.split("_")[1]) >= cfg.train.max_steps:  # a round done before the kill
-            stage = Pipeline.from_pretrained(folder / "pipeline").stages[0]
-            seconds.append(stage.origin["distilled"]["seconds"])
-            print(f"round {r + 1} of {len(rounds)} ({steps} steps): done in {folder}")
-            continue
+        if resume and last is not None:  # only the run this round was: the same teacher, settings and length
+            record = folder / "round.json"
+            found = json.loads(record.read_text()) if record.is_file() else None
+            if found != expected:
+                raise ConfigError(f"--resume: {folder} holds another run ({found or 'not a progressive round'}; this "
+                                  f"round is {expected}): give another train.output_dir, or start without --resume")
+            if (folder / "pipeline" / "cascade.json").is_file() and int(last.name.split("_")[1]) >= cfg.train.max_steps:
+                stage = Pipeline.from_pretrained(folder / "pipeline").stages[0]  # done before the kill
+                seconds.append(stage.origin["distilled"]["seconds"])
+                PartialState().print(f"round {r + 1} of {len(rounds)} ({steps} steps): done in {folder}")
+                continue
+        if PartialState().is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text(folder / "round.json", json.dumps(expected, indent=1))
 
         def progressive(teacher_now, student, prediction, steps=steps, guidance=w if r == 0 else 1.0):
             objective = ProgressiveDistillation(teacher_now, student.config, prediction, steps, guidance)
             return objective.loss, {}, f"round {r + 1} of {len(rounds)}: {2 * steps} -> {steps} DDIM steps"
 
         record = {**source, "rounds": rounds, "round": r + 1, "start_steps": d.start_steps,
-                  "iterations": cfg.train.max_steps * (r + 1), "earlier_rounds_seconds": list(seconds)}
+                  "round_teacher": expected["teacher"], "iterations": cfg.train.max_steps * (r + 1),
+                  "earlier_rounds_seconds": list(seconds)}
         _train_student(stage, cfg, folder, resume, data, progressive, d.sampler or "ddim", steps, record,
-                       seed=cfg.train.seed + r)
+                       seed=cfg.train.seed + r, clip=False)
         stage = Pipeline.from_pretrained(folder / "pipeline").stages[0]  # read back, as a resumed run reads it
         seconds.append(stage.origin["distilled"]["seconds"])
     return stage
 
 
 def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, objective, sampler: str, steps: int,
-                   record: dict, seed: int | None = None) -> Stage:
+                   record: dict, seed: int | None = None, clip: bool | None = None) -> Stage:
     """One student run of `teacher` into `output_dir`: `objective(teacher, student_unet, prediction)` gives the
     loss, the averages the loss reads and a description; `record` goes into origin.distilled."""
     train = dataclasses.replace(cfg.train, output_dir=str(output_dir), seed=cfg.train.seed if seed is None else seed)
@@ -315,7 +336,7 @@ def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, ob
     accelerator.print(describe(found, model_config, model_config.sample_size))
 
     # --- student: the teacher's weights and kind, v-prediction, sampled at few steps, guidance baked in
-    schedule = student_schedule(teacher)
+    schedule = student_schedule(teacher, clip)
     student_unet = type(teacher.unet).from_config(teacher.unet.config)
     student_unet.load_state_dict(teacher.unet.state_dict())
     defaults = teacher.defaults.replace({"sampler": sampler, "steps": steps, "guidance_scale": 1.0})
@@ -335,6 +356,7 @@ def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, ob
         origin["trained"] = trained  # the teacher's training: the data and the run the student's knowledge comes from
     student = Stage(ema.model, schedule, found.kind, defaults, teacher.class_names, origin)
     export_stage(accelerator, student, train.output_dir)
+    accelerator.wait_for_everyone()  # every process may read the export next (the next round's teacher)
     return student
 
 
