@@ -20,6 +20,7 @@ from .common import add_hub_arguments, add_sampling_arguments, apply_sampling_ar
 
 DEFAULT_ONE_SHOT = "runs/one_shot/pipeline"
 FROM_PHOTO_STRENGTH = 0.8  # docs/one_shot.md, "Starting the scene from the photo": measured there
+START_PHOTO_SIDE = 4096  # the photo a scene starts from is decoded at most this large (a JPEG decodes reduced)
 
 
 def add_parser(commands) -> None:
@@ -98,16 +99,20 @@ def start_photo(args, pipe) -> tuple[Image.Image | None, float]:
     if args.from_photo is None:
         return None, 1.0
     strength = FROM_PHOTO_STRENGTH if args.strength is None else args.strength
-    if args.from_photo:
-        return load_photo(args.from_photo, 4096)[0], strength  # the scene is far smaller: a JPEG decodes reduced
-    info = pipe.folder / "one_shot.json" if pipe.folder else None  # the training photo train/one_shot.py recorded
+    path = args.from_photo or recorded_photo(pipe)
+    return load_photo(path, START_PHOTO_SIDE)[0], strength
+
+
+def recorded_photo(pipe) -> str:
+    """The training photo train/one_shot.py recorded in the pipeline (a CascadeError if none, or if it is gone)."""
+    info = pipe.folder / "one_shot.json" if pipe.folder else None
     path = json.loads(info.read_text()).get("image") if info and info.is_file() else None
     if not path:
         raise CascadeError("--from-photo: this pipeline records no training photo; pass one (--from-photo PHOTO)")
     if not str(path).startswith("builtin:") and not Path(path).is_file():
         raise CascadeError(f"--from-photo: the pipeline's training photo {path} is not on this machine; pass one "
                            f"(--from-photo PHOTO)")
-    return load_photo(path, 4096)[0], strength
+    return path
 
 
 def thumbnail_of_streamed(pipe, p, seed: int, photo=None, strength: float = 1.0) -> Image.Image:

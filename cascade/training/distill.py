@@ -300,7 +300,7 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
             folder.mkdir(parents=True, exist_ok=True)
             write_text(folder / "round.json", json.dumps(expected, indent=1))
 
-        def progressive(teacher_now, student, prediction, steps=steps, guidance=w if r == 0 else 1.0):
+        def progressive(teacher_now, student, prediction, steps=steps, guidance=expected["guidance_scale"]):
             objective = ProgressiveDistillation(teacher_now, student.config, prediction, steps, guidance)
             return objective.loss, {}, f"round {r + 1} of {len(rounds)}: {2 * steps} -> {steps} DDIM steps"
 
