@@ -4,7 +4,7 @@
 #   make test   set up .venv if missing, run the test suite
 #   make demo-labels   train a small label-map cascade (32 px -> 64 px) on the built-in layouts, score it
 #   make demo-one-shot train a one-shot cascade on one built-in photo (~16 min), generate from it, score it
-#   make bench-distill distil the demo SR stage (five students, 12-25 min each), train its regression twin, and
+#   make bench-distill distil the demo SR stage (six students, 12-25 min each), train its regression twin, and
 #               write docs/distill/sr (the student against its teacher's samplers; docs/distillation.md)
 #   make study-texture / study-regression / study-compute / study-augmentation
 #               train the variants a study needs (runs/study/, skipped when already there) and run it
@@ -57,15 +57,17 @@ demo-one-shot: setup
 	$(PY) eval/one_shot.py --pipeline $(ONE_SHOT)/pipeline --image builtin:china --out $(ONE_SHOT)/eval
 
 # Few-step students of the demo SR stage (docs/distillation.md): DDIM's eta in the teacher's step at 0 (LCM's ODE
-# step), 0.5 and 1 (the preset), consistency training (target data), and progressive distillation (64 -> 4 DDIM
-# steps, 400 iterations a round); a regression stage trained like the teacher; then the table.
+# step), 0.5 and 1 (the preset), consistency training (target data), progressive distillation (64 -> 4 DDIM
+# steps, 400 iterations a round) and eta 1 with a patch critic (adversarial); a regression stage trained like the
+# teacher; then the table.
 DISTILL := runs/distill
 TEACHER := runs/sr3_photos/pipeline
-eta0 := distill.eta=0.0
-eta0.5 := distill.eta=0.5
-eta1 :=
-data := distill.target=data
-progressive := distill.method=progressive train.max_steps=400
+eta0 := distill.eta=0.0 distill.adversarial=0
+eta0.5 := distill.eta=0.5 distill.adversarial=0
+eta1 := distill.adversarial=0
+data := distill.target=data distill.adversarial=0
+progressive := distill.method=progressive distill.adversarial=0 train.max_steps=400
+adversarial :=
 
 $(TEACHER)/cascade.json: | setup
 	$(LAUNCH) train/sr3.py --config configs/sr3_photos.yaml
@@ -75,9 +77,9 @@ $(DISTILL)/%/pipeline/cascade.json: $(TEACHER)/cascade.json
 	$(LAUNCH) train/distill.py --teacher $(TEACHER) --config configs/distill_sr3_photos.yaml $($*) \
 		train.output_dir=$(DISTILL)/$*
 
-bench-distill: $(foreach s,eta0 eta0.5 eta1 data progressive regression,$(DISTILL)/$(s)/pipeline/cascade.json)
+bench-distill: $(foreach s,eta0 eta0.5 eta1 data progressive adversarial regression,$(DISTILL)/$(s)/pipeline/cascade.json)
 	$(PY) eval/bench_distill.py --teacher $(TEACHER) \
-		$(foreach s,eta0 eta0.5 eta1 data progressive,--student $(s)=$(DISTILL)/$(s)/pipeline) \
+		$(foreach s,eta0 eta0.5 eta1 data progressive adversarial,--student $(s)=$(DISTILL)/$(s)/pipeline) \
 		--regression $(DISTILL)/regression/pipeline --reference-steps 0 --num 128 --seeds 0 1 --out docs/distill/sr
 
 # The papers' findings at the demo's scale (docs/studies.md): one run per variant under runs/study/,

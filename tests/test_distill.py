@@ -263,6 +263,18 @@ def test_a_progressive_distillation_killed_in_its_second_round_resumes_exactly(g
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
 
 
+def killed_and_resumed(command: list, folder, step: int) -> None:
+    """`command` run to its end into FOLDER/straight and, beside it, killed right after its step-`step`
+    checkpoint into FOLDER/killed, then resumed there to its end."""
+    straight, killed = run_together([*command, f"train.output_dir={folder / 'straight'}"],
+                                    ["tests/inject.py", "kill-after-save", step, *command,
+                                     f"train.output_dir={folder / 'killed'}"], check=False)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed, = run_together([*command, f"train.output_dir={folder / 'killed'}", "--resume"])
+    assert f"(step {step})" in resumed.stdout + resumed.stderr
+
+
 def test_a_guided_base_stage_distils_with_its_guidance_baked_in_and_a_killed_run_resumes_exactly(guided_teacher,
                                                                                                    tmp_path):
     """train/distill.py on a tiny class-conditional teacher: the student samples unguided (1 evaluation per
@@ -272,13 +284,7 @@ def test_a_guided_base_stage_distils_with_its_guidance_baked_in_and_a_killed_run
 
     common = ["train/distill.py", "--teacher", guided_teacher, "train.batch_size=4",
               "train.save_every=3", "train.sample_every=3", "train.max_steps=6"]
-    straight, killed = run_together([*common, f"train.output_dir={tmp_path / 'straight'}"],
-                                    ["tests/inject.py", "kill-after-save", 3, *common,
-                                     f"train.output_dir={tmp_path / 'killed'}"], check=False)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed, = run_together([*common, f"train.output_dir={tmp_path / 'killed'}", "--resume"])
-    assert "(step 3)" in resumed.stdout + resumed.stderr
+    killed_and_resumed(common, tmp_path, 3)
     assert_same_weights(final_weights(tmp_path / "straight", 6), final_weights(tmp_path / "killed", 6),
                         "after SIGKILL and --resume of a distillation")
     from safetensors.torch import load_file
@@ -295,6 +301,83 @@ def test_a_guided_base_stage_distils_with_its_guidance_baked_in_and_a_killed_run
     assert student.network_evaluations() == 4  # the teacher's 2 x its steps: guidance costs nothing now
     images = student.sample(class_labels=[0, 1], seed=0, progress=False)
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+
+
+def test_an_adversarial_student_adds_the_critics_hinge_term_and_the_critic_learns_apart():
+    """With a critic (`distill.adversarial`), the student's loss is the consistency loss minus the weight times
+    the critic's mean patch score of [f(x_t, t), the upsampled input], and no gradient of it reaches the critic;
+    the critic's loss is the hinge loss on the same examples (real) and the student's f at them (fake), and
+    none of its gradient reaches the student."""
+    import copy
+
+    from cascade.models.critic import PatchCritic
+    from cascade.training.distill import critic_condition, critic_input, make_critic
+
+    teacher = tiny_stage(16, scale=2)
+    student = copy.deepcopy(teacher.unet)
+    critic, optimizer = make_critic(teacher, 1e-3)
+    assert isinstance(critic, PatchCritic) and critic.in_channels == 6  # the output and the upsampled input
+    batch = {"image": torch.rand(2, 3, 16, 16) * 2 - 1, "label": torch.zeros(2, dtype=torch.long),
+             "seed": torch.tensor([3, 4])}
+    plain = ConsistencyDistillation(teacher, student.config, "v_prediction", "data", target_net=teacher.unet)
+    adversarial = ConsistencyDistillation(teacher, student.config, "v_prediction", "data", target_net=teacher.unet,
+                                          critic=critic, adversarial=0.3)
+    twin = copy.deepcopy(critic)  # the same power-iteration state (spectral norm updates it at each forward)
+    loss = adversarial.loss(student, batch)
+    real, fake, image = adversarial.seen
+    assert image is not None and image.shape == (2, 3, 16, 16)
+    with torch.no_grad():
+        expected = plain.loss(student, batch) - 0.3 * twin(torch.cat([fake, image], 1)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in critic.parameters())  # the student's term moves the student only
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.requires_grad for p in critic.parameters())  # given back to the critic's own step
+    student.zero_grad()
+    twin = copy.deepcopy(critic)
+    hinge = adversarial.critic_loss(critic)
+    with torch.no_grad():
+        by_hand = (torch.relu(1 - twin(torch.cat([real, image], 1))).mean()
+                   + torch.relu(1 + twin(torch.cat([fake, image], 1))).mean())
+    assert hinge.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    hinge.backward()
+    assert all(p.grad is None for p in student.parameters())  # the critic's loss never moves the student
+    assert all(p.grad is not None for p in critic.parameters())
+    assert critic_input(fake, None) is fake  # a stage without an input image: the critic sees the output alone
+    maps = torch.tensor([[[[0, 2], [1, 3]]]])  # 3 labels and the null one
+    one_hot = critic_condition({"label_map": maps, "cond_image": None}, 3)
+    assert one_hot.shape == (1, 4, 2, 2) and torch.equal(one_hot.argmax(1), maps[:, 0])
+
+
+def test_an_adversarial_distillation_killed_mid_way_resumes_exactly_critic_included(tmp_path):
+    """train/distill.py with a critic on a tiny SR3 teacher, killed after its step-2 checkpoint and resumed,
+    ends with the uninterrupted run's student, EMA and critic (Accelerate's second model in the checkpoint),
+    and the student records the critic's weight; with progressive distillation a critic is refused."""
+    from safetensors.torch import load_file
+
+    from test_cli import assert_same_weights, final_weights
+
+    run_in_process("train/sr3.py", "--config", "configs/sr3_tiny.yaml", "train.max_steps=2", "sr.residual=true",
+                   f"train.output_dir={tmp_path / 'teacher'}")
+    common = ["train/distill.py", "--teacher", tmp_path / "teacher" / "pipeline", "distill.adversarial=0.2",
+              "train.batch_size=4", "train.save_every=2", "train.sample_every=4", "train.max_steps=4"]
+    killed_and_resumed(common, tmp_path, 2)
+    a, b = final_weights(tmp_path / "straight", 4), final_weights(tmp_path / "killed", 4)
+    for run_dir, weights in ((tmp_path / "straight", a), (tmp_path / "killed", b)):
+        weights["critic"] = load_file(run_dir / "checkpoints" / "step_00000004" / "model_1.safetensors")
+    assert any(k.endswith("original") for k in a["critic"])  # the spectral-normalised critic's weights
+    assert_same_weights(a, b, "after SIGKILL and --resume of an adversarial distillation")
+    first = load_file(tmp_path / "straight" / "checkpoints" / "step_00000002" / "model_1.safetensors")
+    assert any(not torch.equal(first[k], a["critic"][k]) for k in first)  # the critic trains
+    student = Pipeline.from_pretrained(tmp_path / "straight" / "pipeline").stages[0]
+    assert student.origin["distilled"]["adversarial"] == 0.2 and student.defaults.sampler == "lcm"
+    proc = run_in_process("-m", "cascade", "info", tmp_path / "straight" / "pipeline")
+    assert "distilled (consistency, target teacher, critic at 0.2, 4 iterations)" in proc.stdout
+    proc = run_in_process("train/distill.py", "--teacher", tmp_path / "teacher" / "pipeline",
+                          "distill.method=progressive", "distill.adversarial=0.2",
+                          f"train.output_dir={tmp_path / 'progressive'}", check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "adversarial" in last and "consistency" in last
 
 
 @pytest.fixture(scope="module")
@@ -332,11 +415,13 @@ def test_a_student_samples_through_every_path_a_stage_does(sr_student, tmp_path)
                    sr_student / "student" / "pipeline")
     assert Image.open(tmp_path / "out.png").size == (56, 40)
     proc = run_in_process("-m", "cascade", "info", sr_student / "student" / "pipeline")
-    assert "lcm x4" in proc.stdout and "distilled (consistency, target data, 4 iterations)" in proc.stdout
+    assert "lcm x4" in proc.stdout  # the default critic (0.03) shows in its origin:
+    assert "distilled (consistency, target data, critic at 0.03, 4 iterations)" in proc.stdout
 
 
 def test_a_one_shot_cascade_distils_every_stage(tmp_path):
-    """train/distill.py on a tiny one-shot cascade: each stage rebuilds its photo's crops from its recipe, and the
+    """train/distill.py on a tiny one-shot cascade, with a critic (the scene's judges the image beside its row
+    positions, the upsamplers' beside their input): each stage rebuilds its photo's crops from its recipe, and the
     student cascade generates at any size, as its teacher does."""
     from test_one_shot import TINY, photo
 
@@ -345,9 +430,10 @@ def test_a_one_shot_cascade_distils_every_stage(tmp_path):
     image = photo(tmp_path / "coffee.png")
     run_in_process("train/one_shot.py", "--image", image, f"output_dir={tmp_path / 'teacher'}", *TINY)
     run_in_process("train/distill.py", "--teacher", tmp_path / "teacher" / "pipeline", "train.max_steps=2",
-                   "train.batch_size=2", f"train.output_dir={tmp_path / 'student'}")
+                   "train.batch_size=2", "distill.adversarial=0.1", f"train.output_dir={tmp_path / 'student'}")
     student = Pipeline.from_pretrained(tmp_path / "student" / "pipeline")
     assert [s.kind.name for s in student.stages] == ["scene", "one_shot_sr3", "one_shot_sr3"]
+    assert all(s.origin["distilled"]["adversarial"] == 0.1 for s in student.stages)  # a critic for each kind
     assert all(s.defaults.sampler == "lcm" and "distilled" in s.origin for s in student.stages)
     assert (tmp_path / "student" / "pipeline" / "one_shot.json").is_file()
     assert one_shot.generate(student, (60, 40), seed=0, progress=False).size == (60, 40)

@@ -101,9 +101,10 @@ def label_cascade(tmp_path_factory):
 
 def test_a_label_cascade_distils_with_its_guidance_baked_in(label_cascade, tmp_path):
     """train/distill.py on the label-map cascade: both stages get students (LabelMap and LabelSR3), each on its
-    teacher's recorded data, the guided base's scale baked in (sampled unguided, 1 evaluation per step)."""
+    teacher's recorded data, the guided base's scale baked in (sampled unguided, 1 evaluation per step), each with
+    a critic that sees the label map (and the upsampler's input)."""
     run_in_process("train/distill.py", "--teacher", label_cascade / "cascade", "train.max_steps=2",
-                   "train.batch_size=2", f"train.output_dir={tmp_path / 'student'}")
+                   "train.batch_size=2", "distill.adversarial=0.1", f"train.output_dir={tmp_path / 'student'}")
     teacher = Pipeline.from_pretrained(label_cascade / "cascade")
     student = Pipeline.from_pretrained(tmp_path / "student" / "pipeline")
     assert [s.kind.name for s in student.stages] == ["label_map", "label_sr3"]
@@ -111,6 +112,7 @@ def test_a_label_cascade_distils_with_its_guidance_baked_in(label_cascade, tmp_p
         assert s.defaults.sampler == "lcm" and s.defaults.guidance_scale == 1 and s.network_evaluations() == 4
         assert s.origin["distilled"]["guidance_scale"] == (t.defaults.guidance_scale if t.guided else 1.0)
         assert s.origin["distilled"]["data"] == t.origin["trained"]["data"]
+        assert s.origin["distilled"]["adversarial"] == 0.1
     assert teacher.stages[0].guided and teacher.stages[0].network_evaluations() == 2 * teacher.stages[0].defaults.steps
     _, ids, instances = layout(5, (32, 48), split="test")
     out = student(label_maps=ids, instances=instances, num_images=2, seed=0, output_type="pt", progress=False)

@@ -10,6 +10,9 @@ from .checks import check
 from .sections import DataConfig, TrainConfig
 
 
+ADVERSARIAL = 0.03  # the critic's weight when `adversarial` is null (consistency distillation)
+
+
 @dataclass
 class DistillSection:
     """How the student learns (cascade.training.distill) and how it samples."""
@@ -21,13 +24,24 @@ class DistillSection:
     target_decay: float = 0.95  # the target network: LCM's EMA of the student's weights (a network of its own, never the exported EMA); 0: the student itself under stop-gradient (measured unstable here: docs/distillation.md)
     guidance_scale: Optional[float] = None  # the teacher's classifier-free guidance baked into the student (None: the teacher's sampling default; 1: none)
     sampler: Optional[Literal["lcm", "tcd", "ddim"]] = None  # the student's sampler (null: lcm for consistency, ddim for progressive; its other sampling defaults are the teacher's)
+    adversarial: Optional[float] = None  # consistency: weight of a patch critic's hinge loss in the student's loss (adversarial distillation, as ADD does: the critic tells the student's f from real examples given the input; cascade.models.critic); 0: none; null: 0.03 for consistency (measured best on the demo SR stage: docs/distillation.md), none for progressive
+    critic_lr: float = 2e-4  # the critic's learning rate (AdamW, betas 0.5, 0.999)
     steps: int = 4  # the student's network evaluations per image
     start_steps: int = 64  # progressive: the teacher's DDIM steps in the first round (halved each round down to `steps`)
+
+    def critic_weight(self) -> float:
+        """The critic's weight this run trains with (0: no critic)."""
+        if self.adversarial is not None:
+            return float(self.adversarial)
+        return ADVERSARIAL if self.method == "consistency" else 0.0
 
     def validate(self) -> None:
         check(self.huber_c > 0, "huber_c", self.huber_c, "must be > 0")
         check(0 <= self.target_decay < 1, "target_decay", self.target_decay, "must be in [0, 1)")
         check(0 <= self.eta <= 1, "eta", self.eta, "must be in [0, 1]")
+        check(self.adversarial is None or self.adversarial >= 0, "adversarial", self.adversarial,
+              "must be >= 0 (0: no critic) or null")
+        check(self.critic_lr > 0, "critic_lr", self.critic_lr, "must be > 0")
         check(self.guidance_scale is None or self.guidance_scale >= 0, "guidance_scale", self.guidance_scale,
               "must be >= 0 or null")
         if self.method == "consistency":
@@ -37,6 +51,8 @@ class DistillSection:
                   "a consistency student samples with lcm or tcd (ddim is progressive distillation's)")
         else:
             check(self.steps >= 1, "steps", self.steps, "must be >= 1")
+            check(not self.adversarial, "adversarial", self.adversarial,
+                  "the critic trains beside consistency distillation only (distill.method=consistency)")
             check(self.sampler in (None, "ddim"), "sampler", self.sampler, "a progressive student samples with ddim")
             ratio = self.start_steps // self.steps
             check(self.start_steps > self.steps and ratio * self.steps == self.start_steps and ratio & (ratio - 1) == 0,

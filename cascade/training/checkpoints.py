@@ -2,6 +2,7 @@
 
 Layout of `<output_dir>/checkpoints/step_00001000/`:
     model.safetensors, optimizer.bin   (Accelerate; the .bin file is read with weights_only=True)
+    model_1.safetensors, optimizer_1.bin  an adversary's (a distillation's critic), where the run has one
     ema.safetensors                 EMA weights (safetensors, not pickle); ema_NAME.safetensors: other averages
                                     a run keeps (e.g. a distillation's target network)
     rng_state_<rank>.safetensors    each process's torch/CUDA/numpy/Python RNG states (cascade.diffusion.rng)

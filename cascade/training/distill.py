@@ -15,7 +15,10 @@ student under stop-gradient at (x_{t_{n-1}}, t_{n-1}) (t_0 = 0, where f is x its
   unguided, at one evaluation per step);
 - `target="data"`: the clean example noised with the same noise to t_{n-1} (consistency training, ECT-style):
   no teacher ODE, so the student does not inherit the deterministic sampler's loss of detail.
-Loss: pseudo-Huber, sqrt(d^2 + c^2) - c, averaged (LCM's; no LPIPS weights offline).
+Loss: pseudo-Huber, sqrt(d^2 + c^2) - c, averaged (LCM's; no LPIPS weights offline). With `adversarial` > 0 a
+patch critic (cascade.models.critic) learns to tell the student's f from the real examples, given the stage's
+conditioning, by the hinge loss, and the student's loss gets -adversarial x the critic's mean score (ADD's
+adversarial term): without it f averages the texture that differs from draw to draw (docs/distillation.md).
 
 `method="progressive"` is progressive distillation instead (Salimans & Ho 2022): in each round a student learns
 to do in one DDIM step what its teacher does in two, on DDIM's trailing grid t_i = round(T - i T / N) - 1 (the
@@ -53,7 +56,7 @@ from ..inference.stage import Stage
 from ..models.ema import EMA
 from ..models.weights import weights_hash
 from .examples import describe, stage_examples
-from .loop import fit, make_accelerator
+from .loop import Adversary, fit, make_accelerator
 from .stage import export_stage
 
 GRID_POINTS = 50  # LCMScheduler's `original_inference_steps`: the student's sampler picks its steps from this grid
@@ -148,11 +151,14 @@ class ConsistencyDistillation:
     the teacher's guided denoiser; `loss(model, batch)` is what the shared loop calls."""
 
     def __init__(self, teacher: Stage, student_config, student_prediction: str, target: str = "teacher",
-                 guidance_scale: float = 1.0, huber_c: float = 0.001, target_net=None, eta: float = 0.0):
+                 guidance_scale: float = 1.0, huber_c: float = 0.001, target_net=None, eta: float = 0.0,
+                 critic=None, adversarial: float = 0.0):
         self.teacher, self.kind, self.config = teacher, teacher.kind, student_config
         self.target, self.huber_c, self.prediction = target, huber_c, student_prediction
         self.target_net = target_net  # None: the student's own weights (stop-gradient); else LCM's EMA of them
         self.eta = eta
+        self.critic, self.adversarial = critic, adversarial  # a PatchCritic and the weight of its term, or None
+        self.seen = None  # (real, student's, conditioning) of the last loss call: what the critic learns from
         self.alphas_cumprod = teacher.noise_scheduler.alphas_cumprod.double()
         self.grid = grid(len(self.alphas_cumprod))
         self.teacher_denoiser = frozen_denoiser(teacher, guidance_scale)
@@ -189,7 +195,55 @@ class ConsistencyDistillation:
             net = model if self.target_net is None else self.target_net  # never the exported EMA
             target = self.consistency(net, x_prev, t_prev, cond)
         d = (predicted.float() - target.float())
-        return ((d ** 2 + self.huber_c ** 2).sqrt() - self.huber_c).mean()
+        loss = ((d ** 2 + self.huber_c ** 2).sqrt() - self.huber_c).mean()
+        if self.critic is None:
+            return loss
+        given = critic_condition(cond, self.config.num_labels)
+        self.seen = (x0.detach(), predicted.detach(), given)
+        critic_params = list(self.critic.parameters())
+        for p in critic_params:  # the student's term moves the student only
+            p.requires_grad_(False)
+        try:
+            scores = self.critic(critic_input(predicted, given))
+        finally:
+            for p in critic_params:
+                p.requires_grad_(True)
+        return loss - self.adversarial * scores.float().mean()  # hinge GAN's generator term
+
+    def critic_loss(self, critic) -> torch.Tensor:
+        """The critic's hinge loss on the last loss call's examples (real) and the student's f at them (fake)."""
+        real, fake, given = self.seen
+        return (torch.relu(1 - critic(critic_input(real, given)).float()).mean()
+                + torch.relu(1 + critic(critic_input(fake, given)).float()).mean())
+
+
+def critic_condition(cond: dict, num_labels: int) -> torch.Tensor | None:
+    """What the critic is given beside a sample: the stage's conditioning image (an upsampler's upsampled input,
+    a scene's row positions) and its label map one-hot (num_labels + 1 channels, the last the null label), where
+    it has them; None for a stage with neither (a class-conditional base: its critic judges the image alone)."""
+    import torch.nn.functional as F
+
+    parts = [cond["cond_image"]] if cond.get("cond_image") is not None else []
+    if cond.get("label_map") is not None:
+        parts.append(F.one_hot(cond["label_map"][:, 0].long(), num_labels + 1).permute(0, 3, 1, 2).float())
+    return torch.cat(parts, 1) if parts else None
+
+
+def critic_input(x: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor:
+    """What the critic judges: the stage's output space (a residual stage's scaled residual), with what the
+    stage is conditioned on beside it (`critic_condition`)."""
+    return x if given is None else torch.cat([x, given.to(x.dtype)], 1)
+
+
+def make_critic(teacher: Stage, lr: float):
+    """The critic of an adversarial student of `teacher` and its optimizer (AdamW, betas (0.5, 0.999), as GANs
+    train theirs)."""
+    from ..models.critic import PatchCritic
+
+    config = teacher.unet.config
+    given = config.cond_channels + (config.num_labels + 1 if config.num_labels else 0)  # as critic_condition
+    critic = PatchCritic(config.out_channels + given)
+    return critic, torch.optim.AdamW(critic.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=0.0)
 
 
 class ProgressiveDistillation:
@@ -256,14 +310,23 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
     source = {"teacher": weights_hash(teacher.unet), "teacher_source": teacher_source, "method": d.method,
               "lr": cfg.train.lr, "guidance_scale": w}
     if d.method == "consistency":
+        adversarial = d.critic_weight()
+
         def consistency(stage, student, prediction):
             averages = {"target": EMA(student, d.target_decay, warmup=False)} if d.target_decay else {}
+            critic, optimizer = make_critic(stage, d.critic_lr) if adversarial else (None, None)
             objective = ConsistencyDistillation(stage, student.config, prediction, d.target, w, d.huber_c,
-                                                averages["target"].model if averages else None, d.eta)
-            return objective.loss, averages, f"target {d.target}, guidance {w:g} baked in"
+                                                averages["target"].model if averages else None, d.eta, critic,
+                                                adversarial)
+            adversary = Adversary(critic, optimizer, objective.critic_loss) if critic is not None else None
+            what = f"target {d.target}, guidance {w:g} baked in" + (
+                f", a patch critic at weight {adversarial:g}" if critic is not None else "")
+            return objective.loss, averages, what, adversary
 
         record = {**source, "target": d.target, "iterations": cfg.train.max_steps, "target_decay": d.target_decay,
                   "eta": d.eta, "grid": GRID_POINTS}
+        if adversarial:
+            record.update(adversarial=adversarial, critic_lr=d.critic_lr)
         return _train_student(teacher, cfg, Path(output_dir), resume, data, consistency, d.sampler or "lcm", d.steps,
                               record)
 
@@ -302,7 +365,7 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
 
         def progressive(teacher_now, student, prediction, steps=steps, guidance=expected["guidance_scale"]):
             objective = ProgressiveDistillation(teacher_now, student.config, prediction, steps, guidance)
-            return objective.loss, {}, f"round {r + 1} of {len(rounds)}: {2 * steps} -> {steps} DDIM steps"
+            return objective.loss, {}, f"round {r + 1} of {len(rounds)}: {2 * steps} -> {steps} DDIM steps", None
 
         record = {**source, "rounds": rounds, "round": r + 1, "start_steps": d.start_steps,
                   "round_teacher": expected["teacher"], "iterations": cfg.train.max_steps * (r + 1),
@@ -317,7 +380,8 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
 def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, objective, sampler: str, steps: int,
                    record: dict, seed: int | None = None, clip: bool | None = None) -> Stage:
     """One student run of `teacher` into `output_dir`: `objective(teacher, student_unet, prediction)` gives the
-    loss, the averages the loss reads and a description; `record` goes into origin.distilled."""
+    loss, the averages the loss reads, a description and an adversary (or None); `record` goes into
+    origin.distilled."""
     train = dataclasses.replace(cfg.train, output_dir=str(output_dir), seed=cfg.train.seed if seed is None else seed)
     accelerator = make_accelerator(train, cfg)
     model_config = teacher.unet.config
@@ -341,7 +405,7 @@ def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, ob
     student_unet.load_state_dict(teacher.unet.state_dict())
     defaults = teacher.defaults.replace({"sampler": sampler, "steps": steps, "guidance_scale": 1.0})
     teacher.unet.to(accelerator.device).eval()
-    loss, averages, what = objective(teacher, student_unet, schedule.config.prediction_type)
+    loss, averages, what, adversary = objective(teacher, student_unet, schedule.config.prediction_type)
     accelerator.print(f"student of a {teacher.kind.name} stage ({sum(p.numel() for p in student_unet.parameters()) / 1e6:.2f}"
                       f" M parameters): {what}, sampled with {sampler} x{steps}")
 
@@ -350,7 +414,8 @@ def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, ob
         return found.kind.preview(stage, found.shown, defaults.preview_per_class)
 
     started = time.perf_counter()
-    ema = fit(accelerator, train, student_unet, found.loader, loss, preview_fn, resume=resume, averages=averages)
+    ema = fit(accelerator, train, student_unet, found.loader, loss, preview_fn, resume=resume, averages=averages,
+              adversary=adversary)
     origin = {"distilled": {**record, "data": found.what, "seconds": round(time.perf_counter() - started, 1)}}
     if trained:
         origin["trained"] = trained  # the teacher's training: the data and the run the student's knowledge comes from

@@ -84,6 +84,19 @@ class Progress:
     resized: bool = False  # resumed from a checkpoint of another number of processes
 
 
+@dataclass
+class Adversary:
+    """A network trained beside the model, against it (an adversarial distillation's critic): its own optimizer,
+    stepped with the model's (the same micro-batches, accumulation window and skipped steps) on `loss(critic)`,
+    which reads what the model's last loss call saw; prepared by Accelerate, so it is in every checkpoint (the
+    second model and optimizer) and resumes exactly."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss: Callable[[torch.nn.Module], torch.Tensor]
+    last: torch.Tensor | None = None  # its last loss, for the log
+
+
 def warmup_factor(samples: int, warmup_samples: int) -> float:
     """The learning rate's fraction before a step, `samples` having been seen: a linear warmup counted in
     samples, so a run resumed with another number of processes (another global batch) goes on where it
@@ -94,13 +107,13 @@ def warmup_factor(samples: int, warmup_samples: int) -> float:
 def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, dataloader,
         loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
         preview_fn: Callable[[torch.nn.Module, int], Image.Image] | None = None, resume: bool = False,
-        averages: dict[str, EMA] | None = None) -> EMA:
+        averages: dict[str, EMA] | None = None, adversary: Adversary | None = None) -> EMA:
     """Train `model` for `cfg.max_steps` optimizer steps; return the EMA (its `.model` is exported).
 
     `loss_fn(model, batch)` returns the scalar loss of one micro-batch. `preview_fn(ema_model, step)`
     returns a PIL image saved as `samples/step_XXXXXXXX.png` (main process only). `averages`: more EMAs of
     the weights that the loss may read (a distillation's target network), updated after every step like
-    the exported one and kept in the checkpoints.
+    the exported one and kept in the checkpoints. `adversary`: a critic trained against the model (`Adversary`).
     """
     out = Path(cfg.output_dir)
     # --- optimizer (its learning rate is set before every step: `warmup_factor`)
@@ -111,6 +124,8 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
         model, optimizer = accelerator.prepare(model, optimizer)
     else:
         model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    if adversary is not None:  # prepared after the model: Accelerate's second model and optimizer in a checkpoint
+        adversary.model, adversary.optimizer = accelerator.prepare(adversary.model, adversary.optimizer)
     ema.model.to(accelerator.device)
 
     # --- resume
@@ -131,12 +146,12 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
         model.train()
         for batch in _batches(accelerator, dataloader, progress):
             progress.batches_seen += 1
-            loss = _micro_step(accelerator, cfg, model, optimizer, loss_fn, batch, progress)
+            loss = _micro_step(accelerator, cfg, model, optimizer, loss_fn, batch, progress, adversary)
             if not accelerator.sync_gradients:
                 continue
             # --- one optimizer step done (or skipped: it still counts, so the data order is unchanged)
             progress.samples += per_step
-            _after_step(accelerator, cfg, model, [ema, *averages.values()], loss, optimizer, progress, bar)
+            _after_step(accelerator, cfg, model, [ema, *averages.values()], loss, optimizer, progress, bar, adversary)
             last = progress.step == cfg.max_steps
             if (cfg.sample_every and progress.step % cfg.sample_every == 0) or last:
                 _preview(accelerator, preview_fn, ema, out, progress.step)
@@ -214,10 +229,11 @@ def resized_position(batches_seen: int, examples: int, batch_size: int, before: 
 
 
 def _micro_step(accelerator, cfg: TrainConfig, model, optimizer, loss_fn, batch,
-                progress: Progress) -> torch.Tensor:
+                progress: Progress, adversary: Adversary | None = None) -> torch.Tensor:
     """Forward and backward of one micro-batch; the optimizer steps when the accumulation window ends.
-    A non-finite loss stops the run ("stop") or marks the window to be skipped ("skip")."""
-    with accelerator.accumulate(model):
+    A non-finite loss stops the run ("stop") or marks the window to be skipped ("skip"). An adversary then
+    takes its own step on the same micro-batch, skipped with the model's."""
+    with accelerator.accumulate(model, *([adversary.model] if adversary is not None else [])):
         loss = loss_fn(model, batch)
         if _any_nonfinite(accelerator, loss):
             if cfg.on_nonfinite_loss == "stop":
@@ -236,11 +252,25 @@ def _micro_step(accelerator, cfg: TrainConfig, model, optimizer, loss_fn, batch,
                     group["lr"] = cfg.lr * warmup_factor(progress.samples, progress.warmup_samples)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if adversary is not None:
+            _adversary_step(accelerator, adversary, progress)
     return loss
 
 
+def _adversary_step(accelerator, adversary: Adversary, progress: Progress) -> None:
+    """The adversary's backward and step on what the model's last loss call saw: skipped in a window the model
+    skips; a non-finite loss of its own adds no gradient."""
+    loss = adversary.loss(adversary.model)
+    if not progress.bad_window and not _any_nonfinite(accelerator, loss):
+        accelerator.backward(loss)
+        adversary.last = loss.detach()
+    if not progress.bad_window:
+        adversary.optimizer.step()  # Accelerate's optimizer steps only when the accumulation window ends
+    adversary.optimizer.zero_grad(set_to_none=True)
+
+
 def _after_step(accelerator, cfg: TrainConfig, model, emas: list[EMA], loss, optimizer, progress: Progress,
-                bar) -> None:
+                bar, adversary: Adversary | None = None) -> None:
     """Count the optimizer step, update the EMAs (unless the step was skipped), log and advance the bar."""
     progress.step += 1
     if progress.bad_window:
@@ -257,8 +287,12 @@ def _after_step(accelerator, cfg: TrainConfig, model, emas: list[EMA], loss, opt
     if progress.step % cfg.log_every == 0 or progress.step == cfg.max_steps:
         loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
         lr = optimizer.param_groups[0]["lr"]
-        accelerator.log({"loss": loss_value, "lr": lr, "skipped_steps": progress.skipped}, step=progress.step)
-        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+        scalars = {"loss": loss_value, "lr": lr, "skipped_steps": progress.skipped}
+        if adversary is not None and adversary.last is not None:
+            scalars["critic_loss"] = accelerator.reduce(adversary.last, reduction="mean").item()
+        accelerator.log(scalars, step=progress.step)
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}",
+                        **({"critic": f"{scalars['critic_loss']:.3f}"} if "critic_loss" in scalars else {}))
 
 
 def _any_nonfinite(accelerator: Accelerator, loss: torch.Tensor) -> bool:
