@@ -56,10 +56,10 @@ demo-one-shot: setup
 	$(PY) -m cascade generate --pipeline $(ONE_SHOT)/pipeline --size 1280x854 --num 4 --seed 0 --out $(ONE_SHOT)/samples
 	$(PY) eval/one_shot.py --pipeline $(ONE_SHOT)/pipeline --image builtin:china --out $(ONE_SHOT)/eval
 
-# Few-step students of the demo SR stage (docs/distillation.md): DDIM's eta in the teacher's step at 0 (LCM's ODE
-# step), 0.5 and 1 (the preset), consistency training (target data), progressive distillation (64 -> 4 DDIM
-# steps, 400 iterations a round) and eta 1 with a patch critic (adversarial); a regression stage trained like the
-# teacher; then the table.
+# Few-step students of the demo SR stage (docs/distillation.md), without a critic: DDIM's eta in the teacher's step
+# at 0 (LCM's ODE step), 0.5 and 1, consistency training (target data), progressive distillation (64 -> 4 DDIM
+# steps, 400 iterations a round); with one (the default: eta 1, distill.adversarial 0.03); a regression stage
+# trained like the teacher; then the table.
 DISTILL := runs/distill
 TEACHER := runs/sr3_photos/pipeline
 eta0 := distill.eta=0.0 distill.adversarial=0

@@ -368,11 +368,17 @@ def test_an_adversarial_distillation_killed_mid_way_resumes_exactly_critic_inclu
     assert any(k.endswith("original") for k in a["critic"])  # the spectral-normalised critic's weights
     assert_same_weights(a, b, "after SIGKILL and --resume of an adversarial distillation")
     first = load_file(tmp_path / "straight" / "checkpoints" / "step_00000002" / "model_1.safetensors")
-    assert any(not torch.equal(first[k], a["critic"][k]) for k in first)  # the critic trains
+    weights = [k for k in first if k.endswith(("original", "bias"))]  # not the power iteration's vectors
+    assert any(not torch.equal(first[k], a["critic"][k]) for k in weights)  # the critic's optimizer steps
     student = Pipeline.from_pretrained(tmp_path / "straight" / "pipeline").stages[0]
     assert student.origin["distilled"]["adversarial"] == 0.2 and student.defaults.sampler == "lcm"
     proc = run_in_process("-m", "cascade", "info", tmp_path / "straight" / "pipeline")
     assert "distilled (consistency, target teacher, critic at 0.2, 4 iterations)" in proc.stdout
+    # --resume without the critic the run has is refused before anything loads, naming the setting
+    proc = run_in_process(*common, "distill.adversarial=0", f"train.output_dir={tmp_path / 'killed'}", "--resume",
+                          check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "written by a run with a critic" in last and "distill.adversarial" in last
     proc = run_in_process("train/distill.py", "--teacher", tmp_path / "teacher" / "pipeline",
                           "distill.method=progressive", "distill.adversarial=0.2",
                           f"train.output_dir={tmp_path / 'progressive'}", check=False)

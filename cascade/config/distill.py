@@ -39,8 +39,8 @@ class DistillSection:
         check(self.huber_c > 0, "huber_c", self.huber_c, "must be > 0")
         check(0 <= self.target_decay < 1, "target_decay", self.target_decay, "must be in [0, 1)")
         check(0 <= self.eta <= 1, "eta", self.eta, "must be in [0, 1]")
-        check(self.adversarial is None or self.adversarial >= 0, "adversarial", self.adversarial,
-              "must be >= 0 (0: no critic) or null")
+        check(self.adversarial is None or 0 <= self.adversarial < float("inf"), "adversarial", self.adversarial,
+              "must be a finite number >= 0 (0: no critic) or null")
         check(self.critic_lr > 0, "critic_lr", self.critic_lr, "must be > 0")
         check(self.guidance_scale is None or self.guidance_scale >= 0, "guidance_scale", self.guidance_scale,
               "must be >= 0 or null")

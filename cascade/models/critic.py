@@ -3,7 +3,8 @@ discriminator that scores each 26 px window of an image as the data's or the stu
 
 Two 4x4 convolutions of stride 2 and two 3x3 of stride 1 (widths w, 2w, 4w, 1) with leaky ReLUs and spectral normalisation on
 every weight (Miyato et al. 2018), no normalisation layer: a pix2pix/PatchGAN-shaped critic (Isola et al.
-2017) kept 1-Lipschitz per layer, so the hinge loss needs no gradient penalty. Conditional stages give it
+2017) whose layers are kept near 1-Lipschitz (one power iteration a step), so the hinge loss needs no gradient
+penalty. Conditional stages give it
 their conditioning image beside the sample (channels concatenated), so it judges the detail given the input,
 not the detail alone.
 """

@@ -57,9 +57,11 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, step: int, batches_seen: int,
                     keep_last: int, skipped_steps: int = 0, data_state: dict | None = None, samples: int | None = None,
-                    warmup_samples: int | None = None, averages: dict[str, EMA] | None = None) -> Path:
+                    warmup_samples: int | None = None, averages: dict[str, EMA] | None = None,
+                    adversary: bool = False) -> Path:
     """Write checkpoint `step` crash-safe (every process must call this); `data_state` is this
-    process's position in a streamed dataset; `averages`: more EMAs of the weights (ema_NAME.safetensors)."""
+    process's position in a streamed dataset; `averages`: more EMAs of the weights (ema_NAME.safetensors);
+    `adversary`: whether the run trains an adversary (its model and optimizer are Accelerate's second ones)."""
     root = checkpoint_dir(output_dir)
     final = root / f"step_{step:08d}"
     tmp = root / f"step_{step:08d}.tmp"
@@ -80,7 +82,7 @@ def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, 
             save_file(weights, str(tmp / (f"ema_{name}.safetensors" if name else "ema.safetensors")))
         state = {"step": step, "ema_updates": ema.updates, "batches_seen": batches_seen, "skipped_steps": skipped_steps,
                  "processes": accelerator.num_processes, "samples": samples, "warmup_samples": warmup_samples,
-                 "average_updates": {name: a.updates for name, a in (averages or {}).items()}}
+                 "average_updates": {name: a.updates for name, a in (averages or {}).items()}, "adversary": adversary}
         (tmp / STATE_FILE).write_text(json.dumps(state))
         fsync_tree(tmp)
         if final.exists():  # re-saving the same step (e.g. the final save after a periodic one)
@@ -94,7 +96,8 @@ def save_checkpoint(accelerator: Accelerator, ema: EMA, output_dir: str | Path, 
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path, averages: dict[str, EMA] | None = None) -> dict:
+def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path, averages: dict[str, EMA] | None = None,
+                    adversary: bool = False) -> dict:
     """Restore model, optimizer, LR schedule (Accelerate), the EMA and this process's RNG states;
     return the trainer state, with "data_states" (every process's streamed-data position) and, when
     the checkpoint was written by another number of processes, "processes_before"."""
@@ -103,6 +106,10 @@ def load_checkpoint(accelerator: Accelerator, ema: EMA, path: Path, averages: di
         state = json.loads((path / STATE_FILE).read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path / STATE_FILE}: unreadable ({' '.join(str(e).split())[:200]})") from None
+    if bool(state.get("adversary", False)) != adversary:  # Accelerate would fail on (or drop) the second model
+        raise CheckpointError(f"{path}: written by a run {'with' if state.get('adversary') else 'without'} a critic, "
+                              f"and this run has {'one' if adversary else 'none'}: resume with the run's "
+                              f"distill.adversarial ({'> 0' if state.get('adversary') else '0'})")
     written = state.get("processes", len(list(path.glob(RNG_FILE.format(rank="*")))))
     resized = bool(written) and written != accelerator.num_processes
     if not rng_file.is_file() and not resized:

@@ -311,6 +311,9 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
               "lr": cfg.train.lr, "guidance_scale": w}
     if d.method == "consistency":
         adversarial = d.critic_weight()
+        if adversarial and cfg.train.mixed_precision == "fp16":
+            raise ConfigError("distill.adversarial with train.mixed_precision=fp16: the critic's optimizer would "
+                              "share the student's loss scaler; use bf16 or no, or distill.adversarial=0")
 
         def consistency(stage, student, prediction):
             averages = {"target": EMA(student, d.target_decay, warmup=False)} if d.target_decay else {}

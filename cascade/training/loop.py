@@ -2,7 +2,8 @@
 accumulation), AdamW with a linear warmup counted in samples, gradient clipping, EMA, TensorBoard scalars, a
 tqdm bar on the main process, preview grids, crash-safe checkpoints (cascade.training.checkpoints) and an
 exact resume, also with another number of processes. What a stage trains on and how is in
-cascade.training.stage; `fit` sees only a model, batches and a loss function.
+cascade.training.stage; `fit` sees only a model, batches and a loss function (and, for an adversarial
+distillation, a critic trained beside the model: `Adversary`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class Adversary:
     optimizer: torch.optim.Optimizer
     loss: Callable[[torch.nn.Module], torch.Tensor]
     last: torch.Tensor | None = None  # its last loss, for the log
+    bad_window: bool = False  # a non-finite loss of its own in the current accumulation window
 
 
 def warmup_factor(samples: int, warmup_samples: int) -> float:
@@ -133,7 +135,8 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
     averages = averages or {}
     for average in averages.values():
         average.model.to(accelerator.device)
-    progress = _resume(accelerator, ema, out, dataloader, cfg, averages) if resume else Progress()
+    progress = (_resume(accelerator, ema, out, dataloader, cfg, averages, adversary is not None) if resume
+                else Progress())
     if progress.warmup_samples is None:  # the warmup is fixed in samples by the run's first start
         progress.warmup_samples = cfg.warmup_steps * per_step
     if progress.step >= cfg.max_steps:
@@ -159,7 +162,8 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
                 save_checkpoint(accelerator, ema, out, progress.step, progress.batches_seen, cfg.keep_last,
                                 skipped_steps=progress.skipped, samples=progress.samples,
                                 warmup_samples=progress.warmup_samples, averages=averages,
-                                data_state=dataloader.state_dict() if streamed else None)
+                                data_state=dataloader.state_dict() if streamed else None,
+                                adversary=adversary is not None)
             if last:
                 break
     if progress.skipped:
@@ -183,13 +187,14 @@ def _batches(accelerator: Accelerator, dataloader, progress: Progress):
         yield from accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
 
 
-def _resume(accelerator: Accelerator, ema: EMA, out: Path, dataloader, cfg: TrainConfig, averages: dict) -> Progress:
+def _resume(accelerator: Accelerator, ema: EMA, out: Path, dataloader, cfg: TrainConfig, averages: dict,
+            adversary: bool = False) -> Progress:
     """The progress of the newest complete checkpoint, restored (or a fresh start if there is none)."""
     path = latest_checkpoint(out)
     if path is None:
         accelerator.print(f"--resume: no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
         return Progress()
-    state = load_checkpoint(accelerator, ema, path, averages)
+    state = load_checkpoint(accelerator, ema, path, averages, adversary)
     accelerator.print(f"resumed from {path} (step {state['step']})")
     batches_seen = state["batches_seen"]
     before, now = state.get("processes_before"), accelerator.num_processes
@@ -258,14 +263,18 @@ def _micro_step(accelerator, cfg: TrainConfig, model, optimizer, loss_fn, batch,
 
 
 def _adversary_step(accelerator, adversary: Adversary, progress: Progress) -> None:
-    """The adversary's backward and step on what the model's last loss call saw: skipped in a window the model
-    skips; a non-finite loss of its own adds no gradient."""
+    """The adversary's backward and step on what the model's last loss call saw. Its window is skipped where the
+    model's is, or where its own loss was not finite in any micro-batch (every process alike)."""
     loss = adversary.loss(adversary.model)
-    if not progress.bad_window and not _any_nonfinite(accelerator, loss):
+    if _any_nonfinite(accelerator, loss):
+        adversary.bad_window = True
+    elif not progress.bad_window:
         accelerator.backward(loss)
         adversary.last = loss.detach()
-    if not progress.bad_window:
-        adversary.optimizer.step()  # Accelerate's optimizer steps only when the accumulation window ends
+    if accelerator.sync_gradients:
+        if not (progress.bad_window or adversary.bad_window):
+            adversary.optimizer.step()
+        adversary.bad_window = False
     adversary.optimizer.zero_grad(set_to_none=True)
 
 
