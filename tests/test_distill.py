@@ -310,8 +310,7 @@ def test_an_adversarial_student_adds_the_critics_hinge_term_and_the_critic_learn
     none of its gradient reaches the student."""
     import copy
 
-    from cascade.models.critic import PatchCritic
-    from cascade.training.distill import critic_condition, critic_input, make_critic
+    from cascade.models.critic import PatchCritic, critic_condition, critic_input, make_critic
 
     teacher = tiny_stage(16, scale=2)
     student = copy.deepcopy(teacher.unet)

@@ -1,17 +1,17 @@
 """The critic of an adversarial distillation (cascade.training.distill, `distill.adversarial`): a patch
-discriminator that scores each 26 px window of an image as the data's or the student's.
+discriminator that scores each 26 px window of an image as the data's or the student's, and what it is shown.
 
-Two 4x4 convolutions of stride 2 and two 3x3 of stride 1 (widths w, 2w, 4w, 1) with leaky ReLUs and spectral normalisation on
-every weight (Miyato et al. 2018), no normalisation layer: a pix2pix/PatchGAN-shaped critic (Isola et al.
-2017) whose layers are kept near 1-Lipschitz (one power iteration a step), so the hinge loss needs no gradient
-penalty. Conditional stages give it
-their conditioning image beside the sample (channels concatenated), so it judges the detail given the input,
-not the detail alone.
+Two 4x4 convolutions of stride 2 and two 3x3 of stride 1 (widths w, 2w, 4w, 1) with leaky ReLUs and spectral
+normalisation on every weight (Miyato et al. 2018), no normalisation layer: a pix2pix/PatchGAN-shaped critic
+(Isola et al. 2017) whose layers are kept near 1-Lipschitz (one power iteration a step), so the hinge loss needs
+no gradient penalty. It sees a sample beside what the stage is conditioned on (`critic_condition`: an upsampler's
+input, a scene's row positions, a label map one-hot), so it judges the detail given the input, not alone.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -33,3 +33,28 @@ class PatchCritic(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"the critic takes {self.in_channels} channels, got {x.shape[1]}")
         return self.net(x)
+
+
+def critic_condition(cond: dict, num_labels: int) -> torch.Tensor | None:
+    """What the critic is given beside a sample: the stage's conditioning image (an upsampler's upsampled input,
+    a scene's row positions) and its label map one-hot (num_labels + 1 channels, the last the null label), where
+    it has them; None for a stage with neither (a class-conditional base: its critic judges the image alone)."""
+    parts = [cond["cond_image"]] if cond.get("cond_image") is not None else []
+    if cond.get("label_map") is not None:
+        parts.append(F.one_hot(cond["label_map"][:, 0].long(), num_labels + 1).permute(0, 3, 1, 2).float())
+    return torch.cat(parts, 1) if parts else None
+
+
+def critic_input(x: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor:
+    """What the critic judges: the stage's output space (a residual stage's scaled residual), with what the
+    stage is conditioned on beside it (`critic_condition`)."""
+    return x if given is None else torch.cat([x, given.to(x.dtype)], 1)
+
+
+def make_critic(teacher, lr: float):
+    """The critic of an adversarial student of `teacher` (a Stage) and its optimizer (AdamW, betas (0.5, 0.999),
+    as GANs train theirs)."""
+    config = teacher.unet.config
+    given = config.cond_channels + (config.num_labels + 1 if config.num_labels else 0)  # as critic_condition
+    critic = PatchCritic(config.out_channels + given)
+    return critic, torch.optim.AdamW(critic.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=0.0)

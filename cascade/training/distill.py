@@ -55,7 +55,8 @@ from ..diffusion.sampling import guided
 from ..inference.stage import Stage
 from ..models.ema import EMA
 from ..models.weights import weights_hash
-from .examples import describe, stage_examples
+from ..models.critic import critic_condition, critic_input, make_critic
+from .examples import describe, recorded_data, stage_examples
 from .loop import Adversary, fit, make_accelerator
 from .stage import export_stage
 
@@ -215,35 +216,6 @@ class ConsistencyDistillation:
         real, fake, given = self.seen
         return (torch.relu(1 - critic(critic_input(real, given)).float()).mean()
                 + torch.relu(1 + critic(critic_input(fake, given)).float()).mean())
-
-
-def critic_condition(cond: dict, num_labels: int) -> torch.Tensor | None:
-    """What the critic is given beside a sample: the stage's conditioning image (an upsampler's upsampled input,
-    a scene's row positions) and its label map one-hot (num_labels + 1 channels, the last the null label), where
-    it has them; None for a stage with neither (a class-conditional base: its critic judges the image alone)."""
-    import torch.nn.functional as F
-
-    parts = [cond["cond_image"]] if cond.get("cond_image") is not None else []
-    if cond.get("label_map") is not None:
-        parts.append(F.one_hot(cond["label_map"][:, 0].long(), num_labels + 1).permute(0, 3, 1, 2).float())
-    return torch.cat(parts, 1) if parts else None
-
-
-def critic_input(x: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor:
-    """What the critic judges: the stage's output space (a residual stage's scaled residual), with what the
-    stage is conditioned on beside it (`critic_condition`)."""
-    return x if given is None else torch.cat([x, given.to(x.dtype)], 1)
-
-
-def make_critic(teacher: Stage, lr: float):
-    """The critic of an adversarial student of `teacher` and its optimizer (AdamW, betas (0.5, 0.999), as GANs
-    train theirs)."""
-    from ..models.critic import PatchCritic
-
-    config = teacher.unet.config
-    given = config.cond_channels + (config.num_labels + 1 if config.num_labels else 0)  # as critic_condition
-    critic = PatchCritic(config.out_channels + given)
-    return critic, torch.optim.AdamW(critic.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=0.0)
 
 
 class ProgressiveDistillation:
@@ -426,16 +398,3 @@ def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, ob
     export_stage(accelerator, student, train.output_dir)
     accelerator.wait_for_everyone()  # every process may read the export next (the next round's teacher)
     return student
-
-
-def recorded_data(trained: dict):
-    """The DataConfig a stage was trained on, from its origin (ConfigError when none is recorded)."""
-    from ..config.loading import from_dict
-    from ..config.sections import DataConfig
-    from ..errors import ConfigError
-
-    raw = trained.get("config", {}).get("data")
-    if raw is None:
-        raise ConfigError("the teacher records no training data (a stage trained before stage.json kept its origin): "
-                          "give the data in the config's `data` section")
-    return from_dict(DataConfig, raw, "the teacher's stage.json (origin.trained.config.data)")

@@ -1,5 +1,6 @@
 """What a stage trains on, and what its previews show: the one place that turns a stage's data settings into a
-loader, for training (cascade.training.stage) and for distillation (cascade.training.distill) alike.
+loader, for training (cascade.training.stage) and for distillation (cascade.training.distill) alike, and reads a
+trained stage's data settings back from its origin (`recorded_data`).
 
 - examples a caller built (`cascade.data.one_image.OneImageData`: the crops of one photo);
 - label-map kinds: pairs of an image and its label map (cascade.data.paired);
@@ -66,3 +67,14 @@ def describe(found: StageExamples, model, size: int) -> str:
                f"{len(found.class_names)} classes" if found.class_names is not None else "labels as stored")
     return f"data: {found.what}, {classes}{inputs}{size} px {kind.name} stage"
 
+
+def recorded_data(trained: dict):
+    """The DataConfig a stage was trained on, from its origin (ConfigError when none is recorded)."""
+    from ..config.loading import from_dict
+    from ..config.sections import DataConfig
+
+    raw = trained.get("config", {}).get("data")
+    if raw is None:
+        raise ConfigError("the teacher records no training data (a stage trained before stage.json kept its origin): "
+                          "give the data in the config's `data` section")
+    return from_dict(DataConfig, raw, "the teacher's stage.json (origin.trained.config.data)")
