@@ -14,10 +14,13 @@ to the photo (8 px patches, RMS on 0..255) with the fraction of near-exact copie
 row-wise mean colours with the photo's); the largest shift of a channel's mean from the photo's.
 
 Baselines, same size, same metrics: the training photo itself; the photo shifted by 4 px (what a copy scores;
-cropped, so it is 4 px smaller); a random 4 x 4 patch shuffle of the photo (every patch real, the layout broken);
+cropped, so it is 4 px smaller); a random 4 x 4 patch shuffle of the photo (every patch real, the layout broken); a
+row shuffle (each row's pixels in random order: the layout kept exactly, so its diversity is about what a sampler
+that keeps each row's colours can reach);
 and the cascade with its scene stage replaced by a blurred copy of the photo at the scene's size (what the
 upsamplers alone add). `--from-photo-at S ...` adds rows with each pipeline's scene started from the photo noised
-to strength S (SinGAN's generation from a coarser scale). Also the scene stage's colours: the photo at the
+to strength S (SinGAN's generation from a coarser scale). Each keeps the photo's row profile, as `generate` does by
+default; `--free-rows` adds each with the scene's rows free. Also the scene stage's colours: the photo at the
 scene's size, the crops the stage was trained on, and its scenes (where a colour shift comes from).
 Writes OUT/metrics.md, OUT/metrics.json and OUT/samples.png (a row per method); with --applications also
 OUT/applications.png: an SDEdit, an inpainting, a harmonization (an object pasted from another photo) and
@@ -62,6 +65,9 @@ def parse_args(argv):
     parser.add_argument("--from-photo-at", type=float, nargs="+", default=[], metavar="STRENGTH",
                         help="also score each pipeline with its scene started from the photo at these strengths "
                              "(SinGAN's generation from a coarser scale; cascade.inference.one_shot.generate)")
+    parser.add_argument("--free-rows", action="store_true", help="also score each pipeline (from noise and at each "
+                        "--from-photo-at strength) with the scene's rows free (generate's keep_rows=False; by default "
+                        "they keep the photo's row profile)")
     parser.add_argument("--applications", action="store_true", help="also draw edit/harmonize/prior-SR examples")
     parser.add_argument("--sifid-weights", help="torchvision's ImageNet Inception-v3 state dict for SIFID (SinGAN's "
                         "weights; default: found in torch hub's cache, else the FID weights: the report names them)")
@@ -104,7 +110,8 @@ def blurred_scene(pipe, photo: Image.Image, size, sigma: float, seed: int) -> to
 def scene_colour(pipe, photo: Image.Image, num: int, seed: int) -> dict:
     """Where the scene stage's colours come from: the mean and std of each channel (0..255) of the photo at the
     scene's size, of 1024 of the crops the stage was trained on (rebuilt from the recipe its stage.json keeps;
-    absent for stages without one), and of `num` scenes drawn with its sampling settings."""
+    absent for stages without one), and of `num` scenes drawn with its sampling settings and free rows (the stage's
+    own colours)."""
     stage = one_shot.scene_stage(pipe)
     p = one_shot.plan(pipe, photo.size)
     stats = lambda x: {"mean": (x.mean((0, 2, 3)) * 127.5 + 127.5).tolist(),  # noqa: E731
@@ -119,7 +126,7 @@ def scene_colour(pipe, photo: Image.Image, num: int, seed: int) -> dict:
         rows["training crops (1024)"] = stats(torch.stack([crops[i]["image"] for i in range(1024)]))
     s = stage.settings(None)
     scenes = torch.cat([one_shot.draw_scene(p, seed + i, progress=False) for i in range(num)])
-    rows[f"scenes ({s.sampler} {s.steps}, {num})"] = stats(scenes)
+    rows[f"scenes, rows free ({s.sampler} {s.steps}, {num})"] = stats(scenes)
     return rows
 
 
@@ -149,22 +156,26 @@ def main(argv=None):
     shifted = reference[..., 4:, 4:]  # the photo moved up and left by 4 px (cropped): a copy
     g = torch.Generator().manual_seed(args.seed)
     methods = {"training photo": [reference], "photo shifted 4 px": [shifted],
-               "patch shuffle 4x4": [metrics.patch_shuffle(reference, 4, g) for _ in range(args.num)]}
+               "patch shuffle 4x4": [metrics.patch_shuffle(reference, 4, g) for _ in range(args.num)],
+               "row shuffle": [metrics.row_shuffle(reference, g) for _ in range(args.num)]}
     base_name = next(iter(pipes))
-    with tqdm(total=args.num * (len(pipes) * (1 + len(args.from_photo_at)) + 1), desc="sampling", unit="img") as bar:
+    keeps = [True, False] if args.free_rows else [True]
+    variants = [(strength, keep) for strength in [1.0, *args.from_photo_at] for keep in keeps]
+    with tqdm(total=args.num * (len(pipes) * len(variants) + 1), desc="sampling", unit="img") as bar:
         blurred = []
         for i in range(args.num):
             blurred.append(blurred_scene(pipes[base_name], photo, size, args.blur_sigma, args.seed + i))
             bar.update(1)
         methods[f"blurred scene + upsamplers ({base_name})"] = blurred
         for name, pipe in pipes.items():
-            for strength in [1.0, *args.from_photo_at]:
+            for strength, keep in variants:
                 samples = []
                 for i in range(args.num):
                     samples.append(uint8(one_shot.generate(pipe, size, args.seed + i, progress=False, photo=photo,
-                                                           strength=strength)))
+                                                           strength=strength, keep_rows=keep)))
                     bar.update(1)
-                methods[name if strength == 1 else f"{name}, scene from the photo at s={strength:g}"] = samples
+                label = name if strength == 1 else f"{name}, scene from the photo at s={strength:g}"
+                methods[label + ("" if keep else ", rows free")] = samples
     rows = {name: score(network, images, reference) for name, images in methods.items()}
     colours = scene_colour(pipes[base_name], photo, args.num, args.seed)
     table = markdown(rows) + f"\n\nThe scene stage's colours ({base_name}), per channel, 0..255:\n\n" + markdown_table(
@@ -173,7 +184,8 @@ def main(argv=None):
          for name, c in colours.items()])
     print(f"{args.num} samples per method at {size[0]}x{size[1]} px; photo {image}; SIFID weights: {weights}")
     print(table)
-    picture = [(name, images[:4]) for name, images in methods.items() if name != "photo shifted 4 px"]
+    left_out = ("photo shifted 4 px", "row shuffle")
+    picture = [(name, images[:4]) for name, images in methods.items() if name not in left_out]
     write_rows(picture, out / "samples.png")
     edits = applications(pipes[base_name], photo, args.seed, out / "applications.png") if args.applications else {}
     write_text(out / "metrics.md", table + "\n")

@@ -441,6 +441,8 @@ def test_a_one_shot_cascade_distils_every_stage(tmp_path):
     assert all(s.origin["distilled"]["adversarial"] == 0.1 for s in student.stages)  # a critic for each kind
     assert all(s.defaults.sampler == "lcm" and "distilled" in s.origin for s in student.stages)
     assert (tmp_path / "student" / "pipeline" / "one_shot.json").is_file()
+    teacher = Pipeline.from_pretrained(tmp_path / "teacher" / "pipeline")
+    assert torch.equal(one_shot.recorded_rows(student), one_shot.recorded_rows(teacher))  # it keeps the photo's rows
     assert one_shot.generate(student, (60, 40), seed=0, progress=False).size == (60, 40)
 
 

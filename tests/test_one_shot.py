@@ -95,6 +95,115 @@ def test_generate_from_the_photo_starts_the_scene_there_and_the_cli_reads_the_re
         one_shot.generate(pipe, (80, 48), strength=0.5)
 
 
+def test_scenes_keep_the_photos_row_profile_by_default_and_nothing_else(trained, tmp_path):
+    """Rows kept: every x0 estimate, and the scene, has the given row means exactly (once clamped, as the scene
+    will be), whatever the model would draw (here the photo upside down); the scenes still differ from seed to seed.
+    train/one_shot.py records the photo's profile, generate and the CLI keep it by default, --free-rows does not."""
+    from cascade.inference import one_shot
+
+    folder, image = trained
+    pipe = Pipeline.from_pretrained(folder)
+    source, _ = load_photo(image, 4096)
+    p = plan(pipe, (69, 37))
+    profile = one_shot.row_profile(source)
+    recorded = one_shot.recorded_rows(pipe)
+    assert recorded.shape == (3, 64) and (recorded - profile).abs().max() < 0.01 / 127.5 + 1e-6  # rounded to 0.01
+    flipped = one_shot.scene_rows(p, profile.flip(-1))  # upside down: not what the model draws
+    scenes = pipe.stages[0].sample(num_images=2, seed=0, size=p.scene, rows=flipped, progress=False)
+    assert (scenes.clamp(-1, 1).mean(dim=-1, keepdim=True) - flipped).abs().max() < 1e-5
+    free = pipe.stages[0].sample(num_images=2, seed=0, size=p.scene, progress=False)
+    assert (free.clamp(-1, 1).mean(dim=-1, keepdim=True) - flipped).abs().max() > 0.1  # the projection did it
+    centred = scenes - scenes.mean(dim=-1, keepdim=True)
+    assert (centred[0] - centred[1]).abs().mean() > 0.05  # along the rows each seed draws its own scene
+    # the profile is placed where the photo is (photo_scene): at the scene's size it is the resized photo's rows
+    h = round(37 / p.scale)
+    resized = one_shot.photo_scene(p, source)[..., :h, :].mean(dim=-1, keepdim=True)
+    assert (one_shot.scene_rows(p, profile)[..., :h, :] - resized).abs().max() < 0.03
+    run_in_process("-m", "cascade", "generate", "--pipeline", folder, "--size", "80x48", "--seed", "2",
+                   "--out", tmp_path)
+    kept = one_shot.generate(pipe, (80, 48), seed=2, progress=False)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "sample_0002.png")), np.asarray(kept))
+    assert np.array_equal(np.asarray(kept), np.asarray(one_shot.generate(pipe, (80, 48), seed=2, progress=False,
+                                                                           keep_rows=recorded)))
+    run_in_process("-m", "cascade", "generate", "--pipeline", folder, "--size", "80x48", "--seed", "2", "--free-rows",
+                   "--out", tmp_path / "free")
+    free = one_shot.generate(pipe, (80, 48), seed=2, progress=False, keep_rows=False)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "free" / "sample_0002.png")), np.asarray(free))
+    assert not np.array_equal(np.asarray(free), np.asarray(kept))
+    with pytest.raises(ValueError, match="keep_rows keeps a photo's row profile: give the photo"):
+        one_shot.generate(Pipeline(list(pipe.stages)), (80, 48), keep_rows=True)  # no folder, no photo
+    with pytest.raises(ValueError, match=r"rows \(1, 3, 4, 1\) must be \[1 or 1 x 3 x"):
+        pipe.stages[0].sample(num_images=1, seed=0, size=p.scene, rows=flipped[:, :, :4], progress=False)
+    with pytest.raises(ValueError, match="rows= .* applies to stages without an input"):
+        pipe.stages[1].sample(torch.zeros(1, 3, *p.scene), seed=0, rows=flipped, progress=False)
+
+
+@pytest.mark.parametrize("text, why", [
+    ('{"row_profile": [[1.0, 2.0], [3.0]]}', "row_profile must be 3 lists"),
+    ('{"row_profile": [[0, 300], [0, 0], [0, 0]]}', "of numbers in 0..255"),
+    ("{not json", "not readable JSON"),
+    ("[1, 2]", "expected a JSON object"),
+])
+def test_a_malformed_one_shot_record_is_one_line_naming_the_file(trained, tmp_path, text, why):
+    import shutil
+
+    folder, _ = trained
+    copy = tmp_path / "pipeline"
+    shutil.copytree(folder, copy)
+    (copy / "one_shot.json").write_text(text)
+    proc = run_in_process("-m", "cascade", "generate", "--pipeline", copy, "--size", "40x24", "--out", tmp_path / "o",
+                          check=False)
+    assert proc.returncode != 0 and not (tmp_path / "o").exists()
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "one_shot.json" in last and why in last, last
+
+
+def test_an_older_pipeline_keeps_its_training_photos_rows_or_says_they_are_free(trained, tmp_path):
+    """A one_shot.json without row_profile: the rows of the training photo it names, when that is on the machine
+    (the CLI and generate alike); else free, and the CLI says so."""
+    import shutil
+
+    from cascade.inference import one_shot
+
+    folder, image = trained
+    copy = tmp_path / "pipeline"
+    shutil.copytree(folder, copy)
+    info = json.loads((copy / "one_shot.json").read_text())
+    del info["row_profile"]
+    (copy / "one_shot.json").write_text(json.dumps(info))
+    pipe = Pipeline.from_pretrained(copy)
+    source, _ = load_photo(image, 4096)
+    assert torch.equal(one_shot.recorded_rows(pipe), one_shot.row_profile(source))
+    run_in_process("-m", "cascade", "generate", "--pipeline", copy, "--size", "80x48", "--out", tmp_path / "a")
+    kept = one_shot.generate(pipe, (80, 48), progress=False, keep_rows=one_shot.row_profile(source))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / "sample_0000.png")), np.asarray(kept))
+    (copy / "one_shot.json").write_text(json.dumps({**info, "image": str(tmp_path / "gone.png")}))
+    proc = run_in_process("-m", "cascade", "generate", "--pipeline", copy, "--size", "80x48", "--out", tmp_path / "b")
+    assert "note: the scene's rows are free" in proc.stdout
+    free = one_shot.generate(Pipeline.from_pretrained(copy), (80, 48), progress=False)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b" / "sample_0000.png")), np.asarray(free))
+    assert not np.array_equal(np.asarray(free), np.asarray(kept))
+
+
+def test_a_streamed_outputs_thumbnail_draws_the_files_scene(trained, monkeypatch):
+    """The contact sheet's thumbnail of a streamed output: the scene of the output's own plan (where the photo's
+    rows lie depends on the output's scale), through the upsamplers up to 1024 px, cropped as the file is."""
+    from cascade.cli.generate import thumbnail_of_streamed
+    from cascade.inference import one_shot
+
+    folder, _ = trained
+    pipe = Pipeline.from_pretrained(folder)
+    p = plan(pipe, (1500, 700))
+    seen = []
+    draw = one_shot.draw_scene
+    monkeypatch.setattr(one_shot, "draw_scene", lambda plan_, *a, **k: seen.append(plan_) or draw(plan_, *a, **k))
+    thumb = thumbnail_of_streamed(pipe, p, 0, rows=one_shot.recorded_rows(pipe))
+    assert seen == [p]
+    kept = max(k for k in range(len(p.upsamplers) + 1) if max(p.scene) * 2 ** k <= 1024)  # x2 stages
+    assert kept < len(p.upsamplers)
+    assert thumb.size == (round(1500 * 2 ** kept / p.scale), round(700 * 2 ** kept / p.scale))
+
+
 def test_masked_edit_keeps_every_pixel_outside_the_mask(trained, tmp_path):
     folder, _ = trained
     run_in_process("-m", "cascade", "generate", "--pipeline", folder, "--size", "64x40", "--out", tmp_path)
@@ -248,6 +357,18 @@ def test_one_shot_metrics_against_references():
     assert metrics.layout(ramp.flip(-2), ramp) == pytest.approx(-1.0, abs=1e-3)
     shuffled = metrics.patch_shuffle(ref, 4, g)
     assert sorted(shuffled.flatten().tolist()) == sorted(ref.flatten().tolist())
+    # the row shuffle keeps every row's pixels (so the layout exactly), and its diversity over many draws is the
+    # photo's within-row spread: each pixel's std across draws tends to its row's std
+    banded = (ramp.double() * 0.8 + ref.double() * 0.2).to(torch.uint8)  # bands (a ramp) with some texture
+    rows = metrics.row_shuffle(banded, g)
+    assert not torch.equal(rows, banded)
+    for y in range(banded.shape[-2]):
+        assert sorted(rows[..., y, :].permute(0, 2, 1).reshape(-1, 3).tolist()) == \
+            sorted(banded[..., y, :].permute(0, 2, 1).reshape(-1, 3).tolist())  # whole pixels moved, not channels
+    assert metrics.layout(rows, banded) == pytest.approx(1.0)
+    draws = torch.cat([metrics.row_shuffle(banded, g) for _ in range(400)])
+    within = (torch.from_numpy(luma(banded)).std(dim=-1, correction=0).mean() / luma(banded).std()).item()
+    assert within < 0.3 and metrics.diversity(draws, banded) == pytest.approx(within, rel=0.02)
 
 
 def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
@@ -256,12 +377,13 @@ def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
                           "--from-photo-at", "0.5", "--out", tmp_path / "eval")
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["training photo", "photo shifted 4 px", "patch shuffle 4x4",
+    assert list(rows) == ["training photo", "photo shifted 4 px", "patch shuffle 4x4", "row shuffle",
                           "blurred scene + upsamplers (tiny)", "tiny", "tiny, scene from the photo at s=0.5"]
+    assert rows["row shuffle"]["layout"] == pytest.approx(1.0)
     assert rows["tiny, scene from the photo at s=0.5"]["sifid"] != rows["tiny"]["sifid"]
     # the scene's colours: the photo at the scene's size as PIL computes it, the crops the stage trained on
     colours = report["scene_colour"]
-    assert list(colours)[1:] == ["training crops (1024)", "scenes (dpm++ 2, 2)"]
+    assert list(colours)[1:] == ["training crops (1024)", "scenes, rows free (dpm++ 2, 2)"]
     shown = resize_long_side(load_photo(image, 4096)[0], 48)  # what the report scores
     scene = plan(Pipeline.from_pretrained(folder), shown.size).scene
     small = shown.resize(scene[::-1], Image.BICUBIC, reducing_gap=3.0)

@@ -12,6 +12,8 @@ Three stages, one after the other, each on random crops of the photo (cascade.da
 - `coarse`: an SR3 upsampler (CDM's noise and blur augmentation) from the scene to its scale;
 - `fine`: an SR3 upsampler trained at every later scale up to the photo's own, repeated for larger
   outputs (cascade.one_shot).
+The cascade's one_shot.json records the photo's path and sizes, and its row profile (the mean colour of each row,
+which `generate` keeps by default).
 
 Writes `<output_dir>/scene`, `coarse`, `fine` (what train/sr3.py writes for a stage: config.yaml,
 logs/, samples/, checkpoints/, pipeline/) and `<output_dir>/pipeline`, the cascade. A photo larger
@@ -28,6 +30,7 @@ from cascade.config.loading import save_config
 from cascade.config.one_shot import OneShotConfig
 from cascade.data.one_image import load_photo
 from cascade.errors import ConfigError
+from cascade.inference.one_shot import row_profile
 from cascade.inference.pipeline import Pipeline
 from cascade.training import parse_args, train_stage
 from cascade.training.one_shot import training_stages
@@ -63,9 +66,11 @@ def main(argv=None):
     # --- the cascade: scene, coarse, fine (written in one step: cascade.io.atomic)
     pipe = Pipeline.from_stages([out / name / "pipeline" for name in STAGES])
     final = out / "pipeline"
+    profile = (row_profile(photo) * 127.5 + 127.5).tolist()  # what `generate` keeps by default, photo or not
     pipe.save_pretrained(final, extra_files={"one_shot.json": json.dumps(
         {"image": str(image), "image_size": list(original), "trained_on": list(photo.size),
-         "scene_size": list(pipe.stages[0].kind.size), "seconds": seconds}, indent=2)})
+         "scene_size": list(pipe.stages[0].kind.size), "seconds": seconds,
+         "row_profile": [[round(v, 2) for v in channel] for channel in profile]}, indent=2)})
     print(f"wrote {final}: scene {pipe.stages[0].kind.size[1]}x{pipe.stages[0].kind.size[0]} px, then x"
           f"{pipe.stages[1].kind.scale} and x{pipe.stages[2].kind.scale} (repeated for larger outputs); trained in "
           + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()))

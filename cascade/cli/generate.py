@@ -39,6 +39,10 @@ def add_parser(commands) -> None:
                           "photo the pipeline records")
     gen.add_argument("--strength", type=float, help=f"with --from-photo: how far up the noise schedule the photo "
                      f"is taken, in [0, 1] (default {FROM_PHOTO_STRENGTH}; lower keeps more of its layout)")
+    gen.add_argument("--free-rows", action="store_true", help="draw every row of the scene freely; by default "
+                     "each row keeps the photo's mean colour there (its horizons and bands at their heights, "
+                     "everything along the rows new): the --from-photo photo's, else the training photo's the "
+                     "pipeline records")
     add_sampling_arguments(gen)
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_hub_arguments(gen)
@@ -62,11 +66,14 @@ def run(args) -> None:
     except ValueError as e:  # "size WxH: why"
         raise CascadeError(f"--size {size[0]}x{size[1]}: {str(e).split(': ', 1)[-1]}") from None
     photo, strength = start_photo(args, pipe)
+    rows = kept_rows(args, pipe, photo)
+    keep = False if rows is None else rows  # generate's None would look for a profile again
     out = Path(args.out)
     suffix = "." + args.format
     streamed = p.full[0] * p.full[1] > one_shot.IN_MEMORY_PIXELS
-    print(f"{size[0]}x{size[1]}: scene {p.scene[1]}x{p.scene[0]}, then x{p.scale} through {len(p.upsamplers)} "
-          f"upsamplers{' (streamed to disk)' if streamed else ''}", flush=True)
+    profile = "the photo's" if rows is not None else "free"
+    print(f"{size[0]}x{size[1]}: scene {p.scene[1]}x{p.scene[0]} ({profile} rows), then x{p.scale} through "
+          f"{len(p.upsamplers)} upsamplers{' (streamed to disk)' if streamed else ''}", flush=True)
     thumbs = []
     for i in range(args.num):
         seed = args.seed + i
@@ -74,10 +81,12 @@ def run(args) -> None:
         try:
             if streamed:
                 out.mkdir(parents=True, exist_ok=True)
-                one_shot.generate(pipe, size, seed, args.tile_size, path=path, photo=photo, strength=strength)
-                thumbs.append(thumbnail_of_streamed(pipe, p, seed, photo, strength))
+                one_shot.generate(pipe, size, seed, args.tile_size, path=path, photo=photo, strength=strength,
+                                  keep_rows=keep)
+                thumbs.append(thumbnail_of_streamed(pipe, p, seed, photo, strength, rows))
             else:
-                image = one_shot.generate(pipe, size, seed, args.tile_size, photo=photo, strength=strength)
+                image = one_shot.generate(pipe, size, seed, args.tile_size, photo=photo, strength=strength,
+                                          keep_rows=keep)
                 save_image(image, path)
                 thumbs.append(image)
         except ValueError as e:
@@ -103,6 +112,25 @@ def start_photo(args, pipe) -> tuple[Image.Image | None, float]:
     return load_photo(path, START_PHOTO_SIDE)[0], strength
 
 
+def kept_rows(args, pipe, photo) -> torch.Tensor | None:
+    """The row profile scenes keep: none with --free-rows; the --from-photo photo's; else the training photo's
+    (recorded in one_shot.json, or for an older pipeline read from its training photo); else none, and a note says
+    so. A malformed one_shot.json is an error naming it."""
+    if args.free_rows:
+        return None
+    try:
+        rows = one_shot.rows_to_keep(pipe, photo, None)
+    except ValueError as e:  # a malformed one_shot.json
+        raise CascadeError(str(e)) from None
+    except CascadeError as e:  # an older pipeline whose recorded training photo cannot be read
+        print(f"note: the scene's rows are free: {e}", flush=True)
+        return None
+    if rows is None:
+        print("note: the scene's rows are free: this pipeline records no row profile and its training photo is not "
+              "on this machine (pass it with --from-photo PHOTO --strength 1 to keep its rows)", flush=True)
+    return rows
+
+
 def recorded_photo(pipe) -> str:
     """The training photo train/one_shot.py recorded in the pipeline (a CascadeError if none, or if it is gone)."""
     info = pipe.folder / "one_shot.json" if pipe.folder else None
@@ -115,7 +143,7 @@ def recorded_photo(pipe) -> str:
     return path
 
 
-def thumbnail_of_streamed(pipe, p, seed: int, photo=None, strength: float = 1.0) -> Image.Image:
+def thumbnail_of_streamed(pipe, p, seed: int, photo=None, strength: float = 1.0, rows=None) -> Image.Image:
     """A small copy of a streamed sample for the contact sheet: the same seed through the cascade up to
     the last size of at most 1024 px (the file itself is never read back whole)."""
     from dataclasses import replace
@@ -124,10 +152,11 @@ def thumbnail_of_streamed(pipe, p, seed: int, photo=None, strength: float = 1.0)
     while keep < len(p.upsamplers) and max(p.scene) * math.prod(s.kind.scale for s in p.upsamplers[:keep + 1]) <= 1024:
         keep += 1
     short = replace(p, upsamplers=p.upsamplers[:keep])
-    scene = one_shot.draw_scene(short, seed, progress=False, photo=photo, strength=strength)
-    if not keep:
-        return signed_to_pil(scene)[0]
-    return short.pipeline().upscale(signed_to_unit(scene), seed=seed, progress=False)[0]
+    scene = one_shot.draw_scene(p, seed, progress=False, photo=photo, strength=strength, rows=rows)  # the file's scene
+    image = short.pipeline().upscale(signed_to_unit(scene), seed=seed, progress=False)[0] if keep else \
+        signed_to_pil(scene)[0]
+    width, height = (max(1, round(side * short.scale / p.scale)) for side in p.size[::-1])  # the file's crop
+    return image.crop((0, 0, min(width, image.width), min(height, image.height)))
 
 
 def one_shot_pipeline(args) -> Pipeline:

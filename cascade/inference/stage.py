@@ -181,7 +181,8 @@ class Stage:
                tiling: Tiling | None = None, label_map: torch.Tensor | None = None,
                instances: torch.Tensor | None = None, keep: tuple[torch.Tensor, torch.Tensor] | None = None,
                size: tuple[int, int] | None = None, init: torch.Tensor | None = None, strength: float = 1.0,
-               lowres: torch.Tensor | None = None, progress: bool = True) -> torch.Tensor:
+               lowres: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+               progress: bool = True) -> torch.Tensor:
         """Images [N x 3 x H x W] in [-1, 1].
 
         - `source` [N x 3 x h x w] in [-1, 1]: the input of kinds that take one (SR3: the low-res
@@ -205,6 +206,10 @@ class Stage:
           idea with a diffusion prior: every x0 estimate is projected onto the images that downsample
           (cascade.diffusion.resize, antialiased bicubic) to `lowres` exactly, and so is the output. The output
           side must be an integer multiple of `lowres`'s.
+        - `rows` [N or 1 x 3 x H x 1] in [-1, 1] (stages without an input): a row profile, the mean colour of
+          each output row; every x0 estimate's rows are shifted so that, clamped to [-1, 1], its row means are
+          `rows`, and so are the output's: a photo's horizons and bands stay at their heights while everything
+          else, along the rows, is drawn anew.
         """
         s = self.settings(settings)
         if tiling is not None and not self.kind.spatial:
@@ -233,6 +238,8 @@ class Stage:
         inputs = _broadcast(inputs, self.kind.spatial, n)  # one map or positional channel for every image
         if lowres is not None:
             inputs = _consistent_with(inputs, lowres.to(device), n, self.kind)
+        if rows is not None:
+            inputs = _with_rows(inputs, rows.to(device), n, self.kind)
         if keep is not None:
             inputs = _keeping(inputs, keep[0].to(device), keep[1].to(device).bool(), n)
         if not 0.0 <= float(strength) <= 1.0:
@@ -352,6 +359,40 @@ def _consistent_with(inputs: Conditioning, lowres: torch.Tensor, n: int, kind: S
         return inputs.start(project_onto_lowres(inputs.finish(x0), lowres.to(x0.device, x0.dtype), factor))
 
     return replace(inputs, project=project)
+
+
+def _with_rows(inputs: Conditioning, rows: torch.Tensor, n: int, kind: StageKind) -> Conditioning:
+    """`inputs` whose x0 estimates, clamped to [-1, 1] as the image will be, have the row means `rows` (per colour
+    channel): each row shifted by one offset (`row_offsets`)."""
+    if kind.takes_input:
+        raise ValueError(f"rows= (a row profile to keep) applies to stages without an input, not to a {kind.name} "
+                         f"stage")
+    if rows.dim() != 4 or rows.shape[0] not in (1, n) or tuple(rows.shape[1:]) != (3, inputs.size[0], 1):
+        raise ValueError(f"rows {tuple(rows.shape)} must be [{n} or 1 x 3 x {inputs.size[0]} x 1] (a mean colour for "
+                         f"each of the output's {inputs.size[0]} rows)")
+    before = inputs.project
+
+    def project(x0):
+        x0 = before(x0) if before is not None else x0
+        image = inputs.finish(x0)
+        return inputs.start(image + row_offsets(image, rows.to(image.device, image.dtype)))
+
+    return replace(inputs, project=project)
+
+
+def row_offsets(image: torch.Tensor, rows: torch.Tensor, iterations: int = 48) -> torch.Tensor:
+    """The offset d of each row and channel [N x C x H x 1] for which (image + d).clamp(-1, 1) has the row means
+    `rows` (in [-1, 1]). Without the clamp d would be rows - the row means; with it, a dark row's texture
+    clipped at -1 would lift its mean again, so d is found by bisection (the clamped mean rises monotonically
+    with d, from -1 at d = -1 - max to 1 at d = 1 - min; 48 halvings leave 4 / 2^48)."""
+    low = (-1 - image.amax(dim=-1, keepdim=True)).double()
+    high = (1 - image.amin(dim=-1, keepdim=True)).double()
+    x, target = image.double(), rows.double().expand_as(low)
+    for _ in range(iterations):
+        mid = (low + high) / 2
+        above = (x + mid).clamp(-1, 1).mean(dim=-1, keepdim=True) > target
+        high, low = torch.where(above, mid, high), torch.where(above, low, mid)
+    return ((low + high) / 2).to(image.dtype)
 
 
 def _read_stage_file(path: Path) -> tuple[StageKind, SampleConfig, list[str], dict]:

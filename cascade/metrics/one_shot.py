@@ -152,6 +152,16 @@ def patch_shuffle(image: torch.Tensor, grid: int, generator: torch.Generator) ->
     return out
 
 
+def row_shuffle(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The baseline that keeps the layout exactly and varies all else a layout-keeping sampler can: each row of
+    uint8 `image` [1 x 3 x H x W] with its pixels in a random order (its row profile, and so `layout`, unchanged;
+    every colour the photo's row's). Its `diversity` is about what a sampler that keeps each row's colours can
+    reach: the photo's within-row spread, not more."""
+    h, w = image.shape[-2:]
+    order = torch.argsort(torch.rand(h, w, generator=generator), dim=1)
+    return torch.gather(image, 3, order.expand_as(image))
+
+
 def edge_ratio(image: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, width: int = 1) -> float:
     """Mean squared intensity gradient of uint8 `image` [1 x 3 x H x W] on the `width`-px band either side of
     the boundary of bool `mask` [H x W], over the same in `reference` (the image before the edit)."""
