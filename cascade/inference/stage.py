@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 
 from ..config.sections import SampleConfig
 from ..diffusion import rng
-from ..diffusion.resize import project_onto_lowres
 from ..diffusion.sampling import check_resample, constrained, guided, make_sampler
 from ..errors import CheckpointError
 from ..io.atomic import replacing_folder
@@ -39,6 +38,7 @@ from ..kinds.base import Base, Conditioning, StageKind
 from ..kinds.sr3 import SR3
 from ..models.unet import UNet
 from .hub import local_folder
+from .projections import consistent_with, keeping, with_rows
 from .tiling import TiledDenoiser, effective_receptive_field
 
 STAGE_FILE = "stage.json"
@@ -237,11 +237,11 @@ class Stage:
             inputs = self.kind.at_size(self, inputs, tuple(size), device)
         inputs = _broadcast(inputs, self.kind.spatial, n)  # one map or positional channel for every image
         if lowres is not None:
-            inputs = _consistent_with(inputs, lowres.to(device), n, self.kind)
+            inputs = consistent_with(inputs, lowres.to(device), n, self.kind)
         if rows is not None:
-            inputs = _with_rows(inputs, rows.to(device), n, self.kind)
+            inputs = with_rows(inputs, rows.to(device), n, self.kind)
         if keep is not None:
-            inputs = _keeping(inputs, keep[0].to(device), keep[1].to(device).bool(), n)
+            inputs = keeping(inputs, keep[0].to(device), keep[1].to(device).bool(), n)
         if not 0.0 <= float(strength) <= 1.0:
             raise ValueError(f"strength={strength}: must be in [0, 1]")
         if init is not None:
@@ -325,74 +325,6 @@ def _broadcast(inputs: Conditioning, spatial: tuple[str, ...], n: int) -> Condit
     cond = {key: value.expand(n, *value.shape[1:]) if key in spatial and value is not None and value.shape[0] == 1
             else value for key, value in inputs.cond.items()}
     return replace(inputs, cond=cond)
-
-
-def _keeping(inputs: Conditioning, image: torch.Tensor, mask: torch.Tensor, n: int) -> Conditioning:
-    """`inputs` whose x0 estimates take `image` outside `mask` (an edit, RePaint/DDNM-style: the
-    sampler regenerates the masked pixels in agreement with the kept ones at every step)."""
-    if image.shape[0] != n or mask.shape[0] != n or tuple(image.shape[-2:]) != tuple(inputs.size) or tuple(mask.shape[-2:]) != tuple(inputs.size):
-        raise ValueError(f"the image to keep {tuple(image.shape)} and its mask {tuple(mask.shape)} must be "
-                         f"[{n} x 3 x {inputs.size[0]} x {inputs.size[1]}]")
-    known = inputs.start(image)  # in the space the model generates in
-    before = inputs.project
-
-    def project(x0):
-        x0 = before(x0) if before is not None else x0
-        return torch.where(mask.to(x0.device), x0, known.to(x0.device, x0.dtype))
-
-    return replace(inputs, project=project)
-
-
-def _consistent_with(inputs: Conditioning, lowres: torch.Tensor, n: int, kind: StageKind) -> Conditioning:
-    """`inputs` whose x0 estimates are projected onto the images that downsample to `lowres` (prior SR)."""
-    if kind.takes_input:
-        raise ValueError(f"lowres= (generative-prior SR) applies to stages without an input, not to a {kind.name} "
-                         f"stage; its `consistent` setting does this for upsamplers")
-    (h, w), (H, W) = lowres.shape[-2:], inputs.size
-    if lowres.shape[0] != n or H % h or W % w or H // h != W // w:
-        raise ValueError(f"lowres {tuple(lowres.shape)}: the output {W}x{H} must be an integer multiple of it, "
-                         f"the same in both directions, for {n} images")
-    factor, before = H // h, inputs.project
-
-    def project(x0):
-        x0 = before(x0) if before is not None else x0
-        return inputs.start(project_onto_lowres(inputs.finish(x0), lowres.to(x0.device, x0.dtype), factor))
-
-    return replace(inputs, project=project)
-
-
-def _with_rows(inputs: Conditioning, rows: torch.Tensor, n: int, kind: StageKind) -> Conditioning:
-    """`inputs` whose x0 estimates, clamped to [-1, 1] as the image will be, have the row means `rows` (per colour
-    channel): each row shifted by one offset (`row_offsets`)."""
-    if kind.takes_input:
-        raise ValueError(f"rows= (a row profile to keep) applies to stages without an input, not to a {kind.name} "
-                         f"stage")
-    if rows.dim() != 4 or rows.shape[0] not in (1, n) or tuple(rows.shape[1:]) != (3, inputs.size[0], 1):
-        raise ValueError(f"rows {tuple(rows.shape)} must be [{n} or 1 x 3 x {inputs.size[0]} x 1] (a mean colour for "
-                         f"each of the output's {inputs.size[0]} rows)")
-    before = inputs.project
-
-    def project(x0):
-        x0 = before(x0) if before is not None else x0
-        image = inputs.finish(x0)
-        return inputs.start(image + row_offsets(image, rows.to(image.device, image.dtype)))
-
-    return replace(inputs, project=project)
-
-
-def row_offsets(image: torch.Tensor, rows: torch.Tensor, iterations: int = 48) -> torch.Tensor:
-    """The offset d of each row and channel [N x C x H x 1] for which (image + d).clamp(-1, 1) has the row means
-    `rows` (in [-1, 1]). Without the clamp d would be rows - the row means; with it, a dark row's texture
-    clipped at -1 would lift its mean again, so d is found by bisection (the clamped mean rises monotonically
-    with d, from -1 at d = -1 - max to 1 at d = 1 - min; 48 halvings leave 4 / 2^48)."""
-    low = (-1 - image.amax(dim=-1, keepdim=True)).double()
-    high = (1 - image.amin(dim=-1, keepdim=True)).double()
-    x, target = image.double(), rows.double().expand_as(low)
-    for _ in range(iterations):
-        mid = (low + high) / 2
-        above = (x + mid).clamp(-1, 1).mean(dim=-1, keepdim=True) > target
-        high, low = torch.where(above, mid, high), torch.where(above, low, mid)
-    return ((low + high) / 2).to(image.dtype)
 
 
 def _read_stage_file(path: Path) -> tuple[StageKind, SampleConfig, list[str], dict]:
