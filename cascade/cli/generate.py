@@ -133,11 +133,13 @@ def kept_rows(args, pipe, photo) -> torch.Tensor | None:
 
 def recorded_photo(pipe) -> str:
     """The training photo train/one_shot.py recorded in the pipeline (a CascadeError if none, or if it is gone)."""
-    info = pipe.folder / "one_shot.json" if pipe.folder else None
-    path = json.loads(info.read_text()).get("image") if info and info.is_file() else None
+    try:
+        path = (one_shot.recorded(pipe) or {}).get("image")
+    except ValueError as e:  # a malformed one_shot.json
+        raise CascadeError(str(e)) from None
     if not path:
         raise CascadeError("--from-photo: this pipeline records no training photo; pass one (--from-photo PHOTO)")
-    if not str(path).startswith("builtin:") and not Path(path).is_file():
+    if not one_shot.on_this_machine(path):
         raise CascadeError(f"--from-photo: the pipeline's training photo {path} is not on this machine; pass one "
                            f"(--from-photo PHOTO)")
     return path

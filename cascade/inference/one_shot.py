@@ -24,7 +24,6 @@ and bands stay at their heights while everything along the rows is drawn anew.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -36,17 +35,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.label_maps import dilate, shrink_mask
-from ..data.one_image import load_photo
 from ..diffusion.resize import downsample
 from ..io.images import pil_to_signed, signed_to_pil, signed_to_unit, to_rgb, unit_to_pil, user_images_to_signed
 from ..kinds.one_shot import Scene
+from .photo_rows import (on_this_machine, recorded, recorded_rows, row_profile, rows_to_keep,  # noqa: F401 (the API)
+                         scene_rows)
 from .pipeline import Pipeline, input_multiple
 from .stage import Tiling
 
 MAX_REPEATS = 8  # `fine` is repeated at most this many times (x256 beyond a x2 cascade's own scale)
 MAX_SIDE = 65535  # the largest output side (PNG and TIFF writers)
-PROFILE_ROWS = 256  # at most this many rows of the training photo's row profile in one_shot.json (`row_profile`)
-PROFILE_PHOTO_SIDE = 4096  # a pipeline that records no profile: its training photo decoded at most this large
 IN_MEMORY_PIXELS = 4096 * 4096  # larger outputs are streamed to disk (cascade.giant), as `upscale` does
 
 
@@ -151,75 +149,6 @@ def draw_scene(p: Plan, seed: int, progress: bool = True, photo: Image.Image | N
     init = photo_scene(p, photo) if photo is not None and strength < 1 else None
     return p.scene_stage.sample(num_images=1, seed=seed, size=p.scene, init=init, strength=strength,
                                 rows=scene_rows(p, rows) if rows is not None else None, progress=progress).clamp(-1, 1)
-
-
-def row_profile(photo: Image.Image, rows: int = PROFILE_ROWS) -> torch.Tensor:
-    """A photo's mean colour per row, [3 x R] in [-1, 1], at R = min(`rows`, its height) rows (each the mean of the
-    photo's rows it covers): its horizons and bands, what `generate` keeps by default."""
-    x = pil_to_signed(to_rgb(photo)).double().mean(dim=-1)  # [3 x H]
-    return F.adaptive_avg_pool1d(x[None], min(rows, x.shape[-1]))[0].float()
-
-
-def scene_rows(p: Plan, profile: torch.Tensor) -> torch.Tensor:
-    """A `row_profile` [3 x R] as the rows of plan `p`'s scene [1 x 3 x H x 1]: resampled to the rows the output
-    keeps (where `photo_scene` puts the photo: averaged down, or linear up), the rows below replicated."""
-    if profile.dim() != 2 or profile.shape[0] != 3 or profile.shape[1] < 1:
-        raise ValueError(f"a row profile is [3 x rows] in [-1, 1], got {tuple(profile.shape)}")
-    if not profile.isfinite().all() or profile.abs().max() > 1 + 1e-6:
-        raise ValueError(f"a row profile's values are colours in [-1, 1], got {profile.min():g}..{profile.max():g}")
-    h = min(p.scene[0], max(1, round(p.size[0] / p.scale)))
-    x = profile.double()[None]
-    if h <= x.shape[-1]:
-        x = F.adaptive_avg_pool1d(x, h)
-    else:
-        x = F.interpolate(x, size=h, mode="linear", align_corners=False)
-    return F.pad(x, (0, p.scene[0] - h), mode="replicate")[..., None].float()
-
-
-def rows_to_keep(pipe: Pipeline, photo: Image.Image | None, keep_rows) -> torch.Tensor | None:
-    """The row profile `generate` keeps: `keep_rows` itself if it is one; `photo`'s, else the training photo's
-    (`recorded_rows`); None with a false `keep_rows`, or None when there is neither; a ValueError with `keep_rows`
-    True when there is neither."""
-    if isinstance(keep_rows, torch.Tensor):
-        return keep_rows
-    if keep_rows is not None and not keep_rows:
-        return None
-    if photo is not None:
-        return row_profile(photo)
-    recorded = recorded_rows(pipe)
-    if recorded is None and keep_rows:
-        raise ValueError("keep_rows keeps a photo's row profile: give the photo (photo=), or use a pipeline that "
-                         "records one (train/one_shot.py writes it to one_shot.json)")
-    return recorded
-
-
-def recorded_rows(pipe: Pipeline) -> torch.Tensor | None:
-    """The training photo's `row_profile` [3 x R] in [-1, 1]: the one train/one_shot.py records in the pipeline's
-    one_shot.json (0..255); for a pipeline trained before it was recorded, computed from the training photo the
-    file names if that is on this machine; None otherwise. A ValueError naming the file if it is malformed."""
-    info = pipe.folder / "one_shot.json" if pipe.folder else None
-    if not info or not info.is_file():
-        return None
-    try:
-        record = json.loads(info.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{info}: not readable JSON ({e})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{info}: expected a JSON object (the one-shot record), got {type(record).__name__}")
-    profile = record.get("row_profile")
-    if profile is None:
-        image = record.get("image")
-        if not image or not (str(image).startswith("builtin:") or Path(image).is_file()):
-            return None
-        return row_profile(load_photo(image, PROFILE_PHOTO_SIDE)[0])
-    try:
-        rows = torch.tensor(profile, dtype=torch.float32)
-    except (TypeError, ValueError, RuntimeError):
-        rows = None
-    if rows is None or rows.dim() != 2 or rows.shape[0] != 3 or rows.shape[1] < 1 or not rows.isfinite().all() \
-            or rows.min() < 0 or rows.max() > 255:
-        raise ValueError(f"{info}: row_profile must be 3 lists (R, G, B) of one length of numbers in 0..255")
-    return rows / 127.5 - 1
 
 
 def photo_scene(p: Plan, photo: Image.Image) -> torch.Tensor:
