@@ -71,6 +71,22 @@ def test_bad_values_are_named(override, message):
         load_config(BaseStageConfig, None, [override])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("distill.target=data", "distill.target='data' applies to consistency distillation only"),
+    ("distill.eta=0", "distill.eta=0.0 applies to consistency distillation only"),
+    ("distill.huber_c=0.01", "distill.huber_c=0.01 applies to consistency distillation only"),
+    ("distill.target_decay=0.9", "distill.target_decay=0.9 applies to consistency distillation only"),
+    ("distill.critic_lr=0.001", "distill.critic_lr=0.001 applies to consistency distillation only"),
+])
+def test_progressive_distillation_refuses_what_it_would_ignore(override, message):
+    from cascade.config.distill import DistillConfig
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(DistillConfig, None, ["distill.method=progressive", override])
+    load_config(DistillConfig, None, [override])  # the same key is the consistency student's to set
+    load_config(DistillConfig, None, ["distill.method=progressive"])  # the defaults pass
+
+
 def test_size_check_follows_the_layout():
     # [1, 2, 2]: "standard" halves twice (multiple 4), "efficient" three times (multiple 8)
     assert load_config(BaseStageConfig, None, ["model.sample_size=36"]).model.layout == "standard"

@@ -3,7 +3,7 @@ student (cascade.training.distill). The student's network, schedule, kind and da
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Literal, Optional
 
 from .checks import check
@@ -11,6 +11,7 @@ from .sections import DataConfig, TrainConfig
 
 
 ADVERSARIAL = 0.03  # the critic's weight when `adversarial` is null (consistency distillation)
+CONSISTENCY_ONLY = ("target", "huber_c", "eta", "target_decay", "critic_lr")  # progressive distillation's unused keys
 
 
 @dataclass
@@ -54,6 +55,10 @@ class DistillSection:
             check(not self.adversarial, "adversarial", self.adversarial,
                   "the critic trains beside consistency distillation only (distill.method=consistency)")
             check(self.sampler in (None, "ddim"), "sampler", self.sampler, "a progressive student samples with ddim")
+            defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+            for key in CONSISTENCY_ONLY:  # set by the user, it would be silently ignored
+                check(getattr(self, key) == defaults[key], key, getattr(self, key),
+                      "applies to consistency distillation only (distill.method=progressive has no use for it)")
             ratio = self.start_steps // self.steps
             check(self.start_steps > self.steps and ratio * self.steps == self.start_steps and ratio & (ratio - 1) == 0,
                   "start_steps", self.start_steps, f"must be distill.steps={self.steps} times a power of two above 1 "
