@@ -173,6 +173,44 @@ def test_erf_of_a_conv_stack_is_its_receptive_field(k):
     assert effective_receptive_field(_ConvStack(k), 32, [0], seeds=1)["radius"] == k
 
 
+def test_a_saved_stage_keeps_its_erf_for_the_weights_it_was_measured_on(tmp_path, monkeypatch):
+    import json
+
+    import cascade.inference.stage as stage_module
+    from cascade.errors import CheckpointError
+    from cascade.models.weights import weights_hash
+
+    stage = tiny_stage(16, scale=2)
+    overlap = stage.tile_overlap()
+    measured = dict(stage.erf)
+    stage.save_pretrained(tmp_path / "s")
+    record = json.loads((tmp_path / "s" / "stage.json").read_text())
+    assert record["erf"] == {**measured, "weights": weights_hash(stage.unet)}
+    calls, measure = [], stage_module.effective_receptive_field
+    monkeypatch.setattr(stage_module, "effective_receptive_field", lambda *a, **k: calls.append(1) or measure(*a, **k))
+
+    loaded = Stage.from_pretrained(tmp_path / "s")
+    assert loaded.tile_overlap() == overlap and loaded.erf == measured and calls == []  # read, not measured again
+    loaded.save_pretrained(tmp_path / "again")  # kept through a load and a save (assemble, one_shot, distill)
+    assert json.loads((tmp_path / "again" / "stage.json").read_text())["erf"] == record["erf"]
+
+    changed = Stage.from_pretrained(tmp_path / "s")
+    with torch.no_grad():
+        changed.unet.conv_in.weight.mul_(3.0)  # other weights: the record is not theirs
+    changed.tile_overlap()
+    assert calls == [1] and changed.erf["rings"] != measured["rings"]
+    changed = Stage.from_pretrained(tmp_path / "s")
+    with torch.no_grad():
+        changed.unet.conv_in.weight.mul_(3.0)
+    changed.save_pretrained(tmp_path / "changed")  # nor is it written for them
+    assert "erf" not in json.loads((tmp_path / "changed" / "stage.json").read_text())
+
+    record["erf"] = {"radius": "wide"}
+    (tmp_path / "s" / "stage.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match=r"s/stage.json: invalid stage settings \(erf: .* is not a measurement"):
+        Stage.from_pretrained(tmp_path / "s")
+
+
 def test_stage_overlap_is_the_measured_erf_on_the_grid():
     stage = tiny_stage(16, scale=2)
     overlap = stage.tile_overlap()

@@ -8,14 +8,18 @@ Saved as a folder:
 
     stage.json                 {"format": "cascade-stage", "version": 2, "kind": {"name": "sr3", ...},
                                 "class_names": [...], "sample": {sampler, steps, guidance_scale, ...},
-                                "origin": {"trained": {...}, "distilled": {...}}}
+                                "origin": {"trained": {...}, "distilled": {...}},
+                                "erf": {"radius", "size", ..., "weights": hash}}   (optional)
     unet/config.json, unet/diffusion_pytorch_model.safetensors
     scheduler/scheduler_config.json   the training noise schedule (samplers are built from it)
 
 `origin` says where the weights came from: the training run (steps, data, the resolved config, time)
 and, for a few-step student, its distillation (teacher, method, iterations); `describe` and the model
-card show it. Folders written before kinds existed (a flat stage.json with `scale`, `residual`, ...)
-still load, and so does a stage by Hub id (`Stage.from_pretrained("org/name")`, cascade.inference.hub).
+card show it. `erf` is the UNet's measured effective receptive field (the tiles' default overlap), measured
+when training exports the stage and kept with the hash of the weights it was measured on: a tiled run
+reads it instead of measuring again (a second or more per stage), and measures when the hash differs or it is absent.
+Folders written before kinds existed (a flat stage.json with `scale`, `residual`, ...) still load, and so does
+a stage by Hub id (`Stage.from_pretrained("org/name")`, cascade.inference.hub).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..io.atomic import replacing_folder
 from ..kinds.base import Base, Conditioning, StageKind
 from ..kinds.sr3 import SR3
 from ..models.unet import UNet
+from ..models.weights import weights_hash
 from .hub import local_folder
 from .projections import consistent_with, keeping, with_rows
 from .tiling import TiledDenoiser, effective_receptive_field
@@ -65,7 +70,8 @@ class Stage:
         self.defaults = defaults if defaults is not None else SampleConfig()
         self.class_names = list(class_names)
         self.origin = dict(origin or {})  # where the weights came from (module docstring); JSON-serialisable
-        self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap()
+        self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap() (or read
+        # from stage.json, with the "weights" hash it was measured on until checked_erf() has compared it)
         config = unet.config
         if self.kind.cond_channels(config.in_channels) != config.cond_channels:
             raise ValueError(f"a {self.kind.name} stage needs a UNet with cond_channels="
@@ -146,9 +152,10 @@ class Stage:
         """Default overlap of tiles: the UNet's measured ERF radius, rounded up to `size_multiple`.
 
         Measured once per stage (cascade.inference.tiling.effective_receptive_field, at twice the training size,
-        with the conditioning the kind gives) and cached; `self.erf` keeps the measurement.
+        with the conditioning the kind gives) and cached; `self.erf` keeps the measurement, and stage.json keeps
+        it with the hash of the weights (training measures it as it exports the stage).
         """
-        if self.erf is None:
+        if self.checked_erf() is None:
             t = self.noise_scheduler.config.num_train_timesteps
             size = 2 * self.resolution
 
@@ -163,6 +170,13 @@ class Stage:
                                                  cond, self.kind.spatial, seeds=4, zero_x=not iterative)
         m = self.size_multiple
         return max(m, math.ceil(self.erf["radius"] / m) * m)
+
+    def checked_erf(self) -> dict | None:
+        """`self.erf`, where it was read from stage.json kept only if it was measured on these weights."""
+        if self.erf is not None and "weights" in self.erf:
+            stored = {key: value for key, value in self.erf.items() if key != "weights"}
+            self.erf = stored if self.erf["weights"] == weights_hash(self.unet) else None
+        return self.erf
 
     def tile_geometry(self, tile_size: int, overlap: int | None) -> tuple[int, int]:
         """(tile side rounded down to `size_multiple`, overlap or the default), checked."""
@@ -293,6 +307,8 @@ class Stage:
             self.noise_scheduler.save_config(tmp / "scheduler")
             record = {"format": "cascade-stage", "version": 2, "kind": self.kind.to_dict(),
                       "class_names": self.class_names, "sample": asdict(self.defaults), "origin": self.origin}
+            if self.checked_erf() is not None:
+                record["erf"] = {**self.erf, "weights": weights_hash(self.unet)}
             (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2))
 
     @classmethod
@@ -306,7 +322,7 @@ class Stage:
             if not (folder / needed).is_file():
                 raise CheckpointError(f"{folder}: not a cascade stage (missing {needed})")
         try:
-            kind, defaults, class_names, origin = _read_stage_file(folder / STAGE_FILE)
+            kind, defaults, class_names, origin, erf = _read_stage_file(folder / STAGE_FILE)
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             raise CheckpointError(f"{folder / STAGE_FILE}: invalid stage settings ({e})") from None
         unet = _load_unet(folder / "unet")
@@ -314,9 +330,11 @@ class Stage:
         if not unet.config.num_classes:
             class_names = []  # folders written before unconditional stages dropped their data's names
         try:
-            return cls(unet.eval(), scheduler, kind, defaults, class_names, origin)
+            stage = cls(unet.eval(), scheduler, kind, defaults, class_names, origin)
         except ValueError as e:
             raise CheckpointError(f"{folder}: {e}") from None
+        stage.erf = erf
+        return stage
 
 
 def _broadcast(inputs: Conditioning, spatial: tuple[str, ...], n: int) -> Conditioning:
@@ -327,8 +345,12 @@ def _broadcast(inputs: Conditioning, spatial: tuple[str, ...], n: int) -> Condit
     return replace(inputs, cond=cond)
 
 
-def _read_stage_file(path: Path) -> tuple[StageKind, SampleConfig, list[str], dict]:
+def _read_stage_file(path: Path) -> tuple[StageKind, SampleConfig, list[str], dict, dict | None]:
     record = json.loads(path.read_text())
+    erf = record.get("erf")
+    if erf is not None and not (isinstance(erf, dict) and isinstance(erf.get("radius"), int) and erf["radius"] >= 0
+                                and isinstance(erf.get("weights"), str)):
+        raise ValueError(f"erf: {str(erf)[:60]} is not a measurement (an integer radius >= 0 and a weights hash)")
     if record.get("version", 1) > STAGE_VERSION:
         raise ValueError(f"format version {record['version']}; this cascade reads up to {STAGE_VERSION}: upgrade cascade")
     if "kind" not in record:  # version 1: one flat mapping of the old StageSettings
@@ -336,9 +358,9 @@ def _read_stage_file(path: Path) -> tuple[StageKind, SampleConfig, list[str], di
                     residual_scale=record.get("residual_scale", 1.0)) if record.get("scale", 1) > 1 else Base())
         sample_keys = {f.name for f in fields(SampleConfig)}
         return kind, SampleConfig().replace({k: v for k, v in record.items() if k in sample_keys}), \
-            list(record.get("class_names", [])), {}
+            list(record.get("class_names", [])), {}, None
     return (StageKind.from_dict(record["kind"]), SampleConfig().replace(record.get("sample", {})),
-            list(record.get("class_names", [])), dict(record.get("origin") or {}))
+            list(record.get("class_names", [])), dict(record.get("origin") or {}), erf)
 
 
 def _load_unet(folder: Path) -> UNet:

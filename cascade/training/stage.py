@@ -37,11 +37,17 @@ def parse_args(config_cls: type, doc: str, argv: list[str] | None = None, inputs
 
 def export_stage(accelerator: Accelerator, stage, output_dir: str | Path) -> None:
     """Write a trained stage (EMA weights) as `<output_dir>/pipeline`, a one-stage cascade folder, in one step (a
-    crash mid-export leaves the previous export as it was)."""
+    crash mid-export leaves the previous export as it was). Its ERF (the tiles' default overlap) is measured
+    here once and kept in stage.json, so tiled runs need not measure it (cascade.inference.stage)."""
     if accelerator.is_main_process:
         out = Path(output_dir) / "pipeline"
+        training = stage.unet.training
+        stage.unet.eval()
+        overlap = stage.tile_overlap()
+        stage.unet.train(training)
         Pipeline([stage]).save_pretrained(out)
-        accelerator.print(f"exported the EMA model to {out}")
+        accelerator.print(f"exported the EMA model to {out} (measured ERF radius {stage.erf['radius']} px: "
+                          f"tiles overlap by {overlap} px by default)")
 
 
 def train_stage(cfg, kind: StageKind, resume: bool = False, examples=None) -> None:
