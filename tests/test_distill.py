@@ -263,9 +263,9 @@ def test_a_progressive_distillation_killed_in_its_second_round_resumes_exactly(g
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
 
 
-def killed_and_resumed(command: list, folder, step: int) -> None:
+def killed_and_resumed(command: list, folder, step: int):
     """`command` run to its end into FOLDER/straight and, beside it, killed right after its step-`step`
-    checkpoint into FOLDER/killed, then resumed there to its end."""
+    checkpoint into FOLDER/killed, then resumed there to its end (its process returned)."""
     straight, killed = run_together([*command, f"train.output_dir={folder / 'straight'}"],
                                     ["tests/inject.py", "kill-after-save", step, *command,
                                      f"train.output_dir={folder / 'killed'}"], check=False)
@@ -273,6 +273,7 @@ def killed_and_resumed(command: list, folder, step: int) -> None:
     assert killed.returncode == -9, killed.stderr[-2000:]
     resumed, = run_together([*command, f"train.output_dir={folder / 'killed'}", "--resume"])
     assert f"(step {step})" in resumed.stdout + resumed.stderr
+    return resumed
 
 
 def test_a_guided_base_stage_distils_with_its_guidance_baked_in_and_a_killed_run_resumes_exactly(guided_teacher,
@@ -328,6 +329,9 @@ def test_an_adversarial_student_adds_the_critics_hinge_term_and_the_critic_learn
     with torch.no_grad():
         expected = plain.loss(student, batch) - 0.3 * twin(torch.cat([fake, image], 1)).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    terms = adversarial.terms  # what the log shows beside the total: the consistency loss and the critic's score
+    assert terms["consistency_loss"].item() == pytest.approx(plain.loss(student, batch).item(), rel=1e-5)
+    assert loss.item() == pytest.approx((terms["consistency_loss"] - 0.3 * terms["critic_score"]).item(), rel=1e-5)
     loss.backward()
     assert all(p.grad is None for p in critic.parameters())  # the student's term moves the student only
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
@@ -360,7 +364,9 @@ def test_an_adversarial_distillation_killed_mid_way_resumes_exactly_critic_inclu
                    f"train.output_dir={tmp_path / 'teacher'}")
     common = ["train/distill.py", "--teacher", tmp_path / "teacher" / "pipeline", "distill.adversarial=0.2",
               "train.batch_size=4", "train.save_every=2", "train.sample_every=4", "train.max_steps=4"]
-    killed_and_resumed(common, tmp_path, 2)
+    resumed = killed_and_resumed(common, tmp_path, 2)
+    bar = resumed.stderr.replace("\r", "\n").splitlines()
+    assert any("critic=" in line and "consistency=" in line and "critic_score=" in line for line in bar)  # the terms
     a, b = final_weights(tmp_path / "straight", 4), final_weights(tmp_path / "killed", 4)
     for run_dir, weights in ((tmp_path / "straight", a), (tmp_path / "killed", b)):
         weights["critic"] = load_file(run_dir / "checkpoints" / "step_00000004" / "model_1.safetensors")

@@ -105,8 +105,7 @@ def ddim_step(denoiser, prediction_type: str, clip: bool, alphas_cumprod: torch.
     abar, abar_prev = (abar_at(alphas_cumprod, s).view(-1, 1, 1, 1).to(x_t) for s in (t, t_prev))
     x0 = clean_estimate(denoiser(x_t, t, **cond), x_t, abar.flatten().cpu(), prediction_type)
     eps = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()  # from the unclipped x0, as diffusers' DDIM step
-    if clip:
-        x0 = x0.clamp(-1, 1)
+    x0 = x0.clamp(-1, 1) if clip else x0
     sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp(min=0).sqrt()
     x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
     if eta > 0:
@@ -155,11 +154,11 @@ class ConsistencyDistillation:
                  guidance_scale: float = 1.0, huber_c: float = 0.001, target_net=None, eta: float = 0.0,
                  critic=None, adversarial: float = 0.0):
         self.teacher, self.kind, self.config = teacher, teacher.kind, student_config
-        self.target, self.huber_c, self.prediction = target, huber_c, student_prediction
+        self.target, self.huber_c, self.prediction, self.eta = target, huber_c, student_prediction, eta
         self.target_net = target_net  # None: the student's own weights (stop-gradient); else LCM's EMA of them
-        self.eta = eta
         self.critic, self.adversarial = critic, adversarial  # a PatchCritic and the weight of its term, or None
-        self.seen = None  # (real, student's, conditioning) of the last loss call: what the critic learns from
+        self.seen, self.terms = None, {}  # the last loss call's (real, student's, conditioning), what the critic
+        # learns from, and its terms, for the log (the loss is their weighted sum)
         self.alphas_cumprod = teacher.noise_scheduler.alphas_cumprod.double()
         self.grid = grid(len(self.alphas_cumprod))
         self.teacher_denoiser = frozen_denoiser(teacher, guidance_scale)
@@ -180,8 +179,7 @@ class ConsistencyDistillation:
         generators = rng.example_generators(batch["seed"])
         x0, cond = self.kind.training_inputs(self.config, batch["image"], self.alphas_cumprod.float(), generators)
         cond.update(self.kind.batch_conditioning(self.config, batch, 0.0, generators))  # labels never dropped
-        n = x0.shape[0]
-        index = rng.randint(GRID_POINTS, n, generators)
+        index = rng.randint(GRID_POINTS, x0.shape[0], generators)
         t = self.grid[index].to(x0.device)
         t_prev = (t - (self.grid[0] + 1)).clamp(min=0)  # the grid point below (t_0 = 0: f is the identity there)
         noise = rng.randn(x0.shape, generators).to(x0.device, x0.dtype)
@@ -209,6 +207,7 @@ class ConsistencyDistillation:
         finally:
             for p in critic_params:
                 p.requires_grad_(True)
+        self.terms = {"consistency_loss": loss.detach(), "critic_score": scores.float().mean().detach()}
         return loss - self.adversarial * scores.float().mean()  # hinge GAN's generator term
 
     def critic_loss(self, critic) -> torch.Tensor:
@@ -293,7 +292,8 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
             objective = ConsistencyDistillation(stage, student.config, prediction, d.target, w, d.huber_c,
                                                 averages["target"].model if averages else None, d.eta, critic,
                                                 adversarial)
-            adversary = Adversary(critic, optimizer, objective.critic_loss) if critic is not None else None
+            adversary = (Adversary(critic, optimizer, objective.critic_loss, terms=lambda: objective.terms)
+                         if critic is not None else None)
             what = f"target {d.target}, guidance {w:g} baked in" + (
                 f", a patch critic at weight {adversarial:g}" if critic is not None else "")
             return objective.loss, averages, what, adversary

@@ -95,6 +95,7 @@ class Adversary:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     loss: Callable[[torch.nn.Module], torch.Tensor]
+    terms: Callable[[], dict] | None = None  # the model's loss split into its terms at its last call, for the log
     last: torch.Tensor | None = None  # its last loss, for the log
     bad_window: bool = False  # a non-finite loss of its own in the current accumulation window
 
@@ -297,11 +298,16 @@ def _after_step(accelerator, cfg: TrainConfig, model, emas: list[EMA], loss, opt
         loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
         lr = optimizer.param_groups[0]["lr"]
         scalars = {"loss": loss_value, "lr": lr, "skipped_steps": progress.skipped}
+        shown = {}
         if adversary is not None and adversary.last is not None:
             scalars["critic_loss"] = accelerator.reduce(adversary.last, reduction="mean").item()
+            shown["critic"] = f"{scalars['critic_loss']:.3f}"
+        if adversary is not None and adversary.terms is not None:  # the total is not the model's own term alone
+            for name, value in adversary.terms().items():
+                scalars[name] = accelerator.reduce(value.detach().float(), reduction="mean").item()
+                shown[name.removesuffix("_loss")] = f"{scalars[name]:.4f}"
         accelerator.log(scalars, step=progress.step)
-        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}",
-                        **({"critic": f"{scalars['critic_loss']:.3f}"} if "critic_loss" in scalars else {}))
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", **shown)
 
 
 def _any_nonfinite(accelerator: Accelerator, loss: torch.Tensor) -> bool:
