@@ -205,10 +205,22 @@ def test_a_saved_stage_keeps_its_erf_for_the_weights_it_was_measured_on(tmp_path
     changed.save_pretrained(tmp_path / "changed")  # nor is it written for them
     assert "erf" not in json.loads((tmp_path / "changed" / "stage.json").read_text())
 
-    record["erf"] = {"radius": "wide"}
-    (tmp_path / "s" / "stage.json").write_text(json.dumps(record))
-    with pytest.raises(CheckpointError, match=r"s/stage.json: invalid stage settings \(erf: .* is not a measurement"):
-        Stage.from_pretrained(tmp_path / "s")
+    measured_then_changed = Stage.from_pretrained(tmp_path / "s")
+    copy = measured_then_changed.with_defaults({"steps": 3})
+    assert measured_then_changed.tile_overlap() == overlap and calls == [1]
+    with torch.no_grad():
+        measured_then_changed.unet.conv_in.weight.mul_(3.0)  # in place, after the record was checked: still caught
+    measured_then_changed.save_pretrained(tmp_path / "later")
+    assert "erf" not in json.loads((tmp_path / "later" / "stage.json").read_text())
+    copy.tile_overlap()  # the copy shares the UNet: it measures the changed weights too
+    assert calls == [1, 1] and copy.erf["rings"] != measured["rings"]
+    assert weights_hash(stage.unet.to(torch.bfloat16)) != record["erf"]["weights"]  # any dtype hashes
+
+    for bad in ({"radius": "wide"}, {"radius": True, "weights": "0"}, 5):
+        record["erf"] = bad
+        (tmp_path / "s" / "stage.json").write_text(json.dumps(record))
+        with pytest.raises(CheckpointError, match=r"s/stage.json: invalid stage settings \(erf: .* is not a measu"):
+            Stage.from_pretrained(tmp_path / "s")
 
 
 def test_stage_overlap_is_the_measured_erf_on_the_grid():

@@ -28,6 +28,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from accelerate import PartialState
+
 from cascade.cli.common import run_cli
 from cascade.config.distill import DistillConfig
 from cascade.errors import ConfigError
@@ -67,7 +69,7 @@ def main(argv=None):
                                   data=cfg.data)
 
     # --- several stages: the teacher's cascade with its students in place (and what it records of a one-shot photo)
-    if len(teacher.stages) > 1:
+    if len(teacher.stages) > 1 and PartialState().is_main_process:  # one writer (it measured the students' ERFs)
         kept = teacher.folder / "one_shot.json" if teacher.folder else None
         extra = {"one_shot.json": kept.read_text()} if kept and kept.is_file() else None
         Pipeline(stages).save_pretrained(out / "pipeline", extra_files=extra)

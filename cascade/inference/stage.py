@@ -16,8 +16,9 @@ Saved as a folder:
 `origin` says where the weights came from: the training run (steps, data, the resolved config, time)
 and, for a few-step student, its distillation (teacher, method, iterations); `describe` and the model
 card show it. `erf` is the UNet's measured effective receptive field (the tiles' default overlap), measured
-when training exports the stage and kept with the hash of the weights it was measured on: a tiled run
-reads it instead of measuring again (a second or more per stage), and measures when the hash differs or it is absent.
+when training exports a stage that can be tiled and kept with the hash of the weights it was measured on: a
+tiled run reads it instead of measuring again (a second or more per stage), and measures when the weights
+differ from those or it is absent.
 Folders written before kinds existed (a flat stage.json with `scale`, `residual`, ...) still load, and so does
 a stage by Hub id (`Stage.from_pretrained("org/name")`, cascade.inference.hub).
 """
@@ -70,8 +71,10 @@ class Stage:
         self.defaults = defaults if defaults is not None else SampleConfig()
         self.class_names = list(class_names)
         self.origin = dict(origin or {})  # where the weights came from (module docstring); JSON-serialisable
-        self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap() (or read
-        # from stage.json, with the "weights" hash it was measured on until checked_erf() has compared it)
+        self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap()
+        self._erf_weights: str | None = None  # the hash of the weights `erf` was measured on (None: set by hand)
+        self._stored_erf: dict | None = None  # stage.json's record, until checked_erf() has compared its hash
+        self._weights_seen: tuple | None = None  # (state, hash) of the weights last hashed (weights_now)
         config = unet.config
         if self.kind.cond_channels(config.in_channels) != config.cond_channels:
             raise ValueError(f"a {self.kind.name} stage needs a UNet with cond_channels="
@@ -109,7 +112,7 @@ class Stage:
     def with_defaults(self, changes: dict | None) -> "Stage":
         """The same model with other sampling defaults (a new Stage; this one is unchanged)."""
         stage = Stage(self.unet, self.noise_scheduler, self.kind, self.settings(changes), self.class_names, self.origin)
-        stage.erf = self.erf
+        stage.erf, stage._erf_weights, stage._stored_erf = self.erf, self._erf_weights, self._stored_erf
         return stage
 
     @property
@@ -152,8 +155,8 @@ class Stage:
         """Default overlap of tiles: the UNet's measured ERF radius, rounded up to `size_multiple`.
 
         Measured once per stage (cascade.inference.tiling.effective_receptive_field, at twice the training size,
-        with the conditioning the kind gives) and cached; `self.erf` keeps the measurement, and stage.json keeps
-        it with the hash of the weights (training measures it as it exports the stage).
+        with the conditioning the kind gives) and cached while the weights stay the ones it was measured on
+        (`checked_erf`); `self.erf` keeps it, and stage.json keeps it with their hash (training measures it on export).
         """
         if self.checked_erf() is None:
             t = self.noise_scheduler.config.num_train_timesteps
@@ -168,15 +171,26 @@ class Stage:
             iterative = self.kind.iterative  # one-evaluation kinds only ever see t = 0 and x_t = 0
             self.erf = effective_receptive_field(self.unet, size, [t // 10, t // 2, 9 * t // 10] if iterative else [0],
                                                  cond, self.kind.spatial, seeds=4, zero_x=not iterative)
+            self._erf_weights = self.weights_now()
         m = self.size_multiple
         return max(m, math.ceil(self.erf["radius"] / m) * m)
 
     def checked_erf(self) -> dict | None:
-        """`self.erf`, where it was read from stage.json kept only if it was measured on these weights."""
-        if self.erf is not None and "weights" in self.erf:
-            stored = {key: value for key, value in self.erf.items() if key != "weights"}
-            self.erf = stored if self.erf["weights"] == weights_hash(self.unet) else None
+        """The ERF of the weights as they are now, or None: stage.json's record, or an earlier measurement, is
+        dropped once the weights differ from those it was measured on (an ERF set by hand is kept)."""
+        if self.erf is None and self._stored_erf is not None:
+            stored, self._stored_erf = self._stored_erf, None
+            self.erf, self._erf_weights = {k: v for k, v in stored.items() if k != "weights"}, stored["weights"]
+        if self.erf is not None and self._erf_weights is not None and self._erf_weights != self.weights_now():
+            self.erf = self._erf_weights = None
         return self.erf
+
+    def weights_now(self) -> str:
+        """`weights_hash` of the UNet, hashed again only when a tensor was replaced or changed in place."""
+        state = tuple((t.data_ptr(), t._version, t.dtype) for t in [*self.unet.parameters(), *self.unet.buffers()])
+        if self._weights_seen is None or self._weights_seen[0] != state:
+            self._weights_seen = (state, weights_hash(self.unet))
+        return self._weights_seen[1]
 
     def tile_geometry(self, tile_size: int, overlap: int | None) -> tuple[int, int]:
         """(tile side rounded down to `size_multiple`, overlap or the default), checked."""
@@ -307,8 +321,8 @@ class Stage:
             self.noise_scheduler.save_config(tmp / "scheduler")
             record = {"format": "cascade-stage", "version": 2, "kind": self.kind.to_dict(),
                       "class_names": self.class_names, "sample": asdict(self.defaults), "origin": self.origin}
-            if self.checked_erf() is not None:
-                record["erf"] = {**self.erf, "weights": weights_hash(self.unet)}
+            if self.checked_erf() is not None and self._erf_weights is not None:  # measured on these weights
+                record["erf"] = {**self.erf, "weights": self._erf_weights}
             (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2))
 
     @classmethod
@@ -333,7 +347,7 @@ class Stage:
             stage = cls(unet.eval(), scheduler, kind, defaults, class_names, origin)
         except ValueError as e:
             raise CheckpointError(f"{folder}: {e}") from None
-        stage.erf = erf
+        stage._stored_erf = erf
         return stage
 
 
@@ -347,12 +361,12 @@ def _broadcast(inputs: Conditioning, spatial: tuple[str, ...], n: int) -> Condit
 
 def _read_stage_file(path: Path) -> tuple[StageKind, SampleConfig, list[str], dict, dict | None]:
     record = json.loads(path.read_text())
-    erf = record.get("erf")
-    if erf is not None and not (isinstance(erf, dict) and isinstance(erf.get("radius"), int) and erf["radius"] >= 0
-                                and isinstance(erf.get("weights"), str)):
-        raise ValueError(f"erf: {str(erf)[:60]} is not a measurement (an integer radius >= 0 and a weights hash)")
     if record.get("version", 1) > STAGE_VERSION:
         raise ValueError(f"format version {record['version']}; this cascade reads up to {STAGE_VERSION}: upgrade cascade")
+    erf = record.get("erf")
+    radius = erf.get("radius") if isinstance(erf, dict) else None
+    if erf is not None and not (type(radius) is int and radius >= 0 and isinstance(erf.get("weights"), str)):
+        raise ValueError(f"erf: {str(erf)[:60]} is not a measurement (an integer radius >= 0 and a weights hash)")
     if "kind" not in record:  # version 1: one flat mapping of the old StageSettings
         kind = (SR3(scale=record["scale"], residual=record.get("residual", False),
                     residual_scale=record.get("residual_scale", 1.0)) if record.get("scale", 1) > 1 else Base())

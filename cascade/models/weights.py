@@ -45,7 +45,7 @@ def weights_hash(module: nn.Module, length: int = 16) -> str:
     digest = hashlib.sha256()
     for name, value in module.state_dict().items():
         digest.update(name.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
     return digest.hexdigest()[:length]
 
 

@@ -37,17 +37,25 @@ def parse_args(config_cls: type, doc: str, argv: list[str] | None = None, inputs
 
 def export_stage(accelerator: Accelerator, stage, output_dir: str | Path) -> None:
     """Write a trained stage (EMA weights) as `<output_dir>/pipeline`, a one-stage cascade folder, in one step (a
-    crash mid-export leaves the previous export as it was). Its ERF (the tiles' default overlap) is measured
-    here once and kept in stage.json, so tiled runs need not measure it (cascade.inference.stage)."""
+    crash mid-export leaves the previous export as it was). A stage that can be tiled has its ERF (the tiles'
+    default overlap) measured here once and kept in stage.json, so tiled runs need not measure it
+    (cascade.inference.stage); it is only a cache: if measuring fails, the stage is exported without it."""
     if accelerator.is_main_process:
         out = Path(output_dir) / "pipeline"
-        training = stage.unet.training
-        stage.unet.eval()
-        overlap = stage.tile_overlap()
-        stage.unet.train(training)
+        note = ""
+        if stage.kind.spatial:
+            training = stage.unet.training
+            try:
+                stage.unet.eval()
+                overlap = stage.tile_overlap()
+                note = f" (measured ERF radius {stage.erf['radius']} px: tiles overlap by {overlap} px)"
+            except (RuntimeError, ValueError) as e:  # out of memory, a kind the measurement cannot take
+                note = f" (ERF not measured: {' '.join(str(e).split())[:100]}; tiled runs will measure it)"
+            finally:
+                stage.unet.train(training)
         Pipeline([stage]).save_pretrained(out)
-        accelerator.print(f"exported the EMA model to {out} (measured ERF radius {stage.erf['radius']} px: "
-                          f"tiles overlap by {overlap} px by default)")
+        accelerator.print(f"exported the EMA model to {out}{note}")
+    accelerator.wait_for_everyone()  # the export is whole before any process reads it
 
 
 def train_stage(cfg, kind: StageKind, resume: bool = False, examples=None) -> None:
