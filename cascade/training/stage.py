@@ -55,7 +55,6 @@ def export_stage(accelerator: Accelerator, stage, output_dir: str | Path) -> Non
                 stage.unet.train(training)
         Pipeline([stage]).save_pretrained(out)
         accelerator.print(f"exported the EMA model to {out}{note}")
-    accelerator.wait_for_everyone()  # the export is whole before any process reads it
 
 
 def train_stage(cfg, kind: StageKind, resume: bool = False, examples=None) -> None:
