@@ -73,8 +73,6 @@ class Stage:
         self.origin = dict(origin or {})  # where the weights came from (module docstring); JSON-serialisable
         self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap()
         self._erf_weights: str | None = None  # the hash of the weights `erf` was measured on (None: set by hand)
-        self._stored_erf: dict | None = None  # stage.json's record, until checked_erf() has compared its hash
-        self._weights_seen: tuple | None = None  # (state, hash) of the weights last hashed (weights_now)
         config = unet.config
         if self.kind.cond_channels(config.in_channels) != config.cond_channels:
             raise ValueError(f"a {self.kind.name} stage needs a UNet with cond_channels="
@@ -112,7 +110,7 @@ class Stage:
     def with_defaults(self, changes: dict | None) -> "Stage":
         """The same model with other sampling defaults (a new Stage; this one is unchanged)."""
         stage = Stage(self.unet, self.noise_scheduler, self.kind, self.settings(changes), self.class_names, self.origin)
-        stage.erf, stage._erf_weights, stage._stored_erf = self.erf, self._erf_weights, self._stored_erf
+        stage.erf, stage._erf_weights = self.erf, self._erf_weights
         return stage
 
     @property
@@ -171,26 +169,16 @@ class Stage:
             iterative = self.kind.iterative  # one-evaluation kinds only ever see t = 0 and x_t = 0
             self.erf = effective_receptive_field(self.unet, size, [t // 10, t // 2, 9 * t // 10] if iterative else [0],
                                                  cond, self.kind.spatial, seeds=4, zero_x=not iterative)
-            self._erf_weights = self.weights_now()
+            self._erf_weights = weights_hash(self.unet)
         m = self.size_multiple
         return max(m, math.ceil(self.erf["radius"] / m) * m)
 
     def checked_erf(self) -> dict | None:
         """The ERF of the weights as they are now, or None: stage.json's record, or an earlier measurement, is
         dropped once the weights differ from those it was measured on (an ERF set by hand is kept)."""
-        if self.erf is None and self._stored_erf is not None:
-            stored, self._stored_erf = self._stored_erf, None
-            self.erf, self._erf_weights = {k: v for k, v in stored.items() if k != "weights"}, stored["weights"]
-        if self.erf is not None and self._erf_weights is not None and self._erf_weights != self.weights_now():
+        if self.erf is not None and self._erf_weights is not None and self._erf_weights != weights_hash(self.unet):
             self.erf = self._erf_weights = None
         return self.erf
-
-    def weights_now(self) -> str:
-        """`weights_hash` of the UNet, hashed again only when a tensor was replaced or changed in place."""
-        state = tuple((t.data_ptr(), t._version, t.dtype) for t in [*self.unet.parameters(), *self.unet.buffers()])
-        if self._weights_seen is None or self._weights_seen[0] != state:
-            self._weights_seen = (state, weights_hash(self.unet))
-        return self._weights_seen[1]
 
     def tile_geometry(self, tile_size: int, overlap: int | None) -> tuple[int, int]:
         """(tile side rounded down to `size_multiple`, overlap or the default), checked."""
@@ -347,7 +335,9 @@ class Stage:
             stage = cls(unet.eval(), scheduler, kind, defaults, class_names, origin)
         except ValueError as e:
             raise CheckpointError(f"{folder}: {e}") from None
-        stage._stored_erf = erf
+        if erf is not None:  # checked against the weights when it is used (checked_erf)
+            stage.erf = {key: value for key, value in erf.items() if key != "weights"}
+            stage._erf_weights = erf["weights"]
         return stage
 
 
