@@ -324,7 +324,8 @@ def test_an_adversarial_student_adds_the_critics_hinge_term_and_the_critic_learn
                                           critic=critic, adversarial=0.3)
     twin = copy.deepcopy(critic)  # the same power-iteration state (spectral norm updates it at each forward)
     loss = adversarial.loss(student, batch)
-    real, fake, image = adversarial.seen
+    real, fake, image, classes = adversarial.seen
+    assert classes is None  # a class-free stage
     assert image is not None and image.shape == (2, 3, 16, 16)
     with torch.no_grad():
         expected = plain.loss(student, batch) - 0.3 * twin(torch.cat([fake, image], 1)).mean()
@@ -350,6 +351,60 @@ def test_an_adversarial_student_adds_the_critics_hinge_term_and_the_critic_learn
     maps = torch.tensor([[[[0, 2], [1, 3]]]])  # 3 labels and the null one
     one_hot = critic_condition({"label_map": maps, "cond_image": None}, 3)
     assert one_hot.shape == (1, 4, 2, 2) and torch.equal(one_hot.argmax(1), maps[:, 0])
+
+
+def test_a_class_conditional_stages_critic_is_told_the_class_and_learns_what_it_alone_cannot_see():
+    """A class-conditional stage's critic gets each example's class by projection: the student's term and the
+    critic's loss pass the batch's classes; with them the critic learns to tell an image of its class from the
+    same image with another class (which a class-free critic, seeing identical pixels, cannot); a class-free
+    critic keeps its parameters (older checkpoints load) and each kind of critic refuses the other's call."""
+    import copy
+
+    from cascade.models.critic import PatchCritic, make_critic
+
+    teacher = tiny_stage(16, num_classes=3)
+    critic, _ = make_critic(teacher, 1e-3)
+    assert critic.num_classes == 3 and critic.in_channels == 3  # the image alone; the class by projection
+    objective = ConsistencyDistillation(teacher, teacher.unet.config, "v_prediction", "data",
+                                        target_net=teacher.unet, critic=critic, adversarial=0.3)
+    batch = {"image": torch.rand(2, 3, 16, 16) * 2 - 1, "label": torch.tensor([2, 0]), "seed": torch.tensor([3, 4])}
+    twin = copy.deepcopy(critic)
+    loss = objective.loss(copy.deepcopy(teacher.unet), batch)
+    real, fake, given, classes = objective.seen
+    assert given is None and torch.equal(classes, batch["label"])  # never the null class: labels are not dropped
+    with torch.no_grad():
+        assert loss.item() == pytest.approx((objective.terms["consistency_loss"]
+                                             - 0.3 * twin(fake, classes).mean()).item(), rel=1e-5)
+        swapped = twin(fake, torch.tensor([1, 1]))
+        assert not torch.allclose(swapped, twin(fake, classes))  # the class moves the score
+    assert "class_embed" not in "".join(PatchCritic(3).state_dict())  # a class-free critic: as before
+    with pytest.raises(ValueError, match="without class labels"):
+        critic(fake)
+    with pytest.raises(ValueError, match="with class labels"):
+        PatchCritic(3)(fake, classes)
+
+    # what projection adds: real = (red, 0), (blue, 1); fake = the same pixels with the classes swapped
+    torch.manual_seed(0)
+    images = torch.zeros(2, 3, 8, 8)
+    images[0, 0], images[1, 2] = 1, 1
+    labels = torch.tensor([0, 1])
+    for num_classes in (2, 0):
+        critic = PatchCritic(3, width=8, num_classes=num_classes)
+        optimizer = torch.optim.AdamW(critic.parameters(), lr=1e-2, betas=(0.5, 0.999), weight_decay=0.0)
+        real_labels, fake_labels = (labels, 1 - labels) if num_classes else (None, None)
+        for _ in range(100):
+            hinge = (torch.relu(1 - critic(images, real_labels)).mean()
+                     + torch.relu(1 + critic(images, fake_labels)).mean())
+            optimizer.zero_grad()
+            hinge.backward()
+            optimizer.step()
+        critic.eval()  # no power iteration: two calls on the same input give the same scores
+        with torch.no_grad():
+            margin = (critic(images, real_labels).mean() - critic(images, fake_labels).mean()).item()
+        if num_classes:
+            assert margin > 1.0, margin  # real scored above fake by more than the hinge's margin of 2 halved
+        else:
+            assert margin == 0.0  # identical inputs: no class-free critic can tell them apart
 
 
 def test_an_adversarial_distillation_killed_mid_way_resumes_exactly_critic_included(tmp_path):

@@ -197,13 +197,13 @@ class ConsistencyDistillation:
         loss = ((d ** 2 + self.huber_c ** 2).sqrt() - self.huber_c).mean()
         if self.critic is None:
             return loss
-        given = critic_condition(cond, self.config.num_labels)
-        self.seen = (x0.detach(), predicted.detach(), given)
+        given, classes = critic_condition(cond, self.config.num_labels), cond.get("class_labels")
+        self.seen = (x0.detach(), predicted.detach(), given, classes)
         critic_params = list(self.critic.parameters())
         for p in critic_params:  # the student's term moves the student only
             p.requires_grad_(False)
         try:
-            scores = self.critic(critic_input(predicted, given))
+            scores = self.critic(critic_input(predicted, given), classes)
         finally:
             for p in critic_params:
                 p.requires_grad_(True)
@@ -212,9 +212,9 @@ class ConsistencyDistillation:
 
     def critic_loss(self, critic) -> torch.Tensor:
         """The critic's hinge loss on the last loss call's examples (real) and the student's f at them (fake)."""
-        real, fake, given = self.seen
-        return (torch.relu(1 - critic(critic_input(real, given)).float()).mean()
-                + torch.relu(1 + critic(critic_input(fake, given)).float()).mean())
+        real, fake, given, classes = self.seen
+        return (torch.relu(1 - critic(critic_input(real, given), classes).float()).mean()
+                + torch.relu(1 + critic(critic_input(fake, given), classes).float()).mean())
 
 
 class ProgressiveDistillation:
