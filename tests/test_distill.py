@@ -276,6 +276,34 @@ def killed_and_resumed(command: list, folder, step: int):
     return resumed
 
 
+def test_two_processes_distil_progressively_like_one_process_with_the_same_global_batch(tmp_path):
+    """`accelerate launch` with 2 processes, batch 2 each, against 1 process with batch 4: both rounds train in one
+    process group (it outlives each round's run), each round's line and export are printed once, and the students
+    agree to float reduction order (the per-example draws are the same; 1e-2 of the last round's update). Dropout
+    masks come from each process's own RNG, so the teacher (and so its student) has none."""
+    from safetensors.torch import load_file
+
+    from conftest import free_port
+
+    run("train/base.py", "--config", "configs/base_tiny.yaml", "train.max_steps=3", "sample.guidance_scale=1.5",
+        "model.dropout=0", f"train.output_dir={tmp_path / 'teacher'}")
+    common = ["train/distill.py", "--teacher", tmp_path / "teacher" / "pipeline", "distill.method=progressive",
+              "distill.start_steps=4",
+              "distill.steps=1", "train.save_every=2", "train.sample_every=0", "train.max_steps=2"]
+    launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    two, _ = run_together([*launch, *common, "train.batch_size=2", f"train.output_dir={tmp_path / 'two'}"],
+                          [*common, "train.batch_size=4", f"train.output_dir={tmp_path / 'one'}"])
+    log = two.stdout + two.stderr
+    assert log.count("exported the EMA model") == 2 and log.count("--- stage 0") == 1, log[-3000:]
+    assert (tmp_path / "two" / "checkpoints" / "step_00000002" / "rng_state_1.safetensors").is_file()  # 2 ranks
+    one, two = (load_file(tmp_path / d / "checkpoints" / "step_00000002" / "model.safetensors") for d in ("one", "two"))
+    start = Pipeline.from_pretrained(tmp_path / "one" / "rounds" / "2_steps" / "pipeline").stages[0].unet.state_dict()
+    diff = torch.cat([(one[k] - two[k]).flatten() for k in one]).norm()
+    update = torch.cat([(one[k] - start[k]).flatten() for k in one]).norm()
+    assert diff < 0.01 * update, f"2 processes differ from 1 by {diff / update:.2%} of the last round's update"
+
+
 def test_a_guided_base_stage_distils_with_its_guidance_baked_in_and_a_killed_run_resumes_exactly(guided_teacher,
                                                                                                    tmp_path):
     """train/distill.py on a tiny class-conditional teacher: the student samples unguided (1 evaluation per

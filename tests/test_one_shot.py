@@ -14,7 +14,7 @@ from cascade.diffusion.resize import downsample
 from cascade.inference.one_shot import edit, plan, prior_upscale
 from cascade.kinds.one_shot import OneShotSR3, Scene
 from cascade.metrics import one_shot as metrics
-from conftest import ROOT, run_in_process
+from conftest import ROOT, free_port, run_in_process, run_together
 
 TINY = ["scene.scene.long_side=16", "scene.model.base_channels=8", "scene.train.batch_size=4",
         "scene.train.max_steps=2", "scene.sample.steps=2", "epoch_size=16"]
@@ -53,6 +53,20 @@ def test_training_writes_a_scene_then_two_upsamplers_that_chain_at_any_size(trai
     p = plan(pipe, (400, 60))
     assert p.full[0] >= 60 and p.full[1] >= 400 and p.upsamplers[-1] is pipe.stages[2]
     assert p.scene[1] / p.scene[0] > 3
+
+
+def test_two_processes_train_a_cascade_that_one_of_them_writes(tmp_path):
+    """`accelerate launch` with 2 processes: the photo and stage lines are printed once, each stage exported once,
+    and one process writes the cascade (the other, which never wrote an export, does not read them)."""
+    image = photo(tmp_path / "coffee.png")
+    launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    proc, = run_together([*launch, "train/one_shot.py", "--image", image, f"output_dir={tmp_path / 'run'}", *TINY])
+    log = proc.stdout + proc.stderr
+    assert log.count("photo: ") == 1 and log.count("--- fine stage") == 1 and log.count("wrote ") == 1, log[-3000:]
+    assert log.count("exported the EMA model") == 3
+    pipe = Pipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    assert [type(s.kind) for s in pipe.stages] == [Scene, OneShotSR3, OneShotSR3]
 
 
 def test_generate_cli_any_size_per_image_seeds_and_contact_sheet(trained, tmp_path):

@@ -28,14 +28,13 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from accelerate import PartialState
-
 from cascade.cli.common import run_cli
 from cascade.config.distill import DistillConfig
 from cascade.errors import ConfigError
 from cascade.inference.pipeline import Pipeline
 from cascade.training import parse_args
 from cascade.training.distill import distill_stage
+from cascade.training.loop import process_state
 
 
 def default_output(teacher: str, method: str = "consistency") -> str:
@@ -61,20 +60,21 @@ def main(argv=None):
     cfg = replace(cfg, teacher=str(source), train=replace(cfg.train, output_dir=str(out)))
 
     # --- one student per stage (a one-stage teacher: the output folder itself holds it)
+    state = process_state()  # under `accelerate launch` with several processes: one of them prints and writes
     stages = list(teacher.stages)
     for i in indices:
         folder = out if len(teacher.stages) == 1 else out / f"stage_{i}"
-        print(f"--- stage {i} ({teacher.stages[i].kind.name}) -> {folder}", flush=True)
+        state.print(f"--- stage {i} ({teacher.stages[i].kind.name}) -> {folder}", flush=True)
         stages[i] = distill_stage(teacher.stages[i], cfg, folder, resume=args.resume, teacher_source=str(source),
                                   data=cfg.data)
 
     # --- several stages: the teacher's cascade with its students in place (and what it records of a one-shot photo)
-    if len(teacher.stages) > 1 and PartialState().is_main_process:  # one writer (it measured the students' ERFs)
+    if len(teacher.stages) > 1 and state.is_main_process:  # one writer (it measured the students' ERFs)
         kept = teacher.folder / "one_shot.json" if teacher.folder else None
         extra = {"one_shot.json": kept.read_text()} if kept and kept.is_file() else None
         Pipeline(stages).save_pretrained(out / "pipeline", extra_files=extra)
         print(f"wrote {out / 'pipeline'}: {len(stages)} stages, students at {', '.join(map(str, indices))}")
-    print(json.dumps({"student": str(out / "pipeline"), "stages": indices}))
+    state.print(json.dumps({"student": str(out / "pipeline"), "stages": indices}))
 
 
 if __name__ == "__main__":

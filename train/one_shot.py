@@ -33,6 +33,7 @@ from cascade.errors import ConfigError
 from cascade.inference.one_shot import row_profile
 from cascade.inference.pipeline import Pipeline
 from cascade.training import parse_args, train_stage
+from cascade.training.loop import process_state
 from cascade.training.one_shot import training_stages
 
 STAGES = ("scene", "coarse", "fine")
@@ -45,25 +46,30 @@ def main(argv=None):
     if not image:
         raise ConfigError("no training photo: pass --image photo.jpg (or set image: in the config)")
     out = Path(cfg.output_dir)
+    state = process_state()  # under `accelerate launch` with several processes: one of them prints and writes
 
     # --- data: the photo (downscaled to max_side), then each stage's crops at its scales
     photo, original = load_photo(image, cfg.max_side)
     resized = f", downscaled to {photo.width}x{photo.height} (max_side={cfg.max_side})" if photo.size != original else ""
-    print(f"photo: {image}, {original[0]}x{original[1]}{resized}", flush=True)
+    state.print(f"photo: {image}, {original[0]}x{original[1]}{resized}", flush=True)
     stages = training_stages(cfg, photo, str(image))
     out.mkdir(parents=True, exist_ok=True)
-    save_config(replace(cfg, image=str(image)), out / "config.yaml")
+    if state.is_main_process:
+        save_config(replace(cfg, image=str(image)), out / "config.yaml")
 
     # --- train the stages in order (each exports its EMA model to <stage>/pipeline)
     seconds = {}
     for name, stage_cfg, kind, data in stages:
-        print(f"--- {name} stage", flush=True)
+        state.print(f"--- {name} stage", flush=True)
         stage_cfg = replace(stage_cfg, train=replace(stage_cfg.train, output_dir=str(out / name)))
         started = time.perf_counter()
         train_stage(stage_cfg, kind, resume=args.resume, examples=data)
         seconds[name] = round(time.perf_counter() - started, 1)
 
-    # --- the cascade: scene, coarse, fine (written in one step: cascade.io.atomic)
+    # --- the cascade: scene, coarse, fine (written in one step: cascade.io.atomic), by the process that wrote
+    # each stage's export
+    if not state.is_main_process:
+        return
     pipe = Pipeline.from_stages([out / name / "pipeline" for name in STAGES])
     final = out / "pipeline"
     profile = (row_profile(photo) * 127.5 + 127.5).tolist()  # what `generate` keeps by default, photo or not

@@ -57,7 +57,7 @@ from ..models.ema import EMA
 from ..models.weights import weights_hash
 from ..models.critic import critic_condition, critic_input, make_critic
 from .examples import describe, recorded_data, stage_examples
-from .loop import Adversary, fit, make_accelerator
+from .loop import Adversary, fit, make_accelerator, process_state
 from .stage import export_stage
 
 GRID_POINTS = 50  # LCMScheduler's `original_inference_steps`: the student's sampler picks its steps from this grid
@@ -311,8 +311,6 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
         raise ConfigError(f"distill.steps={d.steps}, distill.start_steps={d.start_steps}: the student samples with "
                           f"DDIM, whose steps land on the grid only when they divide the teacher's {T} training "
                           "timesteps, and the first round's teacher takes at most one step per timestep")
-    from accelerate import PartialState
-
     from ..inference.pipeline import Pipeline
     from .checkpoints import latest_checkpoint
 
@@ -332,9 +330,9 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
             if (folder / "pipeline" / "cascade.json").is_file() and int(last.name.split("_")[1]) >= cfg.train.max_steps:
                 stage = Pipeline.from_pretrained(folder / "pipeline").stages[0]  # done before the kill
                 seconds.append(stage.origin["distilled"]["seconds"])
-                PartialState().print(f"round {r + 1} of {len(rounds)} ({steps} steps): done in {folder}")
+                process_state().print(f"round {r + 1} of {len(rounds)} ({steps} steps): done in {folder}")
                 continue
-        if PartialState().is_main_process:
+        if process_state().is_main_process:
             folder.mkdir(parents=True, exist_ok=True)
             write_text(folder / "round.json", json.dumps(expected, indent=1))
 
@@ -396,5 +394,4 @@ def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, ob
         origin["trained"] = trained  # the teacher's training: the data and the run the student's knowledge comes from
     student = Stage(ema.model, schedule, found.kind, defaults, teacher.class_names, origin)
     export_stage(accelerator, student, train.output_dir)
-    accelerator.wait_for_everyone()  # every process may read the export next (the next round's teacher)
     return student

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, send_to_device, set_seed
 from PIL import Image
 from tqdm.auto import tqdm
@@ -50,6 +50,13 @@ def make_accelerator(cfg: TrainConfig, config) -> Accelerator:
         save_config(config, out / "config.yaml")
     accelerator.init_trackers("train")
     return accelerator
+
+
+def process_state() -> PartialState:
+    """This process's place among the launched ones, as the runs' Accelerators see it. For a script that asks
+    before its first Accelerator exists: the state is shared and fixed by whoever builds it first, so it is
+    built here as `make_accelerator` builds it (a plain PartialState() would leave each process alone)."""
+    return PartialState(cpu=_distributed_without_accelerator())
 
 
 def _distributed_without_accelerator() -> bool:
@@ -169,7 +176,8 @@ def fit(accelerator: Accelerator, cfg: TrainConfig, model: torch.nn.Module, data
                 break
     if progress.skipped:
         accelerator.print(f"{progress.skipped} of {cfg.max_steps} steps were skipped for non-finite losses")
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): it ends the process group, which a script's next fit
+        tracker.finish()                   # still needs (the next one-shot stage, distilled stage, progressive round)
     return ema
 
 

@@ -55,6 +55,7 @@ def export_stage(accelerator: Accelerator, stage, output_dir: str | Path) -> Non
                 stage.unet.train(training)
         Pipeline([stage]).save_pretrained(out)
         accelerator.print(f"exported the EMA model to {out}{note}")
+    accelerator.wait_for_everyone()  # every process may read the export next (a progressive round's next teacher)
 
 
 def train_stage(cfg, kind: StageKind, resume: bool = False, examples=None) -> None:
