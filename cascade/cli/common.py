@@ -17,17 +17,16 @@ from ..io.atomic import write_text
 
 def run_cli(main: Callable[[], None]) -> None:
     """Run a script's main; a user error prints one line (`error: ...`) and exits with status 2. The process group
-    of a launched run (several processes) is ended here, once, after all of its training runs."""
+    of a launched run (several processes) is ended here, once, after all of its training runs have ended well."""
     try:
         main()
     except CascadeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    finally:
-        import torch.distributed as dist
+    import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    if dist.is_available() and dist.is_initialized():  # after a success only: after a failed collective it may block
+        dist.destroy_process_group()
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
