@@ -11,7 +11,8 @@ other sampling noise, and the spread between seeds is every column's noise floor
 - the teacher's preset (its stage.json: DDPM 50 with exact consistency for the demo stage) and DDPM 1000;
 - the teacher's own samplers at 1, 2, 4 and 8 network evaluations (DDIM, DPM-Solver++, and LCM's sampler on the
   undistilled teacher: the equal-cost baselines);
-- the student at 1, 2, 4 and 8; the regression stage (`--regression`) and bicubic.
+- the student at 1, 2, 4 and 8 (and at 2+ ending at each `--final-timesteps` T); the regression stage
+  (`--regression`) and bicubic.
 Columns besides eval/sr.py's: FID of the outputs against the truths (biased at this count, shared by every row),
 ProGAN's sliced Wasserstein distance of Laplacian-pyramid patches against the truths (cascade.metrics.swd; PSNR
 rewards blur, SWD does not), and diversity: the per-pixel std over 4 seeds of the same inputs (`--diversity-crops`
@@ -58,6 +59,8 @@ def parse_args(argv):
     parser.add_argument("--nfe", type=int, nargs="+", default=NFE, help="network evaluations of the few-step rows")
     parser.add_argument("--reference-steps", type=int, default=1000, help="the DDPM reference row (0: leave it "
                         "out; a later --rows run adds it)")
+    parser.add_argument("--final-timesteps", type=int, nargs="+", default=[], metavar="T",
+                        help="also the students' rows ending their steps at T (rows 'student NAME N, final t=T')")
     parser.add_argument("--diversity-crops", type=int, default=16, help="inputs drawn 4 times for diversity")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rows", nargs="+", help="run only these rows, keeping the others of OUT.json")
@@ -77,6 +80,8 @@ def methods(args, teacher, students: dict, regression) -> dict[str, tuple]:
         rows.update({f"teacher {sampler} {n}": (teacher, {"sampler": sampler, "steps": n}) for n in args.nfe})
     for name, student in students.items():
         rows.update({f"student {name + ' ' if name else ''}{n}": (student, {"steps": n}) for n in args.nfe})
+        rows.update({f"student {name + ' ' if name else ''}{n}, final t={t}":
+                     (student, {"steps": n, "final_timestep": t}) for t in args.final_timesteps for n in args.nfe if n > 1})
     if regression is not None:
         rows["regression"] = (regression, {})
     rows["bicubic"] = (None, {})

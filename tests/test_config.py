@@ -77,6 +77,7 @@ def test_bad_values_are_named(override, message):
     ("distill.huber_c=0.01", "distill.huber_c=0.01 applies to consistency distillation only"),
     ("distill.target_decay=0.9", "distill.target_decay=0.9 applies to consistency distillation only"),
     ("distill.critic_lr=0.001", "distill.critic_lr=0.001 applies to consistency distillation only"),
+    ("distill.final_timestep=99", "distill.final_timestep=99 applies to consistency distillation only"),
 ])
 def test_progressive_distillation_refuses_what_it_would_ignore(override, message):
     from cascade.config.distill import DistillConfig

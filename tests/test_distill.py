@@ -514,6 +514,64 @@ def test_a_student_samples_through_every_path_a_stage_does(sr_student, tmp_path)
     assert "distilled (consistency, target data, critic at 0.03, 4 iterations)" in proc.stdout
 
 
+def test_a_students_steps_can_end_lower_on_its_grid(sr_student, tmp_path):
+    """`final_timestep` (a sampling setting): LCM's and TCD's 2+ steps end at that grid point instead of their own
+    last one (diffusers' own schedulers given the same list are the reference); 1 step, a higher point and the
+    teachers' samplers are unchanged; a point off the students' grid is refused; the student evaluates its network
+    at those timesteps, through every stage path, and the setting is kept in stage.json."""
+    from diffusers import TCDScheduler
+
+    config = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction",
+              "clip_sample": False}
+    for name, cls in (("lcm", LCMScheduler), ("tcd", TCDScheduler)):
+        for steps in (2, 4, 8):
+            ours, own = make_sampler(name, config, final_timestep=99), make_sampler(name, config)
+            ours.set_timesteps(steps)
+            own.set_timesteps(steps)
+            reference = cls(beta_schedule="squaredcos_cap_v2")
+            reference.set_timesteps(timesteps=own.timesteps.tolist()[:-1] + [99])
+            assert ours.timesteps.tolist() == reference.timesteps.tolist() and ours.timesteps[-1] == 99
+    one, late = make_sampler("lcm", config, final_timestep=99), make_sampler("lcm", config, final_timestep=399)
+    one.set_timesteps(1)
+    late.set_timesteps(4)
+    assert one.timesteps.tolist() == [999] and late.timesteps.tolist() == [999, 759, 499, 259]
+    teacher, plain = make_sampler("dpm++", config, final_timestep=99), make_sampler("dpm++", config)
+    teacher.set_timesteps(4)
+    plain.set_timesteps(4)
+    assert teacher.timesteps.tolist() == plain.timesteps.tolist()
+    with pytest.raises(ValueError, match="final_timestep=100 is not on the students' grid t = 20 n - 1"):
+        make_sampler("lcm", config, final_timestep=100)
+
+    pipe = Pipeline.from_pretrained(sr_student / "student" / "pipeline")
+    stage = pipe.stages[0]
+    seen = []
+    forward = stage.unet.forward
+    stage.unet.forward = lambda x, t, **cond: (seen.append(int(t.flatten()[0])), forward(x, t, **cond))[1]
+    low = torch.rand(1, 3, 12, 20) * 2 - 1
+    stage.sample(low, seed=0, settings={"final_timestep": 99}, progress=False)
+    assert seen == [999, 759, 499, 99]
+    seen.clear()
+    stage.sample(low, seed=0, settings={"final_timestep": 99}, tiling=Tiling(16, overlap=4), progress=False)
+    assert sorted(set(seen), reverse=True) == [999, 759, 499, 99]
+    assert stage.network_evaluations({"final_timestep": 99}) == 4
+    with pytest.raises(ValueError, match="final_timestep"):
+        stage.sample(low, seed=0, settings={"final_timestep": -1}, progress=False)
+    stage.unet.forward = forward
+    stage.defaults = stage.defaults.replace({"final_timestep": 99})
+    pipe.save_pretrained(tmp_path / "late")
+    assert Pipeline.from_pretrained(tmp_path / "late").stages[0].defaults.final_timestep == 99
+    photo = Image.fromarray((np.random.default_rng(0).random((12, 20, 3)) * 255).astype(np.uint8))
+    photo.save(tmp_path / "in.png")
+    common = ["-m", "cascade", "upscale", tmp_path / "in.png", tmp_path / "out.png", "--pipeline", tmp_path / "late"]
+    bad = run_in_process(*common, "--final-timestep", "100", check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "error: --final-timestep (stage 0): final_timestep=100 is not on the students' grid t = 20 n - 1 "
+        "(19, 39, ..., 999)")
+    assert not (tmp_path / "out.png").exists()
+    run_in_process(*common, "--final-timestep", "0=19")
+    assert Image.open(tmp_path / "out.png").size == (40, 24)
+
+
 def test_a_one_shot_cascade_distils_every_stage(tmp_path):
     """train/distill.py on a tiny one-shot cascade, with a critic (the scene's judges the image beside its row
     positions, the upsamplers' beside their input): each stage rebuilds its photo's crops from its recipe, and the
@@ -568,6 +626,11 @@ def test_bench_distill_writes_every_row_and_merges_other_rows_and_seeds(sr_stude
     assert again["0"]["student s 1"] == first["0"]["student s 1"]
     assert again["0"]["teacher ddim 1"]["psnr_y"] == first["0"]["teacher ddim 1"]["psnr_y"]  # reproduced
     assert list(again["1"]) == [preset, "teacher ddim 1"]
+    # a student's rows ending at another grid point (--final-timesteps): the same network evaluations, other images
+    late = ["student s 2", "student s 2, final t=19"]
+    run_in_process(*[a if a != "1" else "2" for a in common], "--final-timesteps", "19", "--seeds", "0", "--rows", *late)
+    rows2 = json.loads((tmp_path / "sr.json").read_text())["rows"]["runs"]["0"]
+    assert rows2[late[0]]["nfe"] == rows2[late[1]]["nfe"] == 2 and rows2[late[0]]["psnr_y"] != rows2[late[1]]["psnr_y"]
 
 
 def test_a_regression_teacher_is_refused(tmp_path):

@@ -10,7 +10,7 @@ from typing import Callable
 
 from PIL import Image, UnidentifiedImageError
 
-from ..diffusion.sampling import SAMPLERS
+from ..diffusion.sampling import SAMPLERS, make_sampler
 from ..errors import CascadeError, DataError
 from ..io.atomic import write_text
 
@@ -30,22 +30,26 @@ def run_cli(main: Callable[[], None]) -> None:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--sampler` and `--steps`, each for every stage (`dpm++`, `20`) or for one stage (`1=ddpm`, `0=10`),
-    repeatable; `apply_sampling_arguments` gives the pipeline to sample with them."""
+    """`--sampler`, `--steps` and `--final-timestep`, each for every stage (`dpm++`, `20`) or for one stage
+    (`1=ddpm`, `0=10`), repeatable; `apply_sampling_arguments` gives the pipeline to sample with them."""
     parser.add_argument("--sampler", action="append", default=[], metavar="[STAGE=]NAME",
                         help=f"diffusers scheduler for every stage, or for stage STAGE (`--sampler 1=ddpm`); "
                         f"repeatable; one of {', '.join(SAMPLERS)} (default: each stage's stage.json)")
     parser.add_argument("--steps", action="append", default=[], metavar="[STAGE=]N",
                         help="network evaluations for every stage, or for stage STAGE (`--steps 0=10 --steps 1=20`); "
                         "repeatable (default: each stage's stage.json)")
+    parser.add_argument("--final-timestep", action="append", default=[], metavar="[STAGE=]T",
+                        help="a few-step student's (lcm, tcd) 2+ steps end at grid point T (t = 20 n - 1, e.g. 99) "
+                        "instead of their sampler's own last; repeatable (default: each stage's stage.json)")
 
 
 def sampling_settings(pipe, args: argparse.Namespace) -> dict[int, dict]:
     """`--sampler` / `--steps` as per-stage settings {stage index: {field: value}} (a value without a
     stage applies to every stage, then `STAGE=` values override it; STAGE may be negative: -1 = last)."""
     settings: dict[int, dict] = {i: {} for i in range(len(pipe.stages))}
-    for flag, key, parse in (("--sampler", "sampler", _sampler_name), ("--steps", "steps", _positive_int)):
-        for item in sorted(getattr(args, key) or [], key=lambda text: "=" in text):  # every-stage values first
+    for flag, key, parse in (("--sampler", "sampler", _sampler_name), ("--steps", "steps", _positive_int),
+                             ("--final-timestep", "final_timestep", _timestep)):
+        for item in sorted(getattr(args, key, None) or [], key=lambda text: "=" in text):  # every-stage values first
             index, _, text = item.rpartition("=")
             value = parse(text, f"{flag} {item}")
             if not index:
@@ -64,7 +68,16 @@ def sampling_settings(pipe, args: argparse.Namespace) -> dict[int, dict]:
 def apply_sampling_arguments(pipe, args: argparse.Namespace):
     """The pipeline to sample with: `pipe`'s models with `--sampler` / `--steps` as their defaults
     (a new Pipeline; `pipe` is unchanged)."""
-    return pipe.with_settings(sampling_settings(pipe, args))
+    chosen = pipe.with_settings(sampling_settings(pipe, args))
+    for i, stage in enumerate(chosen.stages):  # a final timestep off a student's grid: one line now, not mid-run
+        if stage.defaults.final_timestep is None:
+            continue
+        try:
+            make_sampler(stage.defaults.sampler, stage.noise_scheduler.config,
+                         final_timestep=stage.defaults.final_timestep)
+        except ValueError as e:
+            raise CascadeError(f"--final-timestep (stage {i}): {e}") from None
+    return chosen
 
 
 def sampling_report(stages) -> dict[str, list]:
@@ -76,6 +89,12 @@ def _sampler_name(text: str, where: str) -> str:
     if text not in SAMPLERS:
         raise CascadeError(f"{where}: unknown sampler {text!r}; choose one of {', '.join(SAMPLERS)}")
     return text
+
+
+def _timestep(text: str, where: str) -> int:
+    if not text.isdigit():
+        raise CascadeError(f"{where}: a timestep must be an integer >= 0, got {text!r}")
+    return int(text)
 
 
 def _positive_int(text: str, where: str) -> int:

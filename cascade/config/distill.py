@@ -11,7 +11,8 @@ from .sections import DataConfig, TrainConfig
 
 
 ADVERSARIAL = 0.03  # the critic's weight when `adversarial` is null (consistency distillation)
-CONSISTENCY_ONLY = ("target", "huber_c", "eta", "target_decay", "critic_lr")  # progressive distillation's unused keys
+# progressive distillation's unused keys
+CONSISTENCY_ONLY = ("target", "huber_c", "eta", "target_decay", "critic_lr", "final_timestep")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class DistillSection:
     adversarial: Optional[float] = None  # consistency: weight of a patch critic's hinge loss in the student's loss (adversarial distillation, as ADD does: the critic tells the student's f from real examples given the input; cascade.models.critic); 0: none; null: 0.03 for consistency (measured best on the demo SR stage: docs/distillation.md), none for progressive
     critic_lr: float = 2e-4  # the critic's learning rate (AdamW, betas 0.5, 0.999)
     steps: int = 4  # the student's network evaluations per image
+    final_timestep: Optional[int] = None  # consistency: the student's 2+ steps end at this grid point (t = 20 n - 1) if lower than its sampler's own last (LCM's 4: 259); null: the sampler's own (docs/distillation.md)
     start_steps: int = 64  # progressive: the teacher's DDIM steps in the first round (halved each round down to `steps`)
 
     def critic_weight(self) -> float:
@@ -50,6 +52,8 @@ class DistillSection:
                   "must be in [1, 50] (the distillation grid has 50 points)")
             check(self.sampler in (None, "lcm", "tcd"), "sampler", self.sampler,
                   "a consistency student samples with lcm or tcd (ddim is progressive distillation's)")
+            check(self.final_timestep is None or (type(self.final_timestep) is int and self.final_timestep >= 0),
+                  "final_timestep", self.final_timestep, "must be a timestep >= 0 or null")
         else:
             check(self.steps >= 1, "steps", self.steps, "must be >= 1")
             check(not self.adversarial, "adversarial", self.adversarial,

@@ -145,6 +145,7 @@ class SampleConfig:
     aug_level: float = 0.0  # SR stages: noise-augmentation level s applied to the low-res input at sampling (CDM)
     consistent: bool = False  # SR stages: project every step so that the output downsamples exactly to the input
     resample: int = 1  # masked edits: each step done this many times, jumping back one step in between (RePaint; ddpm/ddim)
+    final_timestep: int | None = None  # students' samplers (lcm, tcd): 2+ steps end at this grid point if lower
     preview_per_class: int = 4  # images per class (base) or held-out crops (SR) in the training previews
 
     def validate(self) -> None:
@@ -154,6 +155,8 @@ class SampleConfig:
         positive(self, "steps", "preview_per_class", "resample")
         check(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "must be >= 0")
         check(0 <= self.aug_level <= 1, "aug_level", self.aug_level, "must be in [0, 1]")
+        check(self.final_timestep is None or (type(self.final_timestep) is int and self.final_timestep >= 0),
+              "final_timestep", self.final_timestep, "must be a timestep >= 0 or null")
 
     def replace(self, changes: dict | None, where: str = "settings") -> "SampleConfig":
         """A copy with some fields changed, checked (ValueError names the key or value at fault)."""

@@ -43,13 +43,15 @@ SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule
                  "clip_sample")
 
 
-def make_sampler(name: str, train_config, timestep_spacing: str = "trailing") -> SchedulerMixin:
+def make_sampler(name: str, train_config, timestep_spacing: str = "trailing",
+                 final_timestep: int | None = None) -> SchedulerMixin:
     """A fresh scheduler `name` for a model trained with the schedule in `train_config`.
 
     Built from the schedule's keys only, never with `from_config`: diffusers replaces every key that
     a config lists in `_use_default_values` by the target class's default, which made a freshly
     trained model and the same model reloaded from disk sample with different timesteps.
     "trailing" spacing starts every step count at the last training timestep (Lin et al. 2024).
+    `final_timestep`: the students' samplers (lcm, tcd) end 2+ steps there (`ending_at`); the others ignore it.
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
@@ -62,8 +64,31 @@ def make_sampler(name: str, train_config, timestep_spacing: str = "trailing") ->
             warnings.warn(f"sampler {name!r} on an epsilon-prediction model whose schedule ends at abar_T={abar_T:.1e} "
                           "is numerically unstable; use prediction_type v_prediction, or sampler ddpm/ddim", stacklevel=2)
     if name in STUDENT_SAMPLERS:  # their own spacing: a subset of the distillation grid, whatever `timestep_spacing`
-        return cls(**_schedule_kwargs(cls, train_config), **extra)
+        scheduler = cls(**_schedule_kwargs(cls, train_config), **extra)
+        return scheduler if final_timestep is None else ending_at(scheduler, final_timestep)
     return cls(**_schedule_kwargs(cls, train_config), timestep_spacing=timestep_spacing, **extra)
+
+
+def ending_at(scheduler, final: int):
+    """A students' scheduler (LCM's, TCD's) whose timesteps for 2+ steps end at `final` instead of at their own
+    last one, when `final` is lower (LCM's 4 steps on the 50-point grid end at t = 259, a quarter of the way up
+    the schedule, and the last step's clean estimate keeps fine grain from that noise: docs/distillation.md).
+    `final` must be a point of the grid the students are trained on (t = k n - 1, k = T / 50)."""
+    config = scheduler.config
+    k = config.num_train_timesteps // config.original_inference_steps
+    if not (final + 1) % k == 0 or not 0 < final + 1 <= config.num_train_timesteps:
+        raise ValueError(f"final_timestep={final} is not on the students' grid t = {k} n - 1 ({k - 1}, "
+                         f"{2 * k - 1}, ..., {config.num_train_timesteps - 1})")
+    own = scheduler.set_timesteps
+
+    def set_timesteps(num_inference_steps=None, device=None, **kwargs):
+        own(num_inference_steps, device=device, **kwargs)
+        listed = [int(t) for t in scheduler.timesteps]
+        if len(listed) > 1 and final < listed[-1] and kwargs.get("timesteps") is None:
+            own(device=device, timesteps=listed[:-1] + [final])
+
+    scheduler.set_timesteps = set_timesteps
+    return scheduler
 
 
 def _schedule_kwargs(cls: type, train_config) -> dict:

@@ -125,7 +125,7 @@ class Stage:
         if not self.kind.iterative:
             return 1
         s = self.settings(settings)
-        scheduler = make_sampler(s.sampler, self.noise_scheduler.config)
+        scheduler = make_sampler(s.sampler, self.noise_scheduler.config, final_timestep=s.final_timestep)
         check_resample(scheduler, s.resample)
         scheduler.set_timesteps(s.steps)
         n = len(scheduler.timesteps)
@@ -270,7 +270,7 @@ class Stage:
         config = self.unet.config
         denoiser = guided(self.unet, s.guidance_scale, self.unet.null_class if config.num_classes else None,
                           self.unet.null_label if config.num_labels else None)
-        scheduler = make_sampler(s.sampler, self.noise_scheduler.config)
+        scheduler = make_sampler(s.sampler, self.noise_scheduler.config, final_timestep=s.final_timestep)
         bar = None
         if tiling is not None:
             denoiser, bar = self._tiled(denoiser, inputs.size, tiling, scheduler, s.steps, n, progress)

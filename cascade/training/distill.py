@@ -376,7 +376,8 @@ def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, ob
     schedule = student_schedule(teacher, clip)
     student_unet = type(teacher.unet).from_config(teacher.unet.config)
     student_unet.load_state_dict(teacher.unet.state_dict())
-    defaults = teacher.defaults.replace({"sampler": sampler, "steps": steps, "guidance_scale": 1.0})
+    defaults = teacher.defaults.replace({"sampler": sampler, "steps": steps, "guidance_scale": 1.0,
+                                         "final_timestep": cfg.distill.final_timestep if sampler != "ddim" else None})
     teacher.unet.to(accelerator.device).eval()
     loss, averages, what, adversary = objective(teacher, student_unet, schedule.config.prediction_type)
     accelerator.print(f"student of a {teacher.kind.name} stage ({sum(p.numel() for p in student_unet.parameters()) / 1e6:.2f}"

@@ -208,7 +208,8 @@ class StreamedStage:
         tile, self.overlap = stage.tile_geometry(tile_size, overlap)
         self.geo = geometry(h * self.kind.scale, w * self.kind.scale, tile, self.overlap, stage.size_multiple)
         self.channels = stage.unet.config.in_channels
-        self.scheduler = make_sampler(settings.sampler, stage.noise_scheduler.config)
+        self.scheduler = make_sampler(settings.sampler, stage.noise_scheduler.config,
+                                      final_timestep=settings.final_timestep)
         self.scheduler.set_timesteps(settings.steps)
         self.timesteps = list(self.scheduler.timesteps)
         null = stage.unet.null_class if stage.unet.config.num_classes else None
