@@ -628,7 +628,8 @@ def test_bench_distill_writes_every_row_and_merges_other_rows_and_seeds(sr_stude
     assert list(again["1"]) == [preset, "teacher ddim 1"]
     # a student's rows ending at another grid point (--final-timesteps): the same network evaluations, other images
     late = ["student s 2", "student s 2, final t=19"]
-    run_in_process(*[a if a != "1" else "2" for a in common], "--final-timesteps", "19", "--seeds", "0", "--rows", *late)
+    two_steps = [a if a != "1" else "2" for a in common]
+    run_in_process(*two_steps, "--final-timesteps", "19", "--seeds", "0", "--rows", *late)
     rows2 = json.loads((tmp_path / "sr.json").read_text())["rows"]["runs"]["0"]
     assert rows2[late[0]]["nfe"] == rows2[late[1]]["nfe"] == 2 and rows2[late[0]]["psnr_y"] != rows2[late[1]]["psnr_y"]
 
