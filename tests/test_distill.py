@@ -565,8 +565,8 @@ def test_a_students_steps_can_end_lower_on_its_grid(sr_student, tmp_path):
     common = ["-m", "cascade", "upscale", tmp_path / "in.png", tmp_path / "out.png", "--pipeline", tmp_path / "late"]
     bad = run_in_process(*common, "--final-timestep", "100", check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
-        "error: --final-timestep (stage 0): final_timestep=100 is not on the students' grid t = 20 n - 1 "
-        "(19, 39, ..., 999)")
+        "error: stage 0 (--final-timestep or its stage.json): final_timestep=100 is not on the students' grid "
+        "t = 20 n - 1 (19, 39, ..., 999)")
     assert not (tmp_path / "out.png").exists()
     run_in_process(*common, "--final-timestep", "0=19")
     assert Image.open(tmp_path / "out.png").size == (40, 24)

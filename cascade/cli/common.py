@@ -44,8 +44,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sampling_settings(pipe, args: argparse.Namespace) -> dict[int, dict]:
-    """`--sampler` / `--steps` as per-stage settings {stage index: {field: value}} (a value without a
-    stage applies to every stage, then `STAGE=` values override it; STAGE may be negative: -1 = last)."""
+    """`--sampler` / `--steps` / `--final-timestep` as per-stage settings {stage index: {field: value}} (a value
+    without a stage applies to every stage, then `STAGE=` values override it; STAGE may be negative: -1 = last)."""
     settings: dict[int, dict] = {i: {} for i in range(len(pipe.stages))}
     for flag, key, parse in (("--sampler", "sampler", _sampler_name), ("--steps", "steps", _positive_int),
                              ("--final-timestep", "final_timestep", _timestep)):
@@ -66,8 +66,8 @@ def sampling_settings(pipe, args: argparse.Namespace) -> dict[int, dict]:
 
 
 def apply_sampling_arguments(pipe, args: argparse.Namespace):
-    """The pipeline to sample with: `pipe`'s models with `--sampler` / `--steps` as their defaults
-    (a new Pipeline; `pipe` is unchanged)."""
+    """The pipeline to sample with: `pipe`'s models with `--sampler` / `--steps` / `--final-timestep` as their
+    defaults (a new Pipeline; `pipe` is unchanged)."""
     chosen = pipe.with_settings(sampling_settings(pipe, args))
     for i, stage in enumerate(chosen.stages):  # a final timestep off a student's grid: one line now, not mid-run
         if stage.defaults.final_timestep is None:
@@ -76,7 +76,7 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace):
             make_sampler(stage.defaults.sampler, stage.noise_scheduler.config,
                          final_timestep=stage.defaults.final_timestep)
         except ValueError as e:
-            raise CascadeError(f"--final-timestep (stage {i}): {e}") from None
+            raise CascadeError(f"stage {i} (--final-timestep or its stage.json): {e}") from None
     return chosen
 
 
