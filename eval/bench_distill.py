@@ -79,8 +79,8 @@ def methods(args, teacher, students: dict, regression) -> dict[str, tuple]:
     for sampler in ("ddim", "dpm++", "lcm"):  # LCM's sampler on the teacher itself: x0 and fresh noise at each step
         rows.update({f"teacher {sampler} {n}": (teacher, {"sampler": sampler, "steps": n}) for n in args.nfe})
     for name, student in students.items():
-        rows.update({f"student {name + ' ' if name else ''}{n}": (student, {"steps": n}) for n in args.nfe})
         named = f"student {name + ' ' if name else ''}"
+        rows.update({f"{named}{n}": (student, {"steps": n}) for n in args.nfe})
         rows.update({f"{named}{n}, final t={t}": (student, {"steps": n, "final_timestep": t})
                      for t in args.final_timesteps for n in args.nfe if n > 1})
     if regression is not None:

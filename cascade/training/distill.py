@@ -314,7 +314,7 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
     from ..inference.pipeline import Pipeline
     from .checkpoints import latest_checkpoint
 
-    rounds, stage, seconds = progressive_rounds(d.start_steps, d.steps), teacher, []
+    rounds, stage, seconds, state = progressive_rounds(d.start_steps, d.steps), teacher, [], process_state()
     for r, steps in enumerate(rounds):
         folder = Path(output_dir) if r == len(rounds) - 1 else Path(output_dir) / "rounds" / f"{steps}_steps"
         expected = {"method": "progressive", "start_steps": d.start_steps, "round": r + 1, "steps": steps,
@@ -330,9 +330,9 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
             if (folder / "pipeline" / "cascade.json").is_file() and int(last.name.split("_")[1]) >= cfg.train.max_steps:
                 stage = Pipeline.from_pretrained(folder / "pipeline").stages[0]  # done before the kill
                 seconds.append(stage.origin["distilled"]["seconds"])
-                process_state().print(f"round {r + 1} of {len(rounds)} ({steps} steps): done in {folder}")
+                state.print(f"round {r + 1} of {len(rounds)} ({steps} steps): done in {folder}")
                 continue
-        if process_state().is_main_process:
+        if state.is_main_process:
             folder.mkdir(parents=True, exist_ok=True)
             write_text(folder / "round.json", json.dumps(expected, indent=1))
 
@@ -377,7 +377,7 @@ def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, ob
     student_unet = type(teacher.unet).from_config(teacher.unet.config)
     student_unet.load_state_dict(teacher.unet.state_dict())
     defaults = teacher.defaults.replace({"sampler": sampler, "steps": steps, "guidance_scale": 1.0,
-                                         "final_timestep": cfg.distill.final_timestep if sampler != "ddim" else None})
+                                         "final_timestep": cfg.distill.final_timestep})  # null for progressive
     teacher.unet.to(accelerator.device).eval()
     loss, averages, what, adversary = objective(teacher, student_unet, schedule.config.prediction_type)
     accelerator.print(f"student of a {teacher.kind.name} stage ({sum(p.numel() for p in student_unet.parameters()) / 1e6:.2f}"
