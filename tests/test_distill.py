@@ -14,6 +14,7 @@ from PIL import Image
 
 from cascade import Pipeline, upscale_to_file
 from cascade.diffusion.sampling import make_sampler
+from cascade.errors import CheckpointError
 from cascade.inference.stage import Tiling
 from cascade.training.distill import (GRID_POINTS, ConsistencyDistillation, ProgressiveDistillation, boundary_scalings,
                                       clean_estimate, ddim_grid, grid, progressive_rounds, student_schedule)
@@ -565,11 +566,27 @@ def test_a_students_steps_can_end_lower_on_its_grid(sr_student, tmp_path):
     common = ["-m", "cascade", "upscale", tmp_path / "in.png", tmp_path / "out.png", "--pipeline", tmp_path / "late"]
     bad = run_in_process(*common, "--final-timestep", "100", check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
-        "error: stage 0 (--final-timestep or its stage.json): final_timestep=100 is not on the students' grid "
-        "t = 20 n - 1 (19, 39, ..., 999)")
+        "error: stage 0: final_timestep=100 is not on the students' grid t = 20 n - 1 (19, 39, ..., 999)")
     assert not (tmp_path / "out.png").exists()
     run_in_process(*common, "--final-timestep", "0=19")
     assert Image.open(tmp_path / "out.png").size == (40, 24)
+    # the steps it takes show in `cascade info` and in the model card
+    assert "t = 999, 759, 499, 99 (4 NFE)" in run_in_process("-m", "cascade", "info", tmp_path / "late").stdout
+    assert "t = 999, 759, 499, 99 | 4 |" in (tmp_path / "late" / "README.md").read_text()
+    # off the grid in a stage.json (edited by hand): refused when the folder loads, naming it, before any output
+    record = tmp_path / "late" / "stage_0" / "stage.json"
+    record.write_text(record.read_text().replace('"final_timestep": 99', '"final_timestep": 100'))
+    with pytest.raises(CheckpointError, match=r"stage_0: final_timestep=100 is not on the students' grid"):
+        Pipeline.from_pretrained(tmp_path / "late")
+    bad = run_in_process(*common[:4], tmp_path / "out2.png", *common[5:], check=False)
+    assert bad.returncode == 2 and "stage_0: final_timestep=100" in bad.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out2.png").exists()
+    # and as distill.final_timestep: refused before any data or training
+    bad = run_in_process("train/distill.py", "--teacher", sr_student / "teacher" / "pipeline",
+                         "distill.final_timestep=100", f"train.output_dir={tmp_path / 'off'}", check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "error: distill: final_timestep=100 is not on the students' grid t = 20 n - 1 (19, 39, ..., 999)")
+    assert not (tmp_path / "off" / "checkpoints").exists()
 
 
 def test_a_one_shot_cascade_distils_every_stage(tmp_path):

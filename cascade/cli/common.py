@@ -10,7 +10,7 @@ from typing import Callable
 
 from PIL import Image, UnidentifiedImageError
 
-from ..diffusion.sampling import SAMPLERS, make_sampler
+from ..diffusion.sampling import SAMPLERS
 from ..errors import CascadeError, DataError
 from ..io.atomic import write_text
 
@@ -68,16 +68,13 @@ def sampling_settings(pipe, args: argparse.Namespace) -> dict[int, dict]:
 def apply_sampling_arguments(pipe, args: argparse.Namespace):
     """The pipeline to sample with: `pipe`'s models with `--sampler` / `--steps` / `--final-timestep` as their
     defaults (a new Pipeline; `pipe` is unchanged)."""
-    chosen = pipe.with_settings(sampling_settings(pipe, args))
-    for i, stage in enumerate(chosen.stages):  # a final timestep off a student's grid: one line now, not mid-run
-        if stage.defaults.final_timestep is None:
-            continue
+    settings = sampling_settings(pipe, args)
+    for i, stage in enumerate(pipe.stages):  # a final timestep off a student's grid: one line now, not mid-run
         try:
-            make_sampler(stage.defaults.sampler, stage.noise_scheduler.config,
-                         final_timestep=stage.defaults.final_timestep)
+            stage.settings(settings[i], where=f"stage {i}")
         except ValueError as e:
-            raise CascadeError(f"stage {i} (--final-timestep or its stage.json): {e}") from None
-    return chosen
+            raise CascadeError(str(e)) from None
+    return pipe.with_settings(settings)
 
 
 def sampling_report(stages) -> dict[str, list]:

@@ -57,6 +57,8 @@ def stage_row(index: int, stage) -> dict:
         extras.append(f"aug {s.aug_level:g}")
     if s.consistent:
         extras.append("consistent")
+    if s.final_timestep is not None and kind.iterative:  # where a student's steps end shows as the steps taken
+        extras.append("t = " + ", ".join(map(str, stage.timesteps())))
     return {"stage": index, "kind": kind.name + (f" x{kind.scale}" if kind.takes_input else ""),
             "input": inp, "output": out,
             "parameters": sum(p.numel() for p in stage.unet.parameters()), "sampling": sampling,

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..config.sections import SampleConfig
 from ..diffusion import rng
-from ..diffusion.sampling import check_resample, constrained, guided, make_sampler
+from ..diffusion.sampling import STUDENT_SAMPLERS, check_resample, constrained, guided, make_sampler
 from ..errors import CheckpointError
 from ..io.atomic import replacing_folder
 from ..kinds.base import Base, Conditioning, StageKind
@@ -68,7 +68,7 @@ class Stage:
                  defaults: SampleConfig | None = None, class_names=(), origin: dict | None = None):
         self.unet, self.noise_scheduler = unet, noise_scheduler
         self.kind = kind if kind is not None else Base()
-        self.defaults = defaults if defaults is not None else SampleConfig()
+        self.defaults = self._check_grid(defaults or SampleConfig())  # an off-grid final timestep: refused at load
         self.class_names = list(class_names)
         self.origin = dict(origin or {})  # where the weights came from (module docstring); JSON-serialisable
         self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap()
@@ -103,9 +103,21 @@ class Stage:
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
-    def settings(self, overrides: dict | None = None) -> SampleConfig:
-        """The sampling settings of one call: the defaults with `overrides` applied (checked)."""
-        return self.defaults.replace(overrides, where=f"{self.kind.name} stage settings")
+    def settings(self, overrides: dict | None = None, where: str | None = None) -> SampleConfig:
+        """The sampling settings of one call: the defaults with `overrides` applied (checked; a ValueError
+        starts with `where`, default "<kind> stage settings")."""
+        where = where or f"{self.kind.name} stage settings"
+        s = self.defaults.replace(overrides, where=where)
+        try:
+            return self._check_grid(s)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+
+    def _check_grid(self, s: SampleConfig) -> SampleConfig:
+        """`s`, whose students' sampler's final timestep lies on the grid it was distilled on (else ValueError)."""
+        if s.final_timestep is not None and s.sampler in STUDENT_SAMPLERS:
+            make_sampler(s.sampler, self.noise_scheduler.config, final_timestep=s.final_timestep)
+        return s
 
     def with_defaults(self, changes: dict | None) -> "Stage":
         """The same model with other sampling defaults (a new Stage; this one is unchanged)."""
@@ -118,6 +130,14 @@ class Stage:
         """Whether a guidance scale other than 1 applies (the UNet has classes or label maps to contrast)."""
         return bool(self.unet.config.num_classes or self.unet.config.num_labels)
 
+    def timesteps(self, settings: dict | None = None) -> list[int]:
+        """The training timesteps one call with `settings` (default: the stage's own) evaluates its network at."""
+        s = self.settings(settings)
+        scheduler = make_sampler(s.sampler, self.noise_scheduler.config, final_timestep=s.final_timestep)
+        check_resample(scheduler, s.resample)
+        scheduler.set_timesteps(s.steps)
+        return [int(t) for t in scheduler.timesteps]
+
     def network_evaluations(self, settings: dict | None = None) -> int:
         """Network evaluations per image of one call with `settings` (default: the stage's own): the
         sampler's timesteps for `steps` (a second-order sampler's count twice), each but the last done
@@ -125,10 +145,7 @@ class Stage:
         if not self.kind.iterative:
             return 1
         s = self.settings(settings)
-        scheduler = make_sampler(s.sampler, self.noise_scheduler.config, final_timestep=s.final_timestep)
-        check_resample(scheduler, s.resample)
-        scheduler.set_timesteps(s.steps)
-        n = len(scheduler.timesteps)
+        n = len(self.timesteps(settings))
         return (n + (s.resample - 1) * (n - 1)) * (2 if s.guidance_scale != 1 and self.guided else 1)
 
     def label_tensor(self, class_labels, n: int | None) -> torch.Tensor | None:

@@ -52,6 +52,7 @@ import torch
 from ..diffusion import rng
 from ..io.atomic import write_text
 from ..diffusion.sampling import guided
+from ..errors import ConfigError
 from ..inference.stage import Stage
 from ..models.ema import EMA
 from ..models.weights import weights_hash
@@ -271,8 +272,6 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
                   data=None) -> Stage:
     """Train and export a student of `teacher` (a DistillConfig `cfg`; its train section with `output_dir`).
     Data: `data` (a DataConfig), else the teacher's own training data as its origin records it."""
-    from ..errors import ConfigError
-
     if not teacher.kind.iterative:
         raise ConfigError(f"a {teacher.kind.name} stage samples in one network evaluation already: nothing to distil")
     d = cfg.distill
@@ -352,12 +351,16 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
 
 def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, objective, sampler: str, steps: int,
                    record: dict, seed: int | None = None, clip: bool | None = None) -> Stage:
-    """One student run of `teacher` into `output_dir`: `objective(teacher, student_unet, prediction)` gives the
-    loss, the averages the loss reads, a description and an adversary (or None); `record` goes into
-    origin.distilled."""
+    """One student run of `teacher` into `output_dir`: `objective(teacher, student_unet, prediction)` gives the loss,
+    the averages it reads, a description and an adversary (or None); `record` goes into origin.distilled."""
     train = dataclasses.replace(cfg.train, output_dir=str(output_dir), seed=cfg.train.seed if seed is None else seed)
     accelerator = make_accelerator(train, cfg)
     model_config = teacher.unet.config
+    try:  # the student's sampling defaults, checked before data and training (a final timestep off the grid; null
+        defaults = teacher.settings({"sampler": sampler, "steps": steps, "guidance_scale": 1.0,  # for progressive)
+                                     "final_timestep": cfg.distill.final_timestep}, where="distill")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     # --- data: the teacher's own (its recipe or data section), or the config's
     trained = teacher.origin.get("trained", {})
@@ -376,8 +379,6 @@ def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, ob
     schedule = student_schedule(teacher, clip)
     student_unet = type(teacher.unet).from_config(teacher.unet.config)
     student_unet.load_state_dict(teacher.unet.state_dict())
-    defaults = teacher.defaults.replace({"sampler": sampler, "steps": steps, "guidance_scale": 1.0,
-                                         "final_timestep": cfg.distill.final_timestep})  # null for progressive
     teacher.unet.to(accelerator.device).eval()
     loss, averages, what, adversary = objective(teacher, student_unet, schedule.config.prediction_type)
     accelerator.print(f"student of a {teacher.kind.name} stage ({sum(p.numel() for p in student_unet.parameters()) / 1e6:.2f}"
