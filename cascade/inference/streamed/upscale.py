@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ...config.sections import SampleConfig
 from ...errors import CascadeError, DataError
 from ...io.images import pad_to_multiple, signed_to_uint8, user_images_to_signed
 from ...models.weights import weights_hash
@@ -155,7 +156,8 @@ def _state_root(state_dir, resume: bool, record: dict, path, streamed, storage: 
                 raise CascadeError(f"{root}: holds the state of an earlier upscale; pass --resume to continue it, "
                                    f"or remove the folder")
             if resume:
-                differ = next((k for k in record if saved["record"].get(k) != record[k]), None)
+                known = _with_new_settings(saved["record"])
+                differ = next((k for k in record if known.get(k) != record[k]), None)
                 if differ is not None:
                     raise CascadeError(f"{root}: the state was made with another {differ!r} than this upscale's; "
                                        f"resume with the same input, pipeline and settings")
@@ -169,6 +171,15 @@ def _state_root(state_dir, resume: bool, record: dict, path, streamed, storage: 
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
         return e if not isinstance(e, OSError) else DataError(f"{state_dir or tempfile.gettempdir()}: {e}")
+
+
+def _with_new_settings(record: dict) -> dict:
+    """A saved record whose stages' settings have every sampling setting: one added since the state was saved
+    (final_timestep) takes its default, which is how that upscale sampled."""
+    known = asdict(SampleConfig())
+    stages = [{**stage, "settings": {**known, **stage["settings"]}} if isinstance(stage.get("settings"), dict)
+              else stage for stage in record.get("stages", [])]
+    return {**record, "stages": stages}
 
 
 def state_bytes(streamed, size) -> int:
