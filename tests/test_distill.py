@@ -557,7 +557,16 @@ def test_a_students_steps_can_end_lower_on_its_grid(sr_student, tmp_path):
     assert stage.network_evaluations({"final_timestep": 99}) == 4
     with pytest.raises(ValueError, match="final_timestep"):
         stage.sample(low, seed=0, settings={"final_timestep": -1}, progress=False)
+    base = tiny_stage(stage.input_resolution)  # off the grid for a later stage of a call: refused before any runs
+    base.unet.forward = lambda *a, **k: seen.append("base")
+    with pytest.raises(ValueError, match="^stage 1: final_timestep=100 is not on the students' grid"):
+        Pipeline([base, stage])(num_images=1, settings={1: {"final_timestep": 100}}, progress=False)
+    assert "base" not in seen
     stage.unet.forward = forward
+    stage.defaults = stage.defaults.replace({"final_timestep": 100})  # by hand, unchecked: not saved
+    with pytest.raises(ValueError, match="^sample: final_timestep=100"):
+        stage.save_pretrained(tmp_path / "never")
+    assert not list(tmp_path.glob("never*"))
     stage.defaults = stage.defaults.replace({"final_timestep": 99})
     pipe.save_pretrained(tmp_path / "late")
     assert Pipeline.from_pretrained(tmp_path / "late").stages[0].defaults.final_timestep == 99
@@ -576,17 +585,17 @@ def test_a_students_steps_can_end_lower_on_its_grid(sr_student, tmp_path):
     # off the grid in a stage.json (edited by hand): refused when the folder loads, naming it, before any output
     record = tmp_path / "late" / "stage_0" / "stage.json"
     record.write_text(record.read_text().replace('"final_timestep": 99', '"final_timestep": 100'))
-    with pytest.raises(CheckpointError, match=r"stage_0: final_timestep=100 is not on the students' grid"):
+    with pytest.raises(CheckpointError, match=r"stage_0: sample: final_timestep=100 is not on the students' grid"):
         Pipeline.from_pretrained(tmp_path / "late")
     bad = run_in_process(*common[:4], tmp_path / "out2.png", *common[5:], check=False)
-    assert bad.returncode == 2 and "stage_0: final_timestep=100" in bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode == 2 and "stage_0: sample: final_timestep=100" in bad.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out2.png").exists()
     # and as distill.final_timestep: refused before any data or training
-    bad = run_in_process("train/distill.py", "--teacher", sr_student / "teacher" / "pipeline",
+    bad = run_in_process("train/distill.py", "--teacher", sr_student / "teacher" / "pipeline", "train.max_steps=1",
                          "distill.final_timestep=100", f"train.output_dir={tmp_path / 'off'}", check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
         "error: distill: final_timestep=100 is not on the students' grid t = 20 n - 1 (19, 39, ..., 999)")
-    assert not (tmp_path / "off" / "checkpoints").exists()
+    assert not (tmp_path / "off").exists()
 
 
 def test_a_one_shot_cascade_distils_every_stage(tmp_path):

@@ -68,13 +68,12 @@ def sampling_settings(pipe, args: argparse.Namespace) -> dict[int, dict]:
 def apply_sampling_arguments(pipe, args: argparse.Namespace):
     """The pipeline to sample with: `pipe`'s models with `--sampler` / `--steps` / `--final-timestep` as their
     defaults (a new Pipeline; `pipe` is unchanged)."""
-    settings = sampling_settings(pipe, args)
-    for i, stage in enumerate(pipe.stages):  # a final timestep off a student's grid: one line now, not mid-run
-        try:
-            stage.settings(settings[i], where=f"stage {i}")
-        except ValueError as e:
-            raise CascadeError(str(e)) from None
-    return pipe.with_settings(settings)
+    try:  # every stage's settings checked (a final timestep off a student's grid): one line now, not mid-run
+        return pipe.with_settings(sampling_settings(pipe, args))
+    except CascadeError:
+        raise
+    except ValueError as e:
+        raise CascadeError(str(e)) from None
 
 
 def sampling_report(stages) -> dict[str, list]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..diffusion.sampling import STUDENT_SAMPLERS
+
 CARD_FILE = "README.md"
 SAMPLES_FILE = "samples.png"
 EVAL_FOLDER = "eval"
@@ -57,7 +59,7 @@ def stage_row(index: int, stage) -> dict:
         extras.append(f"aug {s.aug_level:g}")
     if s.consistent:
         extras.append("consistent")
-    if s.final_timestep is not None and kind.iterative:  # where a student's steps end shows as the steps taken
+    if s.final_timestep is not None and kind.iterative and s.sampler in STUDENT_SAMPLERS:  # as the steps taken
         extras.append("t = " + ", ".join(map(str, stage.timesteps())))
     return {"stage": index, "kind": kind.name + (f" x{kind.scale}" if kind.takes_input else ""),
             "input": inp, "output": out,

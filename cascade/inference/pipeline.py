@@ -100,6 +100,8 @@ class Pipeline:
             except (IndexError, ValueError):
                 raise ValueError(f"settings for stage {index!r}: the pipeline has stages 0..{len(self.stages) - 1}") \
                     from None
+        for i, (stage, changes) in enumerate(zip(self.stages, per_stage)):  # every stage's, before any sampling
+            stage.settings(changes, where=f"stage {i}")
         return per_stage
 
     def _cascade(self, first: int, images, class_labels, num_images, generators, per_stage, progress,

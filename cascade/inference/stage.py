@@ -68,7 +68,7 @@ class Stage:
                  defaults: SampleConfig | None = None, class_names=(), origin: dict | None = None):
         self.unet, self.noise_scheduler = unet, noise_scheduler
         self.kind = kind if kind is not None else Base()
-        self.defaults = self._check_grid(defaults or SampleConfig())  # an off-grid final timestep: refused at load
+        self.defaults = self.checked(defaults or SampleConfig())  # a final timestep off the grid: refused at load
         self.class_names = list(class_names)
         self.origin = dict(origin or {})  # where the weights came from (module docstring); JSON-serialisable
         self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap()
@@ -107,16 +107,15 @@ class Stage:
         """The sampling settings of one call: the defaults with `overrides` applied (checked; a ValueError
         starts with `where`, default "<kind> stage settings")."""
         where = where or f"{self.kind.name} stage settings"
-        s = self.defaults.replace(overrides, where=where)
-        try:
-            return self._check_grid(s)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+        return self.checked(self.defaults.replace(overrides, where=where), where)
 
-    def _check_grid(self, s: SampleConfig) -> SampleConfig:
+    def checked(self, s: SampleConfig, where: str = "sample") -> SampleConfig:
         """`s`, whose students' sampler's final timestep lies on the grid it was distilled on (else ValueError)."""
         if s.final_timestep is not None and s.sampler in STUDENT_SAMPLERS:
-            make_sampler(s.sampler, self.noise_scheduler.config, final_timestep=s.final_timestep)
+            try:
+                make_sampler(s.sampler, self.noise_scheduler.config, final_timestep=s.final_timestep)
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
         return s
 
     def with_defaults(self, changes: dict | None) -> "Stage":
@@ -144,8 +143,7 @@ class Stage:
         `resample` times, doubled when guided; 1 for a one-evaluation kind."""
         if not self.kind.iterative:
             return 1
-        s = self.settings(settings)
-        n = len(self.timesteps(settings))
+        s, n = self.settings(settings), len(self.timesteps(settings))
         return (n + (s.resample - 1) * (n - 1)) * (2 if s.guidance_scale != 1 and self.guided else 1)
 
     def label_tensor(self, class_labels, n: int | None) -> torch.Tensor | None:
@@ -321,6 +319,7 @@ class Stage:
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write the stage folder (module docstring) in one step: a crash never leaves half of it (cascade.io.atomic)."""
+        self.checked(self.defaults)  # set by hand (`stage.defaults = ...`): never a folder that would not load again
         with replacing_folder(folder) as tmp:
             self.unet.save_pretrained(tmp / "unet")
             self.noise_scheduler.save_config(tmp / "scheduler")

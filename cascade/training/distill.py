@@ -353,14 +353,15 @@ def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, ob
                    record: dict, seed: int | None = None, clip: bool | None = None) -> Stage:
     """One student run of `teacher` into `output_dir`: `objective(teacher, student_unet, prediction)` gives the loss,
     the averages it reads, a description and an adversary (or None); `record` goes into origin.distilled."""
+    try:  # the student's sampling defaults (final timestep: the config's, null for progressive), checked first
+        defaults = teacher.checked(dataclasses.replace(teacher.defaults, sampler=sampler, steps=steps,
+                                                       guidance_scale=1.0, final_timestep=cfg.distill.final_timestep),
+                                   where="distill")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     train = dataclasses.replace(cfg.train, output_dir=str(output_dir), seed=cfg.train.seed if seed is None else seed)
     accelerator = make_accelerator(train, cfg)
     model_config = teacher.unet.config
-    try:  # the student's sampling defaults, checked before data and training (a final timestep off the grid; null
-        defaults = teacher.settings({"sampler": sampler, "steps": steps, "guidance_scale": 1.0,  # for progressive)
-                                     "final_timestep": cfg.distill.final_timestep}, where="distill")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
     # --- data: the teacher's own (its recipe or data section), or the config's
     trained = teacher.origin.get("trained", {})
