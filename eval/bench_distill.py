@@ -21,6 +21,7 @@ of them), relative to the teacher preset's (not for the many-step reference). Wr
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -208,6 +209,9 @@ def table(runs: dict) -> str:
         line = [name]
         for key, _, fmt in COLUMNS:
             values = [runs[s][name][key] for s in seeds if key in runs[s].get(name, {})]
+            if all(math.isnan(v) for v in values):  # not computed (the many-step reference's diversity)
+                line.append("–")
+                continue
             mean = sum(values) / len(values)
             spread = max(values) - min(values)
             line.append(fmt.format(mean) + (f" ± {fmt.format(spread)}" if len(values) > 1 and key not in

@@ -18,7 +18,7 @@ from cascade.errors import CheckpointError
 from cascade.inference.stage import Tiling
 from cascade.training.distill import (GRID_POINTS, ConsistencyDistillation, ProgressiveDistillation, boundary_scalings,
                                       clean_estimate, ddim_grid, grid, progressive_rounds, student_schedule)
-from conftest import run, run_in_process, run_together, tiny_stage
+from conftest import load_script, run, run_in_process, run_together, tiny_stage
 
 
 def test_the_grid_is_exactly_the_timesteps_lcm_samples():
@@ -658,6 +658,11 @@ def test_bench_distill_writes_every_row_and_merges_other_rows_and_seeds(sr_stude
     run_in_process(*two_steps, "--final-timesteps", "19", "--seeds", "0", "--rows", *late)
     rows2 = json.loads((tmp_path / "sr.json").read_text())["rows"]["runs"]["0"]
     assert rows2[late[0]]["nfe"] == rows2[late[1]]["nfe"] == 2 and rows2[late[0]]["psnr_y"] != rows2[late[1]]["psnr_y"]
+    # a column not computed for a row (the many-step reference's diversity: nan on every seed) reads "–"
+    bench = load_script("eval/bench_distill.py")
+    runs = {seed: {"r": {**rows2[late[0]], "diversity": float("nan")}} for seed in ("0", "1")}
+    cells = bench.table(runs).splitlines()[-1].split(" | ")
+    assert cells[[title for _, title, _ in bench.COLUMNS].index("diversity") + 1] == "–" and "nan" not in cells
 
 
 def test_a_regression_teacher_is_refused(tmp_path):
