@@ -68,10 +68,9 @@ def sampling_settings(pipe, args: argparse.Namespace) -> dict[int, dict]:
 def apply_sampling_arguments(pipe, args: argparse.Namespace):
     """The pipeline to sample with: `pipe`'s models with `--sampler` / `--steps` / `--final-timestep` as their
     defaults (a new Pipeline; `pipe` is unchanged)."""
+    settings = sampling_settings(pipe, args)
     try:  # every stage's settings checked (a final timestep off a student's grid): one line now, not mid-run
-        return pipe.with_settings(sampling_settings(pipe, args))
-    except CascadeError:
-        raise
+        return pipe.with_settings(settings)
     except ValueError as e:
         raise CascadeError(str(e)) from None
 
