@@ -16,8 +16,9 @@ from cascade import Pipeline, upscale_to_file
 from cascade.diffusion.sampling import make_sampler
 from cascade.errors import CheckpointError
 from cascade.inference.stage import Tiling
-from cascade.training.distill import (GRID_POINTS, ConsistencyDistillation, ProgressiveDistillation, boundary_scalings,
-                                      clean_estimate, ddim_grid, grid, progressive_rounds, student_schedule)
+from cascade.training.distill import GRID_POINTS, ConsistencyDistillation, boundary_scalings, grid
+from cascade.training.progressive import ProgressiveDistillation, ddim_grid, progressive_rounds
+from cascade.training.students import clean_estimate, student_schedule
 from conftest import load_script, run, run_in_process, run_together, tiny_stage
 
 
@@ -121,8 +122,8 @@ def test_the_target_is_the_students_own_weights_under_stop_gradient(target):
             else:  # one DDIM step of the (v-prediction, unguided) teacher
                 x0_t = (a.sqrt() * x_t - (1 - a).sqrt() * teacher.unet(x_t, t, **cond)).clamp(-1, 1)
                 x_prev = a_prev.sqrt() * x0_t + (1 - a_prev).sqrt() * (x_t - a.sqrt() * x0_t) / (1 - a).sqrt()
-            frozen = objective.consistency(target_net, x_prev, t_prev, cond)
-        d = objective.consistency(student, x_t, t, cond) - frozen
+            frozen = objective.consistency(target_net, x_prev, t_prev, cond)[0]
+        d = objective.consistency(student, x_t, t, cond)[0] - frozen
         return ((d ** 2 + 1e-6).sqrt() - 1e-3).mean()
 
     objective.loss(student, batch).backward()
@@ -476,6 +477,92 @@ def test_an_adversarial_distillation_killed_mid_way_resumes_exactly_critic_inclu
     assert proc.returncode == 2 and "adversarial" in last and "consistency" in last
 
 
+def test_a_phased_students_jumps_are_what_its_sampler_takes(tmp_path):
+    """distill.phases (PCM): the phases' edges are the timesteps the pcm sampler takes, then t = 0; f maps a grid
+    point to its phase's lower edge, and each step of the pcm sampler (diffusers' TCDScheduler at gamma 0 is the
+    reference) lands exactly where f does; the loss pulls f(x_t) to f(x_prev) at the same edge, x_prev itself
+    where the teacher's step lands on the edge; the config refuses phases that its sampler would not step to."""
+    import copy
+
+    from diffusers import TCDScheduler
+
+    from cascade.diffusion import rng
+    from cascade.training.distill import phase_edges
+
+    teacher = tiny_stage(16, scale=2)
+    config = student_schedule(teacher).config
+    edges = phase_edges(config, 4)
+    lcm = LCMScheduler(**{k: config[k] for k in ("num_train_timesteps", "beta_schedule", "prediction_type")})
+    lcm.set_timesteps(4)
+    assert edges.tolist() == lcm.timesteps.tolist() + [0] == [999, 759, 499, 259, 0]
+    assert phase_edges(config, 4, final_timestep=99).tolist() == [999, 759, 499, 99, 0]
+    student = copy.deepcopy(teacher.unet)
+    objective = ConsistencyDistillation(teacher, student.config, "v_prediction", "teacher", edges=edges)
+    below = [max(e for e in edges.tolist() if e < t) for t in grid(1000).tolist()]
+    assert objective.boundary(grid(1000)).tolist() == below  # 19..259 -> 0, 279..499 -> 259, ..., 779..999 -> 759
+    # the sampler's steps are f's jumps, through every phase
+    low = torch.rand(2, 3, 8, 8) * 2 - 1
+    cond = {"cond_image": torch.nn.functional.interpolate(low, scale_factor=2), "aug_level": torch.zeros(2)}
+    ours, reference = make_sampler("pcm", config), TCDScheduler(**{k: config[k] for k in ("num_train_timesteps",
+                                                                                           "beta_schedule",
+                                                                                           "prediction_type")})
+    ours.set_timesteps(4), reference.set_timesteps(4)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for t in ours.timesteps:
+            t_batch = torch.full((2,), int(t))
+            jumped, _ = objective.consistency(student, x, t_batch, cond, objective.boundary(t_batch))
+            v = student(x, t_batch, **cond)
+            stepped, expected = ours.step(v, t, x).prev_sample, reference.step(v, t, x, eta=0.0).prev_sample
+            assert torch.equal(stepped, expected)
+            assert torch.allclose(jumped, stepped, atol=1e-5)
+            x = stepped
+    # the loss, by hand (the same draws): the target is x_prev itself where the teacher's step lands on the edge,
+    # elsewhere f of the student (under stop-gradient) at the grid point below, jumping to the same edge
+    n = 48
+    batch = {"image": torch.rand(n, 3, 16, 16) * 2 - 1, "label": torch.zeros(n, dtype=torch.long),
+             "seed": torch.arange(48, 48 + n)}  # seeds whose draws land on three edges: 19 -> 0, 279 -> 259, 519
+    objective.eta = 0.0
+    generators = rng.example_generators(batch["seed"])
+    x0, cond = objective.kind.training_inputs(student.config, batch["image"], objective.alphas_cumprod.float(),
+                                              generators)
+    t = objective.grid[rng.randint(GRID_POINTS, n, generators)]
+    t_prev = (t - 20).clamp(min=0)
+    s = torch.tensor([max(e for e in edges.tolist() if e < u) for u in t.tolist()])
+    on_edge = t_prev == s
+    assert set(t[on_edge].tolist()) == {19, 279, 519} and not on_edge.all()  # both cases drawn
+    noise = rng.randn(x0.shape, generators)
+    a, a_prev, a_s = (objective.alphas_cumprod[u].view(-1, 1, 1, 1).float() for u in (t, t_prev, s))
+
+    def jump(x, a, u):
+        x0_hat = a.sqrt() * x - (1 - a).sqrt() * student(x, u, **cond)
+        return a_s.sqrt() * x0_hat + (1 - a_s).sqrt() * (x - a.sqrt() * x0_hat) / (1 - a).sqrt()
+
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    with torch.no_grad():
+        x0_t = a.sqrt() * x_t - (1 - a).sqrt() * teacher.unet(x_t, t, **cond)  # DDIM: eps from the unclipped x0
+        x_prev = a_prev.sqrt() * x0_t.clamp(-1, 1) + (1 - a_prev).sqrt() * (x_t - a.sqrt() * x0_t) / (1 - a).sqrt()
+        target = torch.where(on_edge.view(-1, 1, 1, 1), x_prev, jump(x_prev, a_prev, t_prev))
+        d = jump(x_t, a, t) - target
+    assert objective.loss(student, batch).item() == pytest.approx(((d ** 2 + 1e-6).sqrt() - 1e-3).mean().item(),
+                                                                  rel=1e-5)
+    # with a critic, it judges the student's clean estimate (a phased f is a noisy sample at its edge)
+    from cascade.models.critic import make_critic
+
+    objective.critic, objective.adversarial = make_critic(teacher, 2e-4)[0], 0.1
+    objective.loss(student, batch)
+    with torch.no_grad():
+        x0_hat = a.sqrt() * x_t - (1 - a).sqrt() * student(x_t, t, **cond)
+    assert torch.allclose(objective.seen[1], x0_hat, atol=1e-5) and torch.equal(objective.seen[0], x0)
+    # the config: phases are the student's steps, with the sampler that steps to them
+    folder = tmp_path / "t"
+    for keys, key in ((["distill.phases=2"], "phases"), (["distill.phases=4", "distill.sampler=lcm"], "sampler"),
+                      (["distill.phases=4", "distill.method=progressive"], "phases")):
+        proc = run_in_process("train/distill.py", "--teacher", folder, *keys, check=False)
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and key in last, last
+
+
 @pytest.fixture(scope="module")
 def sr_student(tmp_path_factory):
     """A tiny SR3 teacher (residual, the demo's kind of stage) and its student, 4 steps each."""
@@ -513,6 +600,26 @@ def test_a_student_samples_through_every_path_a_stage_does(sr_student, tmp_path)
     proc = run_in_process("-m", "cascade", "info", sr_student / "student" / "pipeline")
     assert "lcm x4" in proc.stdout  # the default critic (0.03) shows in its origin:
     assert "distilled (consistency, target data, critic at 0.03, 4 iterations)" in proc.stdout
+
+
+def test_a_phased_student_is_written_with_the_sampler_that_takes_its_jumps(sr_student, tmp_path):
+    """`distill.phases`: the student's stage.json samples with pcm at its phases' count, its origin records the
+    phases' edges, it samples through the stage's paths, and `info` says how it was made."""
+    run_in_process("train/distill.py", "--teacher", sr_student / "teacher" / "pipeline", "distill.phases=2",
+                   "distill.steps=2", "distill.adversarial=0", "train.max_steps=2",
+                   "train.batch_size=4", f"train.output_dir={tmp_path / 'phased'}")
+    stage = Pipeline.from_pretrained(tmp_path / "phased" / "pipeline").stages[0]
+    assert (stage.defaults.sampler, stage.defaults.steps) == ("pcm", 2)
+    d = stage.origin["distilled"]
+    assert (d["phases"], d["phase_edges"], d["eta"]) == (2, [999, 499, 0], 0.0)
+    assert stage.timesteps() == [999, 499]  # the sampler steps to the edges it learned to jump to
+    low = torch.rand(1, 3, 12, 12) * 2 - 1
+    out = stage.sample(low, seed=0, progress=False)
+    assert torch.isfinite(out).all() and torch.equal(out, stage.sample(low, seed=0, progress=False))
+    tiled = stage.sample(low, seed=0, tiling=Tiling(16, overlap=4), progress=False)
+    assert tiled.shape == out.shape and torch.isfinite(tiled).all()
+    proc = run_in_process("-m", "cascade", "info", tmp_path / "phased" / "pipeline")
+    assert "pcm x2" in proc.stdout and "target teacher, 2 phases, 2 iterations" in proc.stdout
 
 
 def test_a_students_steps_can_end_lower_on_its_grid(sr_student, tmp_path):

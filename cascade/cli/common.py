@@ -39,8 +39,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="network evaluations for every stage, or for stage STAGE (`--steps 0=10 --steps 1=20`); "
                         "repeatable (default: each stage's stage.json)")
     parser.add_argument("--final-timestep", action="append", default=[], metavar="[STAGE=]T",
-                        help="a few-step student's (lcm, tcd) 2+ steps end at grid point T (t = 20 n - 1, e.g. 99) "
-                        "instead of their sampler's own last; repeatable (default: each stage's stage.json)")
+                        help="a few-step student's (lcm, tcd, pcm) 2+ steps end at grid point T (t = 20 n - 1, "
+                        "e.g. 99) instead of their sampler's own last; repeatable (default: each stage's stage.json)")
 
 
 def sampling_settings(pipe, args: argparse.Namespace) -> dict[int, dict]:

@@ -145,7 +145,7 @@ class SampleConfig:
     aug_level: float = 0.0  # SR stages: noise-augmentation level s applied to the low-res input at sampling (CDM)
     consistent: bool = False  # SR stages: project every step so that the output downsamples exactly to the input
     resample: int = 1  # masked edits: each step done this many times, jumping back one step in between (RePaint; ddpm/ddim)
-    final_timestep: int | None = None  # students' samplers (lcm, tcd): 2+ steps end at this grid point if lower
+    final_timestep: int | None = None  # students' samplers (lcm, tcd, pcm): 2+ steps end at this grid point if lower
     preview_per_class: int = 4  # images per class (base) or held-out crops (SR) in the training previews
 
     def validate(self) -> None:

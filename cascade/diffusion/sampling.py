@@ -19,6 +19,14 @@ from tqdm.auto import tqdm
 from . import rng
 from .schedule import alpha_bar
 
+class PhasedScheduler(TCDScheduler):
+    """TCD's step with gamma 0: deterministic DDIM jumps from grid point to grid point with the network's x0 and
+    noise, no fresh noise; what a phased student learned (cascade.training.distill, `distill.phases`)."""
+
+    def step(self, model_output, timestep, sample, eta: float = 0.0, generator=None, return_dict: bool = True):
+        return super().step(model_output, timestep, sample, eta, generator, return_dict)
+
+
 # sampler name -> (scheduler class, settings that differ from the training schedule's config)
 SAMPLERS: dict[str, tuple[type, dict]] = {
     "ddpm": (DDPMScheduler, {}),  # ancestral sampling (Ho et al. 2020, Alg. 2)
@@ -31,11 +39,13 @@ SAMPLERS: dict[str, tuple[type, dict]] = {
     # trailing grid its first step spans sigma 2e4 -> 3 (cosine schedule) and the correction blows up.
     "heun": (HeunDiscreteScheduler, {"use_karras_sigmas": True}),
     # Few-step students (cascade.training.distill): consistency steps on the 50-point grid t = 20 n - 1 the
-    # students are trained on (`original_inference_steps`, the schedulers' default); TCD's gamma 0.3 re-noises less.
+    # students are trained on (`original_inference_steps`, the schedulers' default); TCD's gamma 0.3 re-noises less,
+    # pcm not at all (a phased student's jumps).
     "lcm": (LCMScheduler, {}),
     "tcd": (TCDScheduler, {}),
+    "pcm": (PhasedScheduler, {}),
 }
-STUDENT_SAMPLERS = ("lcm", "tcd")  # samplers that take a consistency student's output as the clean image
+STUDENT_SAMPLERS = ("lcm", "tcd", "pcm")  # samplers that take a consistency student's output as the clean image
 
 
 # The keys of a training schedule that define the noise levels; everything else is the sampler's.
@@ -51,7 +61,7 @@ def make_sampler(name: str, train_config, timestep_spacing: str = "trailing",
     a config lists in `_use_default_values` by the target class's default, which made a freshly
     trained model and the same model reloaded from disk sample with different timesteps.
     "trailing" spacing starts every step count at the last training timestep (Lin et al. 2024).
-    `final_timestep`: the students' samplers (lcm, tcd) end 2+ steps there (`ending_at`); the others ignore it.
+    `final_timestep`: the students' samplers (lcm, tcd, pcm) end 2+ steps there (`ending_at`); the others ignore it.
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")

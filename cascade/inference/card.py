@@ -31,6 +31,7 @@ def origin_text(origin: dict) -> str:
         d = origin["distilled"]
         how = (f"rounds {' -> '.join(map(str, [2 * d['rounds'][0], *d['rounds']]))} steps" if "rounds" in d
                else f"target {d.get('target', '?')}")
+        how += f", {d['phases']} phases" if d.get("phases") else ""
         how += f", critic at {d['adversarial']:g}" if d.get("adversarial") else ""
         parts.append(f"distilled ({d.get('method', '?')}, {how}, {d.get('iterations', '?')} iterations) from teacher "
                      f"{str(d.get('teacher', '?'))[:12]}")

@@ -20,13 +20,14 @@ patch critic (cascade.models.critic) learns to tell the student's f from the rea
 conditioning, by the hinge loss, and the student's loss gets -adversarial x the critic's mean score (ADD's
 adversarial term): without it f averages the texture that differs from draw to draw (docs/distillation.md).
 
-`method="progressive"` is progressive distillation instead (Salimans & Ho 2022): in each round a student learns
-to do in one DDIM step what its teacher does in two, on DDIM's trailing grid t_i = round(T - i T / N) - 1 (the
-last step going to abar = 1), so a 64-step teacher becomes a 4-step student in four rounds (64 -> 32 -> 16 -> 8
--> 4), each round's student the next round's teacher. The target is the clean image x~ for which one DDIM step
-from x_t lands where the teacher's two land: x~ = (x'' - (s''/s) x_t) / (a'' - (s''/s) a), with the loss
-|x~ - x0|^2 / s^2 (the v-prediction error: SNR + 1 weighting). The student samples with DDIM at the last round's
-steps, the timesteps of diffusers' DDIMScheduler (trailing spacing).
+With `phases` = P (phased consistency, Wang et al. 2024, "PCM") the trajectory is cut at the P timesteps the
+student samples at (LCMScheduler's for P steps: 999, 759, 499, 259 for 4) and where its last step lands (t = 0),
+and f maps x_t to the phase's lower edge s < t along the ODE instead of to the clean image: the DDIM jump
+f(x, t) = sqrt(abar_s) x0 + sqrt(1 - abar_s) eps(x, t), the identity at t = s. Sampling is then deterministic,
+from edge to edge (the `pcm` sampler: TCD's step with gamma 0), exactly the jumps it learned; LCM's sampler
+instead draws fresh noise at every step.
+
+`method="progressive"` is progressive distillation instead (cascade.training.progressive).
 
 The pitfalls, each handled here and tested (tests/test_distill.py):
 - the student predicts v (or x0), never epsilon: x0 = (x - sqrt(1 - abar) eps) / sqrt(abar) multiplies any
@@ -42,24 +43,20 @@ The pitfalls, each handled here and tested (tests/test_distill.py):
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
 from pathlib import Path
 
 import torch
 
 from ..diffusion import rng
-from ..io.atomic import write_text
-from ..diffusion.sampling import guided
+from ..diffusion.sampling import make_sampler
 from ..errors import ConfigError
 from ..inference.stage import Stage
+from ..models.critic import critic_condition, critic_input, make_critic
 from ..models.ema import EMA
 from ..models.weights import weights_hash
-from ..models.critic import critic_condition, critic_input, make_critic
-from .examples import describe, recorded_data, stage_examples
-from .loop import Adversary, fit, make_accelerator, process_state
-from .stage import export_stage
+from .loop import Adversary
+from .progressive import distill_progressively
+from .students import clean_estimate, ddim_step, frozen_denoiser, train_student
 
 GRID_POINTS = 50  # LCMScheduler's `original_inference_steps`: the student's sampler picks its steps from this grid
 SIGMA_DATA, TIMESTEP_SCALING = 0.5, 10.0  # LCMScheduler's boundary-condition constants
@@ -77,74 +74,12 @@ def boundary_scalings(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return SIGMA_DATA ** 2 / (scaled ** 2 + SIGMA_DATA ** 2), scaled / (scaled ** 2 + SIGMA_DATA ** 2).sqrt()
 
 
-def clean_estimate(prediction: torch.Tensor, x: torch.Tensor, abar: torch.Tensor, prediction_type: str) -> torch.Tensor:
-    """x0 implied by a network's prediction at x_t, abar [N] (epsilon, v or sample)."""
-    a, s = abar.sqrt().view(-1, 1, 1, 1).to(x), (1 - abar).sqrt().view(-1, 1, 1, 1).to(x)
-    if prediction_type == "epsilon":
-        return (x - s * prediction) / a
-    if prediction_type == "v_prediction":
-        return a * x - s * prediction
-    if prediction_type == "sample":
-        return prediction
-    raise ValueError(f"unknown prediction_type {prediction_type!r}")
-
-
-def abar_at(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """abar at integer timesteps t [N] (float64), 1 where t < 0 (DDIM's last step lands on the clean image:
-    diffusers' `set_alpha_to_one`)."""
-    t = t.cpu()
-    return torch.where(t >= 0, alphas_cumprod[t.clamp(min=0)], torch.ones((), dtype=alphas_cumprod.dtype))
-
-
-def ddim_step(denoiser, prediction_type: str, clip: bool, alphas_cumprod: torch.Tensor, x_t: torch.Tensor,
-              t: torch.Tensor, t_prev: torch.Tensor, cond: dict, eta: float = 0.0,
-              generators: rng.Generators | None = None) -> torch.Tensor:
-    """x_{t_prev} from x_t by one DDIM step of `denoiser` (Song et al. 2021, eq. 12), with `eta`:
-    sigma^2 = eta^2 (1 - a') / (1 - a) (1 - a / a') for a = abar_t, a' = abar_{t_prev} (t_prev < 0: a' = 1); x0
-    clipped to [-1, 1] where `clip` (the stage's sampler does; a residual is not clipped): diffusers'
-    DDIMScheduler.step, checked in the tests."""
-    abar, abar_prev = (abar_at(alphas_cumprod, s).view(-1, 1, 1, 1).to(x_t) for s in (t, t_prev))
-    x0 = clean_estimate(denoiser(x_t, t, **cond), x_t, abar.flatten().cpu(), prediction_type)
-    eps = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()  # from the unclipped x0, as diffusers' DDIM step
-    x0 = x0.clamp(-1, 1) if clip else x0
-    sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp(min=0).sqrt()
-    x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
-    if eta > 0:
-        x_prev = x_prev + sigma * rng.randn(x_t.shape, generators).to(x_t.device, x_t.dtype)
-    return x_prev
-
-
-def ddim_grid(num_train_timesteps: int, steps: int) -> torch.Tensor:
-    """DDIM's trailing grid for `steps` steps and where its last step lands, [steps + 1] descending:
-    round(T - i T / steps) - 1 for i = 0..steps-1 (DDIMScheduler's timesteps, "trailing"), then -1 (abar = 1).
-    Grids of N and 2N steps nest: every other point of the finer one is the coarser one's."""
-    import numpy as np
-
-    points = np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / steps)).astype(np.int64) - 1
-    return torch.cat([torch.from_numpy(points), torch.tensor([-1])])
-
-
-def student_schedule(teacher: Stage, clip: bool | None = None):
-    """The student's noise schedule: the teacher's, predicting v where the teacher predicts epsilon; `clip`:
-    whether its sampler clips x0 (None: as the teacher's; a progressive student's never does, because its
-    target is the clean image that the unclipped DDIM step needs, which may leave [-1, 1])."""
-    from diffusers import DDPMScheduler
-
-    config = dict(teacher.noise_scheduler.config)
-    if config["prediction_type"] == "epsilon":
-        config["prediction_type"] = "v_prediction"
-    if clip is not None:
-        config["clip_sample"] = clip
-    return DDPMScheduler.from_config(config)
-
-
-def frozen_denoiser(teacher: Stage, guidance_scale: float):
-    """The teacher's network with its classifier-free guidance at `guidance_scale`, its weights frozen."""
-    unet = teacher.unet
-    for p in unet.parameters():
-        p.requires_grad_(False)
-    return guided(unet, guidance_scale, unet.null_class if unet.config.num_classes else None,
-                  unet.null_label if unet.config.num_labels else None)
+def phase_edges(train_config, phases: int, final_timestep: int | None = None) -> torch.Tensor:
+    """The edges of a phased student's phases, descending: the timesteps its sampler (pcm) takes at `phases` steps,
+    then t = 0, where its last step lands (TCD's; 999, 759, 499, 259, 0 for 4 at 1000 training timesteps)."""
+    sampler = make_sampler("pcm", train_config, final_timestep=final_timestep)
+    sampler.set_timesteps(phases)
+    return torch.tensor([int(t) for t in sampler.timesteps] + [0])
 
 
 class ConsistencyDistillation:
@@ -153,8 +88,9 @@ class ConsistencyDistillation:
 
     def __init__(self, teacher: Stage, student_config, student_prediction: str, target: str = "teacher",
                  guidance_scale: float = 1.0, huber_c: float = 0.001, target_net=None, eta: float = 0.0,
-                 critic=None, adversarial: float = 0.0):
+                 critic=None, adversarial: float = 0.0, edges: torch.Tensor | None = None):
         self.teacher, self.kind, self.config = teacher, teacher.kind, student_config
+        self.edges = None if edges is None else edges.sort().values  # phased: the phases' lower edges, ascending
         self.target, self.huber_c, self.prediction, self.eta = target, huber_c, student_prediction, eta
         self.target_net = target_net  # None: the student's own weights (stop-gradient); else LCM's EMA of them
         self.critic, self.adversarial = critic, adversarial  # a PatchCritic and the weight of its term, or None
@@ -164,11 +100,22 @@ class ConsistencyDistillation:
         self.grid = grid(len(self.alphas_cumprod))
         self.teacher_denoiser = frozen_denoiser(teacher, guidance_scale)
 
-    def consistency(self, model, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
-        """f(x, t) of `model` (student weights) at integer timesteps t [N] (t = 0: x itself)."""
-        c_skip, c_out = (c.view(-1, 1, 1, 1).to(x) for c in boundary_scalings(t))
-        x0 = clean_estimate(model(x, t, **cond), x, self.alphas_cumprod[t.cpu()], self.prediction)
-        return c_skip * x + c_out * x0
+    def boundary(self, t: torch.Tensor) -> torch.Tensor:
+        """Phased: the lower edge s < t of each timestep's phase [N]."""
+        return self.edges[torch.searchsorted(self.edges, t.cpu()) - 1].to(t.device)
+
+    def consistency(self, model, x: torch.Tensor, t: torch.Tensor, cond: dict,
+                    s: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(x, t), the clean estimate x0) of `model` (student weights) at integer timesteps t [N]: LCM's f (t = 0:
+        x itself), or with the phases' edges s [N] the DDIM jump from t to s (t = s: x itself)."""
+        abar = self.alphas_cumprod[t.cpu()]
+        x0 = clean_estimate(model(x, t, **cond), x, abar, self.prediction)
+        if s is None:
+            c_skip, c_out = (c.view(-1, 1, 1, 1).to(x) for c in boundary_scalings(t))
+            return c_skip * x + c_out * x0, x0
+        a, a_s = abar.view(-1, 1, 1, 1).to(x), self.alphas_cumprod[s.cpu()].view(-1, 1, 1, 1).to(x)
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        return torch.where((t == s).view(-1, 1, 1, 1), x, a_s.sqrt() * x0 + (1 - a_s).sqrt() * eps), x0
 
     def teacher_step(self, x_t: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, cond: dict,
                      generators: rng.Generators) -> torch.Tensor:
@@ -186,25 +133,27 @@ class ConsistencyDistillation:
         noise = rng.randn(x0.shape, generators).to(x0.device, x0.dtype)
         abar, abar_prev = (self.alphas_cumprod[s.cpu()].view(-1, 1, 1, 1).to(x0) for s in (t, t_prev))
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        predicted = self.consistency(model, x_t, t, cond)
+        s = None if self.edges is None else self.boundary(t)  # phased: where the phase ends
+        predicted, x0_hat = self.consistency(model, x_t, t, cond, s)
         with torch.no_grad():
             if self.target == "teacher":  # one DDIM step of the guided teacher: t_n -> t_{n-1}
                 x_prev = self.teacher_step(x_t, t, t_prev, cond, generators)
             else:  # consistency training: the same example and noise, one grid point less noisy
                 x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * noise
             net = model if self.target_net is None else self.target_net  # never the exported EMA
-            target = self.consistency(net, x_prev, t_prev, cond)
+            target = self.consistency(net, x_prev, t_prev, cond, s)[0]
         d = (predicted.float() - target.float())
         loss = ((d ** 2 + self.huber_c ** 2).sqrt() - self.huber_c).mean()
         if self.critic is None:
             return loss
         given, classes = critic_condition(cond, self.config.num_labels), cond.get("class_labels")
-        self.seen = (x0.detach(), predicted.detach(), given, classes)
+        fake = predicted if s is None else x0_hat  # a phased f is the sample at its edge: the critic sees x0
+        self.seen = (x0.detach(), fake.detach(), given, classes)
         critic_params = list(self.critic.parameters())
         for p in critic_params:  # the student's term moves the student only
             p.requires_grad_(False)
         try:
-            scores = self.critic(critic_input(predicted, given), classes)
+            scores = self.critic(critic_input(fake, given), classes)
         finally:
             for p in critic_params:
                 p.requires_grad_(True)
@@ -216,56 +165,6 @@ class ConsistencyDistillation:
         real, fake, given, classes = self.seen
         return (torch.relu(1 - critic(critic_input(real, given), classes).float()).mean()
                 + torch.relu(1 + critic(critic_input(fake, given), classes).float()).mean())
-
-
-class ProgressiveDistillation:
-    """The loss of one round of progressive distillation (module docstring): a student at `steps` DDIM steps
-    learns two DDIM steps of `teacher` (its guidance baked in) per step of its own."""
-
-    def __init__(self, teacher: Stage, student_config, student_prediction: str, steps: int,
-                 guidance_scale: float = 1.0):
-        self.teacher, self.kind, self.config, self.prediction = teacher, teacher.kind, student_config, student_prediction
-        self.alphas_cumprod = teacher.noise_scheduler.alphas_cumprod.double()
-        self.steps, self.fine = steps, ddim_grid(len(self.alphas_cumprod), 2 * steps)  # the teacher's grid
-        self.teacher_denoiser = frozen_denoiser(teacher, guidance_scale)
-
-    def teacher_steps(self, x_t: torch.Tensor, i: torch.Tensor, cond: dict) -> torch.Tensor:
-        """The teacher's two DDIM steps from x_t at the student's grid point i [N] (the teacher's 2i) to i + 1."""
-        x = x_t
-        for j in (2 * i, 2 * i + 1):
-            x = ddim_step(self.teacher_denoiser, self.teacher.noise_scheduler.config.prediction_type,
-                          self.kind.clip_sample, self.alphas_cumprod, x, self.fine[j].to(x.device),
-                          self.fine[j + 1].to(x.device), cond)
-        return x
-
-    def target(self, x_t: torch.Tensor, x_next: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
-        """x~: the clean image from which one DDIM step x_t -> t_next lands on x_next (Salimans & Ho, eq. 8)."""
-        abar, abar_next = (abar_at(self.alphas_cumprod, s).view(-1, 1, 1, 1).to(x_t.device) for s in (t, t_next))
-        ratio = ((1 - abar_next) / (1 - abar)).sqrt()
-        x_t, x_next = x_t.double(), x_next.double()
-        return ((x_next - ratio * x_t) / (abar_next.sqrt() - ratio * abar.sqrt())).float()
-
-    def loss(self, model, batch: dict) -> torch.Tensor:
-        generators = rng.example_generators(batch["seed"])
-        x0, cond = self.kind.training_inputs(self.config, batch["image"], self.alphas_cumprod.float(), generators)
-        cond.update(self.kind.batch_conditioning(self.config, batch, 0.0, generators))  # labels never dropped
-        i = rng.randint(self.steps, x0.shape[0], generators)
-        t, t_next = self.fine[2 * i].to(x0.device), self.fine[2 * i + 2].to(x0.device)
-        noise = rng.randn(x0.shape, generators).to(x0.device, x0.dtype)
-        abar = abar_at(self.alphas_cumprod, t).view(-1, 1, 1, 1).to(x0)
-        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        with torch.no_grad():
-            target = self.target(x_t, self.teacher_steps(x_t, i, cond), t, t_next).to(x0)
-        predicted = clean_estimate(model(x_t, t, **cond), x_t, abar.flatten().cpu(), self.prediction)
-        return (((predicted.float() - target.float()) / (1 - abar).sqrt()) ** 2).mean()
-
-
-def progressive_rounds(start_steps: int, steps: int) -> list[int]:
-    """The student's steps in each round: start_steps / 2, ..., steps (64, 4: [32, 16, 8, 4])."""
-    rounds = [start_steps // 2]
-    while rounds[-1] > steps:
-        rounds.append(rounds[-1] // 2)
-    return rounds
 
 
 def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, teacher_source: str | None = None,
@@ -289,8 +188,8 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
             averages = {"target": EMA(student, d.target_decay, warmup=False)} if d.target_decay else {}
             critic, optimizer = make_critic(stage, d.critic_lr) if adversarial else (None, None)
             objective = ConsistencyDistillation(stage, student.config, prediction, d.target, w, d.huber_c,
-                                                averages["target"].model if averages else None, d.eta, critic,
-                                                adversarial)
+                                                averages["target"].model if averages else None, d.teacher_eta(), critic,
+                                                adversarial, edges)
             adversary = (Adversary(critic, optimizer, objective.critic_loss, terms=lambda: objective.terms)
                          if critic is not None else None)
             what = f"target {d.target}, guidance {w:g} baked in" + (
@@ -298,103 +197,14 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
             return objective.loss, averages, what, adversary
 
         record = {**source, "target": d.target, "iterations": cfg.train.max_steps, "target_decay": d.target_decay,
-                  "eta": d.eta, "grid": GRID_POINTS}
+                  "eta": d.teacher_eta(), "grid": GRID_POINTS}
         if adversarial:
             record.update(adversarial=adversarial, critic_lr=d.critic_lr)
-        return _train_student(teacher, cfg, Path(output_dir), resume, data, consistency, d.sampler or "lcm", d.steps,
-                              record)
+        edges = None
+        if d.phases:
+            edges = phase_edges(teacher.noise_scheduler.config, d.phases, d.final_timestep)
+            record.update(phases=d.phases, phase_edges=edges.tolist())
+        return train_student(teacher, cfg, Path(output_dir), resume, data, consistency,
+                             d.sampler or ("pcm" if d.phases else "lcm"), d.steps, record)
 
-    # --- progressive: one run per round under OUT/rounds/, the last in OUT; each round's teacher read from disk
-    T = len(teacher.noise_scheduler.alphas_cumprod)
-    if T % d.steps or d.start_steps > T:
-        raise ConfigError(f"distill.steps={d.steps}, distill.start_steps={d.start_steps}: the student samples with "
-                          f"DDIM, whose steps land on the grid only when they divide the teacher's {T} training "
-                          "timesteps, and the first round's teacher takes at most one step per timestep")
-    from ..inference.pipeline import Pipeline
-    from .checkpoints import latest_checkpoint
-
-    rounds, stage, seconds, state = progressive_rounds(d.start_steps, d.steps), teacher, [], process_state()
-    for r, steps in enumerate(rounds):
-        folder = Path(output_dir) if r == len(rounds) - 1 else Path(output_dir) / "rounds" / f"{steps}_steps"
-        expected = {"method": "progressive", "start_steps": d.start_steps, "round": r + 1, "steps": steps,
-                    "teacher": weights_hash(stage.unet), "guidance_scale": w if r == 0 else 1.0,
-                    "max_steps": cfg.train.max_steps}
-        last = latest_checkpoint(folder)
-        if resume and last is not None:  # only the run this round was: the same teacher, settings and length
-            record = folder / "round.json"
-            found = json.loads(record.read_text()) if record.is_file() else None
-            if found != expected:
-                raise ConfigError(f"--resume: {folder} holds another run ({found or 'not a progressive round'}; this "
-                                  f"round is {expected}): give another train.output_dir, or start without --resume")
-            if (folder / "pipeline" / "cascade.json").is_file() and int(last.name.split("_")[1]) >= cfg.train.max_steps:
-                stage = Pipeline.from_pretrained(folder / "pipeline").stages[0]  # done before the kill
-                seconds.append(stage.origin["distilled"]["seconds"])
-                state.print(f"round {r + 1} of {len(rounds)} ({steps} steps): done in {folder}")
-                continue
-        if state.is_main_process:
-            folder.mkdir(parents=True, exist_ok=True)
-            write_text(folder / "round.json", json.dumps(expected, indent=1))
-
-        def progressive(teacher_now, student, prediction, steps=steps, guidance=expected["guidance_scale"]):
-            objective = ProgressiveDistillation(teacher_now, student.config, prediction, steps, guidance)
-            return objective.loss, {}, f"round {r + 1} of {len(rounds)}: {2 * steps} -> {steps} DDIM steps", None
-
-        record = {**source, "rounds": rounds, "round": r + 1, "start_steps": d.start_steps,
-                  "round_teacher": expected["teacher"], "iterations": cfg.train.max_steps * (r + 1),
-                  "earlier_rounds_seconds": list(seconds)}
-        _train_student(stage, cfg, folder, resume, data, progressive, d.sampler or "ddim", steps, record,
-                       seed=cfg.train.seed + r, clip=False)
-        stage = Pipeline.from_pretrained(folder / "pipeline").stages[0]  # read back, as a resumed run reads it
-        seconds.append(stage.origin["distilled"]["seconds"])
-    return stage
-
-
-def _train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, objective, sampler: str, steps: int,
-                   record: dict, seed: int | None = None, clip: bool | None = None) -> Stage:
-    """One student run of `teacher` into `output_dir`: `objective(teacher, student_unet, prediction)` gives the loss,
-    the averages it reads, a description and an adversary (or None); `record` goes into origin.distilled."""
-    try:  # the student's sampling defaults (final timestep: the config's, null for progressive), checked first
-        defaults = teacher.checked(dataclasses.replace(teacher.defaults, sampler=sampler, steps=steps,
-                                                       guidance_scale=1.0, final_timestep=cfg.distill.final_timestep),
-                                   where="distill")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    train = dataclasses.replace(cfg.train, output_dir=str(output_dir), seed=cfg.train.seed if seed is None else seed)
-    accelerator = make_accelerator(train, cfg)
-    model_config = teacher.unet.config
-
-    # --- data: the teacher's own (its recipe or data section), or the config's
-    trained = teacher.origin.get("trained", {})
-    examples, data_cfg = None, data
-    if data_cfg is None and trained.get("recipe"):
-        from ..data.one_image import one_image_data
-
-        examples = one_image_data(trained["recipe"])
-    elif data_cfg is None:
-        data_cfg = recorded_data(trained)
-    found = stage_examples(data_cfg, model_config, teacher.kind, train.batch_size, train.seed,
-                           teacher.defaults.preview_per_class, accelerator, examples)
-    accelerator.print(describe(found, model_config, model_config.sample_size))
-
-    # --- student: the teacher's weights and kind, v-prediction, sampled at few steps, guidance baked in
-    schedule = student_schedule(teacher, clip)
-    student_unet = type(teacher.unet).from_config(teacher.unet.config)
-    student_unet.load_state_dict(teacher.unet.state_dict())
-    teacher.unet.to(accelerator.device).eval()
-    loss, averages, what, adversary = objective(teacher, student_unet, schedule.config.prediction_type)
-    accelerator.print(f"student of a {teacher.kind.name} stage ({sum(p.numel() for p in student_unet.parameters()) / 1e6:.2f}"
-                      f" M parameters): {what}, sampled with {sampler} x{steps}")
-
-    def preview_fn(ema_model, step):
-        stage = Stage(ema_model, schedule, found.kind, defaults, teacher.class_names)
-        return found.kind.preview(stage, found.shown, defaults.preview_per_class)
-
-    started = time.perf_counter()
-    ema = fit(accelerator, train, student_unet, found.loader, loss, preview_fn, resume=resume, averages=averages,
-              adversary=adversary)
-    origin = {"distilled": {**record, "data": found.what, "seconds": round(time.perf_counter() - started, 1)}}
-    if trained:
-        origin["trained"] = trained  # the teacher's training: the data and the run the student's knowledge comes from
-    student = Stage(ema.model, schedule, found.kind, defaults, teacher.class_names, origin)
-    export_stage(accelerator, student, train.output_dir)
-    return student
+    return distill_progressively(teacher, cfg, output_dir, resume, data, source, w)
