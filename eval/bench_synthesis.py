@@ -29,6 +29,7 @@ from cascade.bench.profiling import CallPeak, status_kib
 from cascade.bench.reports import markdown_table, write_report
 from cascade.cli.common import add_sampling_arguments, apply_sampling_arguments, run_cli
 from cascade.data.layouts import layout
+from cascade.diffusion.sampling import STUDENT_SAMPLERS
 from cascade.inference.pipeline import Pipeline
 
 
@@ -46,7 +47,8 @@ def run_case(args) -> dict:
     seconds = time.perf_counter() - start
     return {"output": f"{out.shape[-1]}x{out.shape[-2]}", "seconds": seconds,
             "stages": [f"{s.defaults.sampler}/{s.defaults.steps}/w{s.defaults.guidance_scale:g}"
-                       + (f"/t{s.timesteps()[-1]}" if s.defaults.final_timestep is not None else "")
+                       + (f"/t{s.timesteps()[-1]}" if s.defaults.final_timestep is not None
+                          and s.defaults.sampler in STUDENT_SAMPLERS else "")
                        for s in pipe.stages],
             "network_peak_mib": max(p.call_peak for p in peaks) / 2 ** 20,
             "accelerator_peak_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,

@@ -78,6 +78,7 @@ def test_bad_values_are_named(override, message):
     ("distill.target_decay=0.9", "distill.target_decay=0.9 applies to consistency distillation only"),
     ("distill.critic_lr=0.001", "distill.critic_lr=0.001 applies to consistency distillation only"),
     ("distill.final_timestep=99", "distill.final_timestep=99 applies to consistency distillation only"),
+    ("distill.phases=4", "distill.phases=4 applies to consistency distillation only"),
 ])
 def test_progressive_distillation_refuses_what_it_would_ignore(override, message):
     from cascade.config.distill import DistillConfig
@@ -86,6 +87,25 @@ def test_progressive_distillation_refuses_what_it_would_ignore(override, message
         load_config(DistillConfig, None, ["distill.method=progressive", override])
     load_config(DistillConfig, None, [override])  # the same key is the consistency student's to set
     load_config(DistillConfig, None, ["distill.method=progressive"])  # the defaults pass
+
+
+def test_the_shipped_distill_config_runs_the_variants_its_comments_give():
+    """configs/distill_sr3_photos.yaml with progressive distillation and with consistency training (its comments'
+    commands); the teacher step's eta: null is 1 without phases and 0 with them, and is refused where no teacher
+    step is taken; phases are a whole number."""
+    from cascade.config.distill import DistillConfig
+
+    preset = ROOT / "configs" / "distill_sr3_photos.yaml"
+    for overrides in (["distill.method=progressive", "train.max_steps=400"], ["distill.target=data"], []):
+        load_config(DistillConfig, preset, overrides)
+    assert load_config(DistillConfig, preset, []).distill.teacher_eta() == 1.0
+    assert load_config(DistillConfig, preset, ["distill.phases=4"]).distill.teacher_eta() == 0.0
+    assert load_config(DistillConfig, preset, ["distill.phases=4", "distill.eta=1"]).distill.teacher_eta() == 1.0
+    for overrides, message in ((["distill.target=data", "distill.eta=0.5"], "distill.eta=0.5 is the teacher's step's"),
+                               (["distill.phases=true", "distill.steps=1"], "distill.phases=True must be an integer"),
+                               (["distill.phases=0"], "distill.phases=0 must be a whole number of phases")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(DistillConfig, preset, overrides)
 
 
 def test_size_check_follows_the_layout():

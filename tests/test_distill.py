@@ -620,6 +620,12 @@ def test_a_phased_student_is_written_with_the_sampler_that_takes_its_jumps(sr_st
     assert tiled.shape == out.shape and torch.isfinite(tiled).all()
     proc = run_in_process("-m", "cascade", "info", tmp_path / "phased" / "pipeline")
     assert "pcm x2" in proc.stdout and "target teacher, 2 phases, 2 iterations" in proc.stdout
+    proc = run_in_process("train/distill.py", "--teacher", sr_student / "teacher" / "pipeline", "distill.phases=2",
+                          "distill.steps=2", "distill.final_timestep=100", f"train.output_dir={tmp_path / 'off'}",
+                          check=False)  # a last edge off the grid: one line, before the run folder
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "distill: final_timestep=100 is not on the students' grid" in last, last
+    assert not (tmp_path / "off").exists()
 
 
 def test_a_students_steps_can_end_lower_on_its_grid(sr_student, tmp_path):

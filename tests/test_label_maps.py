@@ -229,18 +229,19 @@ def test_eval_label_map_scores_a_pipeline_against_the_segmenters_real_data_bound
 
 
 def test_bench_synthesis_times_an_output_with_the_stages_sampling_flags(label_cascade, tmp_path):
-    """eval/bench_synthesis.py: one row per size, in a fresh process, sampled with `--steps` / `--sampler` in place of
-    the stages' stage.json (the row names what each stage ran, and the network calls are that many)."""
+    """eval/bench_synthesis.py: one row per size, in a fresh process, sampled with `--sampler` / `--steps` /
+    `--final-timestep` in place of the stages' stage.json (the row names what each stage ran); a bad flag is refused
+    in one line before any run."""
     import json
 
     run_in_process("eval/bench_synthesis.py", "--pipeline", label_cascade / "cascade", "--sizes", "48x32",
-                   "--tile-size", "32", "--steps", "0=2", "--sampler", "1=ddim", "--steps", "1=3",
-                   "--out", tmp_path / "b")
+                   "--tile-size", "32", "--sampler", "0=lcm", "--steps", "0=2", "--final-timestep", "0=99",
+                   "--sampler", "1=ddim", "--steps", "1=3", "--out", tmp_path / "b")
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [r["output"] for r in rows] == ["48x32"]
     teacher = Pipeline.from_pretrained(label_cascade / "cascade")
     w = [s.defaults.guidance_scale for s in teacher.stages]
-    assert rows[0]["stages"] == [f"{teacher.stages[0].defaults.sampler}/2/w{w[0]:g}", f"ddim/3/w{w[1]:g}"]
+    assert rows[0]["stages"] == [f"lcm/2/w{w[0]:g}/t99", f"ddim/3/w{w[1]:g}"]
     assert "48x32" in (tmp_path / "b.md").read_text()
     proc = run_in_process("eval/bench_synthesis.py", "--pipeline", label_cascade / "cascade", "--sizes", "48x32",
                           "--steps", "0=0", "--out", tmp_path / "c", check=False)

@@ -18,10 +18,10 @@ are the teacher's own, as its stage.json records them (or the config's `data` se
 
 Writes to `train.output_dir` (default runs/<teacher>_distilled, progressive runs/<teacher>_progressive): for a
 one-stage teacher what every training script writes (config.yaml, logs/, samples/, checkpoints/, pipeline/, the
-student as a one-stage pipeline whose
-stage.json samples with `lcm` (progressive: `ddim`) at `distill.steps` and records its teacher; a progressive
-run's earlier rounds in rounds/<steps>_steps/, each such a folder); for several stages one such folder per
-distilled stage (stage_0/, ...) and pipeline/: the teacher's cascade with its students in place.
+student as a one-stage pipeline whose stage.json samples with `lcm` (phased, `distill.phases`: `pcm`; progressive:
+`ddim`) at `distill.steps` and records its teacher; a progressive run's earlier rounds in rounds/<steps>_steps/,
+each such a folder); for several stages one such folder per distilled stage (stage_0/, ...) and pipeline/: the
+teacher's cascade with its students in place.
 """
 
 import json

@@ -49,6 +49,8 @@ class DistillSection:
         check(self.huber_c > 0, "huber_c", self.huber_c, "must be > 0")
         check(0 <= self.target_decay < 1, "target_decay", self.target_decay, "must be in [0, 1)")
         check(self.eta is None or 0 <= self.eta <= 1, "eta", self.eta, "must be in [0, 1] or null")
+        check(self.eta is None or self.target == "teacher", "eta", self.eta,
+              "is the teacher's step's: distill.target=data takes no teacher step (null, or distill.target=teacher)")
         check(self.adversarial is None or 0 <= self.adversarial < float("inf"), "adversarial", self.adversarial,
               "must be a finite number >= 0 (0: no critic) or null")
         check(self.critic_lr > 0, "critic_lr", self.critic_lr, "must be > 0")
@@ -59,6 +61,8 @@ class DistillSection:
                   "must be in [1, 50] (the distillation grid has 50 points)")
             check(self.sampler in (None, "lcm", "tcd", "pcm"), "sampler", self.sampler,
                   "a consistency student samples with lcm, tcd or pcm (ddim is progressive distillation's)")
+            check(self.phases is None or (type(self.phases) is int and self.phases >= 1), "phases", self.phases,
+                  "must be a whole number of phases >= 1, or null")
             check(self.phases is None or self.phases == self.steps, "phases", self.phases,
                   f"a phased student samples at its phases' edges: must equal distill.steps={self.steps}, or null")
             check(self.phases is None or self.sampler in (None, "pcm"), "sampler", self.sampler,
@@ -91,12 +95,6 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         output_dir="", batch_size=16, max_steps=1000, lr=1e-4, warmup_steps=50, ema_decay=0.995, label_dropout=0.0,
         sample_every=500, save_every=500))  # output_dir "": runs/<teacher>_distilled (progressive: _progressive); max_steps: per round for progressive
-
-    def teacher_eta(self) -> float:
-        """The eta of the teacher's step this run trains with."""
-        if self.eta is not None:
-            return float(self.eta)
-        return 0.0 if self.phases else 1.0
 
     def validate(self) -> None:
         check(self.stages is None or (len(self.stages) > 0 and all(i >= 0 for i in self.stages)), "stages",

@@ -202,7 +202,10 @@ def distill_stage(teacher: Stage, cfg, output_dir: str, resume: bool = False, te
             record.update(adversarial=adversarial, critic_lr=d.critic_lr)
         edges = None
         if d.phases:
-            edges = phase_edges(teacher.noise_scheduler.config, d.phases, d.final_timestep)
+            try:  # a final timestep off the grid: one line, before anything runs
+                edges = phase_edges(teacher.noise_scheduler.config, d.phases, d.final_timestep)
+            except ValueError as e:
+                raise ConfigError(f"distill: {e}") from None
             record.update(phases=d.phases, phase_edges=edges.tolist())
         return train_student(teacher, cfg, Path(output_dir), resume, data, consistency,
                              d.sampler or ("pcm" if d.phases else "lcm"), d.steps, record)
