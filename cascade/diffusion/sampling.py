@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from . import rng
 from .schedule import alpha_bar
 
+
 class PhasedScheduler(TCDScheduler):
     """TCD's step with gamma 0: deterministic DDIM jumps from grid point to grid point with the network's x0 and
     noise, no fresh noise; what a phased student learned (cascade.training.distill, `distill.phases`)."""
