@@ -78,10 +78,10 @@ def main(argv=None):
         print(json.dumps(run_case(args)))
         return
     apply_sampling_arguments(Pipeline.from_pretrained(args.pipeline), args)  # bad flags: one line, before any run
+    sampling = [f"--{flag.replace('_', '-')}={value}" for flag in ("sampler", "steps", "final_timestep")
+                for value in getattr(args, flag)]  # passed on to each size's process
     start, rows = time.perf_counter(), []
     for size in args.sizes:
-        sampling = [f"--{flag.replace('_', '-')}={value}" for flag in ("sampler", "steps", "final_timestep")
-                    for value in getattr(args, flag)]
         proc = subprocess.run([sys.executable, __file__, "--pipeline", args.pipeline, "--case", size, "--tile-size",
                                str(args.tile_size), "--tile-batch", str(args.tile_batch), "--device", args.device,
                                *sampling], capture_output=True, text=True)
