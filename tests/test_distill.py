@@ -5,6 +5,8 @@ SDEdit, the command line). Progressive distillation: its grids are DDIMScheduler
 step land where two teacher steps do, and a run killed in its second round resumes exactly."""
 
 import json
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -604,7 +606,8 @@ def test_a_student_samples_through_every_path_a_stage_does(sr_student, tmp_path)
 
 def test_a_phased_student_is_written_with_the_sampler_that_takes_its_jumps(sr_student, tmp_path):
     """`distill.phases`: the student's stage.json samples with pcm at its phases' count, its origin records the
-    phases' edges, it samples through the stage's paths, and `info` says how it was made."""
+    phases' edges, it samples through the stage's paths (a warning when off its edges), and `info` says how it was
+    made."""
     run_in_process("train/distill.py", "--teacher", sr_student / "teacher" / "pipeline", "distill.phases=2",
                    "distill.steps=2", "distill.adversarial=0", "train.max_steps=2",
                    "train.batch_size=4", f"train.output_dir={tmp_path / 'phased'}")
@@ -613,6 +616,14 @@ def test_a_phased_student_is_written_with_the_sampler_that_takes_its_jumps(sr_st
     d = stage.origin["distilled"]
     assert (d["phases"], d["phase_edges"], d["eta"]) == (2, [999, 499, 0], 0.0)
     assert stage.timesteps() == [999, 499]  # the sampler steps to the edges it learned to jump to
+    with warnings.catch_warnings():  # on its edges: no warning; off them (another sampler, count or end): one each
+        warnings.simplefilter("error")
+        stage.settings({"steps": 2, "final_timestep": 999})
+    for settings, said in (({"sampler": "lcm"}, "lcm is not its sampler (pcm at 2 steps, timesteps [999, 499])"),
+                           ({"steps": 4}, "pcm at 4 steps takes timesteps [999, 759, 499, 259], not its edges"),
+                           ({"final_timestep": 99}, "pcm at 2 steps takes timesteps [999, 99], not its edges")):
+        with pytest.warns(UserWarning, match=re.escape(said)):
+            stage.settings(settings)
     low = torch.rand(1, 3, 12, 12) * 2 - 1
     out = stage.sample(low, seed=0, progress=False)
     assert torch.isfinite(out).all() and torch.equal(out, stage.sample(low, seed=0, progress=False))

@@ -1,8 +1,8 @@
 """One stage of a cascade: a trained UNet, its noise schedule, its kind and its sampling defaults.
 
-What the stage is (fixed when it was trained) lives in `kind` (cascade.kinds: base or SR3, and how
-it is conditioned) and `class_names`; how it samples by default is a `SampleConfig`
-(`stage.defaults`), which a call overrides field by field without changing the stage.
+What the stage is (fixed when it was trained) lives in `kind` (cascade.kinds: base or SR3, and how it is conditioned)
+and `class_names`; how it samples by default is a `SampleConfig` (`stage.defaults`), which a call overrides field by
+field without changing the stage.
 
 Saved as a folder:
 
@@ -13,20 +13,20 @@ Saved as a folder:
     unet/config.json, unet/diffusion_pytorch_model.safetensors
     scheduler/scheduler_config.json   the training noise schedule (samplers are built from it)
 
-`origin` says where the weights came from: the training run (steps, data, the resolved config, time)
-and, for a few-step student, its distillation (teacher, method, iterations); `describe` and the model
-card show it. `erf` is the UNet's measured effective receptive field (the tiles' default overlap), measured
-when training exports a stage that can be tiled and kept with the hash of the weights it was measured on: a
-tiled run reads it instead of measuring again (a second or more per stage), and measures when the weights
-differ from those or it is absent.
-Folders written before kinds existed (a flat stage.json with `scale`, `residual`, ...) still load, and so does
-a stage by Hub id (`Stage.from_pretrained("org/name")`, cascade.inference.hub).
+`origin` says where the weights came from: the training run (steps, data, the resolved config, time) and, for a
+few-step student, its distillation (teacher, method, iterations); `describe` and the model card show it. `erf` is the
+UNet's measured effective receptive field (the tiles' default overlap), measured when training exports a stage that
+can be tiled and kept with the hash of the weights it was measured on: a tiled run reads it instead of measuring again
+(a second or more per stage), and measures when the weights differ from those or it is absent.
+Folders written before kinds existed (a flat stage.json with `scale`, `residual`, ...) still load, and so does a
+stage by Hub id (`Stage.from_pretrained("org/name")`, cascade.inference.hub).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..config.sections import SampleConfig
 from ..diffusion import rng
-from ..diffusion.sampling import STUDENT_SAMPLERS, check_resample, constrained, guided, make_sampler
+from ..diffusion.sampling import STUDENT_SAMPLERS, check_resample, constrained, guided, make_sampler, off_phases
 from ..errors import CheckpointError
 from ..io.atomic import replacing_folder
 from ..kinds.base import Base, Conditioning, StageKind
@@ -68,9 +68,9 @@ class Stage:
                  defaults: SampleConfig | None = None, class_names=(), origin: dict | None = None):
         self.unet, self.noise_scheduler = unet, noise_scheduler
         self.kind = kind if kind is not None else Base()
+        self.origin = dict(origin or {})  # where the weights came from (module docstring); JSON-serialisable
         self.defaults = self.checked(defaults or SampleConfig())  # a final timestep off the grid: refused at load
         self.class_names = list(class_names)
-        self.origin = dict(origin or {})  # where the weights came from (module docstring); JSON-serialisable
         self.erf: dict | None = None  # the UNet's effective receptive field, measured by tile_overlap()
         self._erf_weights: str | None = None  # the hash of the weights `erf` was measured on (None: set by hand)
         config = unet.config
@@ -110,12 +110,17 @@ class Stage:
         return self.checked(self.defaults.replace(overrides, where=where), where)
 
     def checked(self, s: SampleConfig, where: str = "sample") -> SampleConfig:
-        """`s`, whose students' sampler's final timestep lies on the grid it was distilled on (else ValueError)."""
+        """`s`, whose students' sampler's final timestep lies on the grid it was distilled on (else ValueError); a
+        phased student sampled off the jumps it learned (`off_phases`) gets a warning."""
         if s.final_timestep is not None and s.sampler in STUDENT_SAMPLERS:
             try:
                 make_sampler(s.sampler, self.noise_scheduler.config, final_timestep=s.final_timestep)
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
+        edges = self.origin.get("distilled", {}).get("phase_edges") if self.kind.iterative else None
+        off = edges and off_phases(edges, s.sampler, s.steps, self.noise_scheduler.config, s.final_timestep)
+        if off:
+            warnings.warn(f"{where}: a phased student sampled off its phases ({off}); its quality is unmeasured there")
         return s
 
     def with_defaults(self, changes: dict | None) -> "Stage":
@@ -166,7 +171,6 @@ class Stage:
 
     def tile_overlap(self) -> int:
         """Default overlap of tiles: the UNet's measured ERF radius, rounded up to `size_multiple`.
-
         Measured once per stage (cascade.inference.tiling.effective_receptive_field, at twice the training size,
         with the conditioning the kind gives) and cached while the weights stay the ones it was measured on
         (`checked_erf`); `self.erf` keeps it, and stage.json keeps it with their hash (training measures it on export).
@@ -216,31 +220,28 @@ class Stage:
                progress: bool = True) -> torch.Tensor:
         """Images [N x 3 x H x W] in [-1, 1].
 
-        - `source` [N x 3 x h x w] in [-1, 1]: the input of kinds that take one (SR3: the low-res
-          image; the output is (h*scale) x (w*scale), sides multiples of `size_multiple`).
-        - `seed`: an int (image i gets seed + i) or one seed per image, so an image does not depend
-          on the batch it is drawn in; or `generator`: a torch.Generator for the whole batch, or
-          one per image (cascade.diffusion.rng). Neither: torch's global RNG.
-        - `settings`: overrides of `self.defaults` for this call (sampler, steps, guidance_scale,
-          aug_level, consistent).
+        - `source` [N x 3 x h x w] in [-1, 1]: the input of kinds that take one (SR3: the low-res image; the
+          output is (h*scale) x (w*scale), sides multiples of `size_multiple`).
+        - `seed`: an int (image i gets seed + i) or one seed per image, so an image does not depend on the batch
+          it is drawn in; or `generator`: a torch.Generator for the whole batch, or one per image
+          (cascade.diffusion.rng). Neither: torch's global RNG.
+        - `settings`: overrides of `self.defaults` for this call (sampler, steps, guidance_scale, aug_level, ...).
         - `tiling` (kinds with spatial conditioning): denoise jointly in overlapping tiles.
-        - `label_map` / `instances` [N x 1 x H x W] long (label-map kinds): the semantic map and the
-          instance IDs, resized nearest to the output size (a base stage's output takes the map's size).
-        - `keep` (image [N x 3 x H x W] in [-1, 1] at the output size, mask [N x 1 x H x W] bool): an
-          edit: only the masked pixels are generated; every step's x0 estimate takes the image outside
-          the mask, and the output is the image there exactly.
+        - `label_map` / `instances` [N x 1 x H x W] long (label-map kinds): the semantic map and the instance IDs,
+          resized nearest to the output size (a base stage's output takes the map's size).
+        - `keep` (image [N x 3 x H x W] in [-1, 1] at the output size, mask [N x 1 x H x W] bool): an edit: only
+          the masked pixels are generated; every step's x0 estimate takes the image outside the mask, and the
+          output is the image there exactly.
         - `size` (H, W) (kinds that generate at any size, e.g. the one-shot scene): the output size.
-        - `init` [N x 3 x H x W] in [-1, 1] at the output size and `strength` in [0, 1]: SDEdit (Meng et
-          al. 2022): sampling starts from `init` noised to the level `strength` of the way up the
-          schedule, and runs the remaining steps (0: `init` unchanged; 1: a fresh sample).
-        - `lowres` [N x 3 x h x w] in [-1, 1] (stages without an input): generative-prior SR, PULSE's
-          idea with a diffusion prior: every x0 estimate is projected onto the images that downsample
-          (cascade.diffusion.resize, antialiased bicubic) to `lowres` exactly, and so is the output. The output
-          side must be an integer multiple of `lowres`'s.
-        - `rows` [N or 1 x 3 x H x 1] in [-1, 1] (stages without an input): a row profile, the mean colour of
-          each output row; every x0 estimate's rows are shifted so that, clamped to [-1, 1], its row means are
-          `rows`, and so are the output's: a photo's horizons and bands stay at their heights while everything
-          else, along the rows, is drawn anew.
+        - `init` [N x 3 x H x W] in [-1, 1] at the output size and `strength` in [0, 1]: SDEdit (Meng et al. 2022):
+          sampling starts from `init` noised to the level `strength` of the way up the schedule, and runs the
+          remaining steps (0: `init` unchanged; 1: a fresh sample).
+        - `lowres` [N x 3 x h x w] in [-1, 1] (stages without an input): generative-prior SR, PULSE's idea with a
+          diffusion prior: every x0 estimate is projected onto the images that downsample (cascade.diffusion.resize,
+          antialiased bicubic) to `lowres` exactly, and so is the output (sides integer multiples of `lowres`'s).
+        - `rows` [N or 1 x 3 x H x 1] in [-1, 1] (stages without an input): a row profile, the mean colour of each
+          output row; every x0 estimate's rows are shifted so that, clamped to [-1, 1], its row means are `rows`,
+          and so are the output's: a photo's horizons and bands stay at their heights, the rest is drawn anew.
         """
         s = self.settings(settings)
         if tiling is not None and not self.kind.spatial:

@@ -128,9 +128,9 @@ class Processes:
     def __init__(self):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         if self.world > 1:
-            from accelerate import PartialState
+            from ...training.loop import process_state
 
-            PartialState()  # sets up torch.distributed (gloo on CPUs, NCCL on GPUs)
+            process_state()  # torch.distributed as the runs' Accelerators set it up (gloo on CPUs, also under torchrun)
             self.rank = torch.distributed.get_rank()
             self.cpu_group = torch.distributed.new_group(backend="gloo")  # host tensors, any device
         else:
