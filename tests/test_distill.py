@@ -17,7 +17,7 @@ from PIL import Image
 from cascade import Pipeline, upscale_to_file
 from cascade.diffusion.sampling import make_sampler
 from cascade.errors import CheckpointError
-from cascade.inference.stage import Tiling
+from cascade.inference.stage import Stage, Tiling
 from cascade.training.distill import GRID_POINTS, ConsistencyDistillation, boundary_scalings, grid
 from cascade.training.progressive import ProgressiveDistillation, ddim_grid, progressive_rounds
 from cascade.training.students import clean_estimate, student_schedule
@@ -624,6 +624,11 @@ def test_a_phased_student_is_written_with_the_sampler_that_takes_its_jumps(sr_st
                            ({"final_timestep": 99}, "pcm at 2 steps takes timesteps [999, 99], not its edges")):
         with pytest.warns(UserWarning, match=re.escape(said)):
             stage.settings(settings)
+    with warnings.catch_warnings():  # an origin that records no phases (hand-written, or none at all): no warning
+        warnings.simplefilter("error")
+        for origin in ({"distilled": None}, {"distilled": {"phase_edges": "999, 0"}}, {"distilled": {"phases": 2}}):
+            Stage(stage.unet, stage.noise_scheduler, stage.kind, stage.defaults.replace({"sampler": "lcm"}),
+                  origin=origin).settings({"steps": 4})
     low = torch.rand(1, 3, 12, 12) * 2 - 1
     out = stage.sample(low, seed=0, progress=False)
     assert torch.isfinite(out).all() and torch.equal(out, stage.sample(low, seed=0, progress=False))

@@ -104,14 +104,18 @@ def ending_at(scheduler, final: int):
 
 def off_phases(edges, sampler: str, steps: int, train_config, final_timestep: int | None = None) -> str | None:
     """Why sampling a phased student (its phases' `edges`, descending, the last 0) with `sampler` at `steps` leaves
-    the jumps it learned, or None when it follows them: pcm through exactly its edges (cascade.training.distill)."""
-    own = [int(t) for t in edges[:-1]]
+    the jumps it learned, or None when it follows them: pcm through exactly its edges (cascade.training.distill).
+    None too where `edges` is not a list of timesteps (a stage that is no phased student)."""
+    if not (isinstance(edges, list) and len(edges) > 1 and all(type(t) is int for t in edges)):
+        return None
+    own = edges[:-1]
     if sampler != "pcm":
         return f"{sampler} is not its sampler (pcm at {len(own)} steps, timesteps {own})"
     scheduler = make_sampler("pcm", train_config, final_timestep=final_timestep)
     scheduler.set_timesteps(steps)
     taken = [int(t) for t in scheduler.timesteps]
     return None if taken == own else f"pcm at {steps} steps takes timesteps {taken}, not its edges {own}"
+
 
 def _schedule_kwargs(cls: type, train_config) -> dict:
     accepted = inspect.signature(cls.__init__).parameters

@@ -117,10 +117,11 @@ class Stage:
                 make_sampler(s.sampler, self.noise_scheduler.config, final_timestep=s.final_timestep)
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
-        edges = self.origin.get("distilled", {}).get("phase_edges") if self.kind.iterative else None
-        off = edges and off_phases(edges, s.sampler, s.steps, self.noise_scheduler.config, s.final_timestep)
+        record = self.origin.get("distilled") if self.kind.iterative else None
+        off = isinstance(record, dict) and off_phases(record.get("phase_edges"), s.sampler, s.steps,
+                                                      self.noise_scheduler.config, s.final_timestep)
         if off:
-            warnings.warn(f"{where}: a phased student sampled off its phases ({off}); its quality is unmeasured there")
+            warnings.warn(f"a phased student sampled off its phases ({off}); its quality is unmeasured there")
         return s
 
     def with_defaults(self, changes: dict | None) -> "Stage":
@@ -171,10 +172,9 @@ class Stage:
 
     def tile_overlap(self) -> int:
         """Default overlap of tiles: the UNet's measured ERF radius, rounded up to `size_multiple`.
-        Measured once per stage (cascade.inference.tiling.effective_receptive_field, at twice the training size,
-        with the conditioning the kind gives) and cached while the weights stay the ones it was measured on
-        (`checked_erf`); `self.erf` keeps it, and stage.json keeps it with their hash (training measures it on export).
-        """
+        Measured once per stage (cascade.inference.tiling.effective_receptive_field, at twice the training size, with
+        the kind's conditioning) and cached while the weights are those it was measured on (`checked_erf`): `self.erf`
+        keeps it, and stage.json keeps it with their hash (training measures it on export)."""
         if self.checked_erf() is None:
             t = self.noise_scheduler.config.num_train_timesteps
             size = 2 * self.resolution

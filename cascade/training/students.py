@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -84,9 +85,11 @@ def train_student(teacher: Stage, cfg, output_dir: Path, resume: bool, data, obj
     """One student run of `teacher` into `output_dir`: `objective(teacher, student_unet, prediction)` gives the loss,
     the averages it reads, a description and an adversary (or None); `record` goes into origin.distilled."""
     try:  # the student's sampling defaults (final timestep: the config's, null for progressive), checked first
-        defaults = teacher.checked(dataclasses.replace(teacher.defaults, sampler=sampler, steps=steps,
-                                                       guidance_scale=1.0, final_timestep=cfg.distill.final_timestep),
-                                   where="distill")
+        with warnings.catch_warnings():  # a phased teacher's edges are not the student's
+            warnings.simplefilter("ignore")
+            wanted = dataclasses.replace(teacher.defaults, sampler=sampler, steps=steps, guidance_scale=1.0,
+                                         final_timestep=cfg.distill.final_timestep)
+            defaults = teacher.checked(wanted, where="distill")
     except ValueError as e:
         raise ConfigError(str(e)) from None
     train = dataclasses.replace(cfg.train, output_dir=str(output_dir), seed=cfg.train.seed if seed is None else seed)
