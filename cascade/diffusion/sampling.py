@@ -111,10 +111,15 @@ def off_phases(edges, sampler: str, steps: int, train_config, final_timestep: in
     own = edges[:-1]
     if sampler != "pcm":
         return f"{sampler} is not its sampler (pcm at {len(own)} steps, timesteps {own})"
-    scheduler = make_sampler("pcm", train_config, final_timestep=final_timestep)
-    scheduler.set_timesteps(steps)
-    taken = [int(t) for t in scheduler.timesteps]
+    taken = sampler_timesteps("pcm", train_config, steps, final_timestep)
     return None if taken == own else f"pcm at {steps} steps takes timesteps {taken}, not its edges {own}"
+
+
+def sampler_timesteps(name: str, train_config, steps: int, final_timestep: int | None = None) -> list[int]:
+    """The training timesteps sampler `name` evaluates the network at in `steps` steps."""
+    scheduler = make_sampler(name, train_config, final_timestep=final_timestep)
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
 
 
 def _schedule_kwargs(cls: type, train_config) -> dict:

@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 from ..diffusion import rng
-from ..diffusion.sampling import make_sampler
+from ..diffusion.sampling import sampler_timesteps
 from ..errors import ConfigError
 from ..inference.stage import Stage
 from ..models.critic import critic_condition, critic_input, make_critic
@@ -77,9 +77,7 @@ def boundary_scalings(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def phase_edges(train_config, phases: int, final_timestep: int | None = None) -> torch.Tensor:
     """The edges of a phased student's phases, descending: the timesteps its sampler (pcm) takes at `phases` steps,
     then t = 0, where its last step lands (TCD's; 999, 759, 499, 259, 0 for 4 at 1000 training timesteps)."""
-    sampler = make_sampler("pcm", train_config, final_timestep=final_timestep)
-    sampler.set_timesteps(phases)
-    return torch.tensor([int(t) for t in sampler.timesteps] + [0])
+    return torch.tensor(sampler_timesteps("pcm", train_config, phases, final_timestep) + [0])
 
 
 class ConsistencyDistillation:
