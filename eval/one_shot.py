@@ -14,11 +14,12 @@ to the photo (8 px patches, RMS on 0..255) with the fraction of near-exact copie
 row-wise mean colours with the photo's); the largest shift of a channel's mean from the photo's.
 
 Baselines, same size, same metrics: the training photo itself; the photo shifted by 4 px (what a copy scores;
-cropped, so it is 4 px smaller); a random 4 x 4 patch shuffle of the photo (every patch real, the layout broken); a
-row shuffle (each row's pixels in random order: the layout kept exactly, so its diversity is about what a sampler
-that keeps each row's colours can reach);
-and the cascade with its scene stage replaced by a blurred copy of the photo at the scene's size (what the
-upsamplers alone add). `--from-photo-at S ...` adds rows with each pipeline's scene started from the photo noised
+cropped, so it is 4 px smaller); the photo mirrored left to right (what a copy scores that a scene trained on
+flipped crops may draw: the Inception features are not mirror-invariant, so SIFID is not); a random 4 x 4 patch
+shuffle of the photo (every patch real, the layout broken); a row shuffle (each row's pixels in random order: the
+layout kept exactly, so its diversity is about what a sampler that keeps each row's colours can reach); and the
+cascade with its scene stage replaced by a blurred copy of the photo at the scene's size (what the upsamplers
+alone add). `--from-photo-at S ...` adds rows with each pipeline's scene started from the photo noised
 to strength S (SinGAN's generation from a coarser scale). Each keeps the photo's row profile, as `generate` does by
 default; `--free-rows` adds each with the scene's rows free. Also the scene stage's colours: the photo at the
 scene's size, the crops the stage was trained on, and its scenes (where a colour shift comes from).
@@ -155,7 +156,7 @@ def main(argv=None):
     # --- baselines, then each pipeline's samples (image i: seed + i)
     shifted = reference[..., 4:, 4:]  # the photo moved up and left by 4 px (cropped): a copy
     g = torch.Generator().manual_seed(args.seed)
-    methods = {"training photo": [reference], "photo shifted 4 px": [shifted],
+    methods = {"training photo": [reference], "photo shifted 4 px": [shifted], "photo mirrored": [reference.flip(-1)],
                "patch shuffle 4x4": [metrics.patch_shuffle(reference, 4, g) for _ in range(args.num)],
                "row shuffle": [metrics.row_shuffle(reference, g) for _ in range(args.num)]}
     base_name = next(iter(pipes))
@@ -184,7 +185,7 @@ def main(argv=None):
          for name, c in colours.items()])
     print(f"{args.num} samples per method at {size[0]}x{size[1]} px; photo {image}; SIFID weights: {weights}")
     print(table)
-    left_out = ("photo shifted 4 px", "row shuffle")
+    left_out = ("photo shifted 4 px", "photo mirrored", "row shuffle")
     picture = [(name, images[:4]) for name, images in methods.items() if name not in left_out]
     write_rows(picture, out / "samples.png")
     edits = applications(pipes[base_name], photo, args.seed, out / "applications.png") if args.applications else {}

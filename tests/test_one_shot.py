@@ -391,7 +391,7 @@ def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
                           "--from-photo-at", "0.5", "--out", tmp_path / "eval")
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["training photo", "photo shifted 4 px", "patch shuffle 4x4", "row shuffle",
+    assert list(rows) == ["training photo", "photo shifted 4 px", "photo mirrored", "patch shuffle 4x4", "row shuffle",
                           "blurred scene + upsamplers (tiny)", "tiny", "tiny, scene from the photo at s=0.5"]
     assert rows["row shuffle"]["layout"] == pytest.approx(1.0)
     assert rows["tiny, scene from the photo at s=0.5"]["sifid"] != rows["tiny"]["sifid"]
@@ -408,6 +408,8 @@ def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
     own = rows["training photo"]
     assert own["sifid"] == pytest.approx(0, abs=1e-3) and own["nearest_patch"] == 0 and own["layout"] == pytest.approx(1)
     assert rows["photo shifted 4 px"]["copied_fraction"] == 1  # a copy is recognised as one
+    mirrored = rows["photo mirrored"]  # the same rows in reverse order: the same row means, other features
+    assert mirrored["layout"] == pytest.approx(1) and mirrored["sifid"] > 100 * own["sifid"] + 1e-3
     assert rows["patch shuffle 4x4"]["layout"] < 0.99 and rows["tiny"]["nearest_patch"] > 1
     assert "| tiny | 2 |" in proc.stdout and (tmp_path / "eval" / "samples.png").is_file()
 
