@@ -256,6 +256,35 @@ def test_scene_rows_are_the_same_in_training_and_sampling():
     assert rows[0] == pytest.approx(-1 + 1 / 20) and rows[-1] == pytest.approx(1 - 1 / 20)
 
 
+def test_crops_are_mirrored_with_the_chance_asked_for_and_the_scene_takes_its_own():
+    """flip=p mirrors a share p of the crops (binomial bounds over 2000); True is 0.5, drawn as before: the same
+    crops; the preset's scene.scene.flip reaches the scene's crops only, and random_flip=false turns every one off."""
+    from cascade.config.loading import load_config
+    from cascade.config.one_shot import OneShotConfig
+    from cascade.training.one_shot import training_stages
+
+    ramp = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (40, 1))[..., None].repeat(3, -1))
+    def mirrored(flip):  # a left-to-right ramp: a mirrored crop falls from left to right
+        crops = OneImageCrops(ramp, (16, 16), (64, 64), flip=flip, length=2000, seed=3)
+        return [bool(crops[i]["image"][0, 0, 0] > crops[i]["image"][0, 0, -1]) for i in range(len(crops))]
+
+    for p in (0.0, 0.2, 0.5, 1.0):
+        share = np.mean(mirrored(p))
+        assert abs(share - p) <= 4 * np.sqrt(p * (1 - p) / 2000) + 1e-9, (p, share)
+    assert mirrored(True) == mirrored(0.5) and not any(mirrored(False))
+    with pytest.raises(ValueError, match="flip=1.5"):
+        OneImageCrops(ramp, (16, 16), (64, 64), flip=1.5)
+    photo = Image.new("RGB", (480, 320), (90, 120, 60))
+    for overrides, want in (([], [0.5, True, True]), (["scene.scene.flip=0.2"], [0.2, True, True]),
+                            (["scene.scene.flip=0.2", "random_flip=false"], [0.0, 0.0, 0.0])):
+        cfg = load_config(OneShotConfig, ROOT / "configs" / "one_shot.yaml", overrides)
+        stages = training_stages(cfg, photo, "photo.jpg")
+        assert [data.crops.flip for *_, data in stages] == [0.5 if w is True else w for w in want]
+        assert [data.recipe["flip"] for *_, data in stages] == want
+    with pytest.raises(Exception, match="flip"):
+        load_config(OneShotConfig, ROOT / "configs" / "one_shot.yaml", ["scene.scene.flip=2"])
+
+
 def test_photos_of_any_mode_load_as_rgb_and_large_jpegs_are_decoded_reduced(tmp_path):
     gray = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
     Image.fromarray(gray).save(tmp_path / "g16.png")

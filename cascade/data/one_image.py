@@ -82,15 +82,19 @@ def row_positions(top: torch.Tensor, rows: int, height: torch.Tensor) -> torch.T
 
 
 class OneImageCrops(torch.utils.data.Dataset):
-    """Random crops (`crop` = (h, w)) of one photo resized so its longer side is in `long_sides`."""
+    """Random crops (`crop` = (h, w)) of one photo resized so its longer side is in `long_sides`, each mirrored left
+    to right with chance `flip` (True: 0.5, False: never)."""
 
     def __init__(self, image: Image.Image, crop: tuple[int, int], long_sides: tuple[float, float],
-                 flip: bool = True, length: int = 4096, seed: int = 0, levels: int = 8):
+                 flip: bool | float = True, length: int = 4096, seed: int = 0, levels: int = 8):
         lo, hi = long_sides
         count = 1 if hi <= lo * 1.001 else levels
         sides = [round(lo * (hi / lo) ** (i / max(1, count - 1))) for i in range(count)]
         self.pyramid = [pil_to_uint8(resize_long_side(image, side)) for side in sides]  # uint8
-        self.crop, self.flip, self.length, self.seed, self.epoch = tuple(crop), flip, length, seed, 0
+        self.crop, self.length, self.seed, self.epoch = tuple(crop), length, seed, 0
+        self.flip = 0.5 if flip is True else float(flip)  # the chance that a crop is mirrored left to right
+        if not 0 <= self.flip <= 1:
+            raise ValueError(f"flip={flip}: the chance of a mirrored crop must be in [0, 1] (or a bool: 0.5 / 0)")
         smallest = self.pyramid[0].shape[-2:]
         if smallest[0] < self.crop[0] or smallest[1] < self.crop[1]:
             raise ValueError(f"{smallest[1]}x{smallest[0]} px is smaller than the {self.crop[1]}x{self.crop[0]} "
@@ -116,7 +120,7 @@ class OneImageCrops(torch.utils.data.Dataset):
         H, W = self.pyramid[level].shape[-2:]
         top = int(torch.randint(0, H - self.crop[0] + 1, (), generator=g))
         left = int(torch.randint(0, W - self.crop[1] + 1, (), generator=g))
-        flip = self.flip and bool(torch.rand((), generator=g) < 0.5)
+        flip = self.flip > 0 and bool(torch.rand((), generator=g) < self.flip)
         return self.example(level, top, left, flip, int(draw_seed))
 
 

@@ -38,6 +38,7 @@ def training_stages(cfg, photo: Image.Image, name: str) -> list[tuple[str, objec
     stages = []
     common = {"image": name, "max_side": cfg.max_side, "flip": cfg.random_flip, "length": cfg.epoch_size}
     data = one_image_data({**common, "crop": list(crop), "long_sides": [lo, hi], "seed": sc.train.seed,
+                           "flip": sc.scene.flip if cfg.random_flip else False,
                            "previews": "picture", "picture": list(scene)}, photo)  # previews: the photo, then samples
     stages.append(("scene", scene_cfg, Scene(size=scene, positional=sc.scene.positional), data))
     side = sc.scene.long_side
