@@ -275,8 +275,8 @@ def test_crops_are_mirrored_with_the_chance_asked_for_and_the_scene_takes_its_ow
     with pytest.raises(ValueError, match="flip=1.5"):
         OneImageCrops(ramp, (16, 16), (64, 64), flip=1.5)
     photo = Image.new("RGB", (480, 320), (90, 120, 60))
-    for overrides, want in (([], [0.5, True, True]), (["scene.scene.flip=0.2"], [0.2, True, True]),
-                            (["scene.scene.flip=0.2", "random_flip=false"], [0.0, 0.0, 0.0])):
+    for overrides, want in (([], [0.2, True, True]), (["scene.scene.flip=0.5"], [0.5, True, True]),
+                            (["scene.scene.flip=0.5", "random_flip=false"], [0.0, 0.0, 0.0])):
         cfg = load_config(OneShotConfig, ROOT / "configs" / "one_shot.yaml", overrides)
         stages = training_stages(cfg, photo, "photo.jpg")
         assert [data.crops.flip for *_, data in stages] == [0.5 if w is True else w for w in want]
@@ -420,7 +420,8 @@ def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
                           "--from-photo-at", "0.5", "--out", tmp_path / "eval")
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     rows = report["rows"]
-    assert list(rows) == ["training photo", "photo shifted 4 px", "photo mirrored", "patch shuffle 4x4", "row shuffle",
+    assert list(rows) == ["training photo", "photo shifted 4 px", "photo mirrored", "photo blurred, sigma 0.5 px",
+                          "photo blurred, sigma 1 px", "patch shuffle 4x4", "patch shuffle 8x8", "row shuffle",
                           "blurred scene + upsamplers (tiny)", "tiny", "tiny, scene from the photo at s=0.5"]
     assert rows["row shuffle"]["layout"] == pytest.approx(1.0)
     assert rows["tiny, scene from the photo at s=0.5"]["sifid"] != rows["tiny"]["sifid"]
@@ -440,6 +441,9 @@ def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
     mirrored = rows["photo mirrored"]  # the same rows in reverse order: the same row means, other features
     assert mirrored["layout"] == pytest.approx(1) and mirrored["sifid"] > 100 * own["sifid"] + 1e-3
     assert rows["patch shuffle 4x4"]["layout"] < 0.99 and rows["tiny"]["nearest_patch"] > 1
+    blurred = [rows[f"photo blurred, sigma {s} px"] for s in ("0.5", "1")]  # every pixel in place, detail lost
+    assert 1e-3 < blurred[0]["sifid"] < blurred[1]["sifid"] and blurred[0]["nearest_patch"] < blurred[1]["nearest_patch"]
+    assert all(b["layout"] > 0.98 and abs(b["colour_mean_shift"]) < 1 for b in blurred)
     assert "| tiny | 2 |" in proc.stdout and (tmp_path / "eval" / "samples.png").is_file()
 
 
