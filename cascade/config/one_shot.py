@@ -19,7 +19,7 @@ class SceneConfig:
     crop: float = 0.75  # training crops span this fraction of each side of the scene: the denoiser never sees it whole
     scale_jitter: list[float] = field(default_factory=lambda: [0.9, 1.2])  # the scene is resized by a random factor in this range before cropping
     positional: bool = True  # OUR-GAN's vertical positional embedding: the model knows each row's height in the picture
-    flip: float = 0.2  # with random_flip, the chance that a crop is mirrored; 0.5 draws a light on either side (docs/one_shot.md)
+    flip: float = 0.2  # with random_flip, the chance that a crop is mirrored (0.5: a light on either side; docs/one_shot.md)
 
     def validate(self) -> None:
         check(self.long_side >= 8, "long_side", self.long_side, "must be >= 8 px")
