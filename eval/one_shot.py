@@ -168,6 +168,7 @@ def main(argv=None):
                **{f"patch shuffle {n}x{n}": [metrics.patch_shuffle(reference, n, g) for _ in range(args.num)]
                   for n in (4, 8)},
                "row shuffle": [metrics.row_shuffle(reference, g) for _ in range(args.num)]}
+    left_out = set(methods) - {"training photo", "patch shuffle 4x4"}  # baselines in the table, not in samples.png
     base_name = next(iter(pipes))
     keeps = [True, False] if args.free_rows else [True]
     variants = [(strength, keep) for strength in [1.0, *args.from_photo_at] for keep in keeps]
@@ -194,8 +195,6 @@ def main(argv=None):
          for name, c in colours.items()])
     print(f"{args.num} samples per method at {size[0]}x{size[1]} px; photo {image}; SIFID weights: {weights}")
     print(table)
-    left_out = ("photo shifted 4 px", "photo mirrored", "photo blurred, sigma 0.5 px", "photo blurred, sigma 1 px",
-                "patch shuffle 8x8", "row shuffle")
     picture = [(name, images[:4]) for name, images in methods.items() if name not in left_out]
     write_rows(picture, out / "samples.png")
     edits = applications(pipes[base_name], photo, args.seed, out / "applications.png") if args.applications else {}
