@@ -11,7 +11,8 @@ the photo resized to the same size, sample i with seed `--seed` + i, `--num` (16
 channels) and at SinGAN's code's (Conv2d_2b_3x3, 64), mean and std over samples, with the weights named in the
 report; diversity (SinGAN's, on intensity) and its LPIPS-free pairwise alternative; the nearest-patch distance
 to the photo (8 px patches, RMS on 0..255) with the fraction of near-exact copies (< 3); layout (correlation of
-row-wise mean colours with the photo's); the largest shift of a channel's mean from the photo's.
+row-wise mean colours with the photo's); the largest shift of a channel's mean from the photo's; the detail in
+each of the three finest octaves over the photo's (`octave_energy`: below 1 soft, above 1 grain).
 
 Baselines, same size, same metrics: the training photo itself; the photo shifted by 4 px (what a copy scores;
 cropped, so it is 4 px smaller); the photo mirrored left to right (what a copy scores that a scene trained on
@@ -20,7 +21,9 @@ Gaussian blur of 0.5 and 1 px (every pixel in place, the finest detail lost); a 
 shuffle of the photo (every patch real, the layout broken); a row shuffle (each row's pixels in random order: the
 layout kept exactly, so its diversity is about what a sampler that keeps each row's colours can reach); and the
 cascade with its scene stage replaced by a blurred copy of the photo at the scene's size (what the upsamplers
-alone add). `--from-photo-at S ...` adds rows with each pipeline's scene started from the photo noised
+alone add); the same with the photo sharp, and the last upsampler alone from the photo at its input size (the
+best the cascade can score whatever draws its scene, or every stage before its last: the upsamplers' ceiling).
+`--from-photo-at S ...` adds rows with each pipeline's scene started from the photo noised
 to strength S (SinGAN's generation from a coarser scale). Each keeps the photo's row profile, as `generate` does by
 default; `--free-rows` adds each with the scene's rows free. Also the scene stage's colours: the photo at the
 scene's size, the crops the stage was trained on, and its scenes (where a colour shift comes from).
@@ -31,6 +34,7 @@ generative-prior SR with the scene stage, with the inpainting's edge measured.
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +98,8 @@ def score(network, images: list[torch.Tensor], reference: torch.Tensor) -> dict:
     row = {"n": len(images), "sifid": float(np.mean(sifids)), "sifid_std": float(np.std(sifids)),
            "sifid_64": float(np.mean(sifids_64)), "sifid_64_std": float(np.std(sifids_64)),
            "nearest_patch": float(distances.mean()), "copied_fraction": float((distances < COPY_BELOW).double().mean()),
-           "layout": float(np.mean([metrics.layout(x, reference) for x in images])), "colour_mean_shift": shift["mean"]}
+           "layout": float(np.mean([metrics.layout(x, reference) for x in images])), "colour_mean_shift": shift["mean"],
+           "octaves": (metrics.octave_energy(torch.cat(images)).mean(0) / metrics.octave_energy(reference)[0]).tolist()}
     if len(images) > 1:
         row["diversity"] = metrics.diversity(torch.cat(images), reference)
         row["pairwise"] = metrics.pairwise(torch.cat(images), reference)
@@ -107,11 +112,15 @@ def blurred_photo(reference: torch.Tensor, sigma: float) -> torch.Tensor:
     return blur_augment(reference.double(), sigma).round().clamp(0, 255).to(torch.uint8)
 
 
-def blurred_scene(pipe, photo: Image.Image, size, sigma: float, seed: int) -> torch.Tensor:
-    """The baseline cascade: the scene stage replaced by the photo at the scene's size, blurred."""
+def from_photo(pipe, photo: Image.Image, size, seed: int, sigma: float = 0.0, last: int | None = None) -> torch.Tensor:
+    """The cascade with its scene stage (or, with `last`, every stage before its last `last` upsamplers) replaced by
+    the photo at that stage's output size, under a Gaussian blur of `sigma` px there (0: sharp)."""
     p = one_shot.plan(pipe, size)
-    scene = blur_augment(one_shot.photo_at(photo, p.scene), torch.tensor([sigma])).clamp(-1, 1)
-    out = p.pipeline().upscale(signed_to_unit(scene), seed=seed, output_type="pt", progress=False)  # [0, 1]
+    start = 1 if last is None else len(p.upsamplers) + 1 - last  # the first upsampler to run, as a stage index
+    scale = math.prod(s.kind.scale for s in p.upsamplers[start - 1:])
+    x = one_shot.photo_at(photo, (p.full[0] // scale, p.full[1] // scale))
+    x = blur_augment(x, torch.tensor([sigma])).clamp(-1, 1)
+    out = p.pipeline().upscale(signed_to_unit(x), seed=seed, start_at=start, output_type="pt", progress=False)  # [0, 1]
     return unit_to_uint8(out[..., :p.size[0], :p.size[1]])
 
 
@@ -168,16 +177,21 @@ def main(argv=None):
                **{f"patch shuffle {n}x{n}": [metrics.patch_shuffle(reference, n, g) for _ in range(args.num)]
                   for n in (4, 8)},
                "row shuffle": [metrics.row_shuffle(reference, g) for _ in range(args.num)]}
-    left_out = set(methods) - {"training photo", "patch shuffle 4x4"}  # baselines in the table, not in samples.png
     base_name = next(iter(pipes))
+    references = {f"blurred scene + upsamplers ({base_name})": dict(sigma=args.blur_sigma),  # the cascade from the photo
+                  f"photo at the scene's size + upsamplers ({base_name})": {}}
+    if len(one_shot.plan(pipes[base_name], size).upsamplers) > 1:
+        references[f"photo at half size + last upsampler ({base_name})"] = dict(last=1)
+    left_out = set(methods) | set(list(references)[1:])  # in the table, not in samples.png
+    left_out -= {"training photo", "patch shuffle 4x4"}
     keeps = [True, False] if args.free_rows else [True]
     variants = [(strength, keep) for strength in [1.0, *args.from_photo_at] for keep in keeps]
-    with tqdm(total=args.num * (len(pipes) * len(variants) + 1), desc="sampling", unit="img") as bar:
-        blurred = []
-        for i in range(args.num):
-            blurred.append(blurred_scene(pipes[base_name], photo, size, args.blur_sigma, args.seed + i))
-            bar.update(1)
-        methods[f"blurred scene + upsamplers ({base_name})"] = blurred
+    with tqdm(total=args.num * (len(pipes) * len(variants) + len(references)), desc="sampling", unit="img") as bar:
+        for label, how in references.items():
+            methods[label] = []
+            for i in range(args.num):
+                methods[label].append(from_photo(pipes[base_name], photo, size, args.seed + i, **how))
+                bar.update(1)
         for name, pipe in pipes.items():
             for strength, keep in variants:
                 samples = []
@@ -285,9 +299,10 @@ def markdown(rows: dict) -> str:
         div = lambda key: f"{r[key]:.3f}" if key in r else "-"  # noqa: E731
         cells.append([name, r["n"], f"{zero(r['sifid']):.3f} ± {r['sifid_std']:.3f}", f"{zero(r['sifid_64']):.3f}", div("diversity"),
                       div("pairwise"), f"{r['nearest_patch']:.2f}", f"{r['copied_fraction']:.1%}", f"{r['layout']:.3f}",
-                      f"{r['colour_mean_shift']:.1f}"])
+                      f"{r['colour_mean_shift']:.1f}", ", ".join(f"{v:.2f}" for v in r["octaves"])])
     return markdown_table(["method", "n", "SIFID (4a, 192)", "SIFID (2b, 64)", "diversity", "pairwise",
-                           "nearest patch (RMS /255)", "copied patches", "layout", "colour shift /255"], cells)
+                           "nearest patch (RMS /255)", "copied patches", "layout", "colour shift /255",
+                           "detail / photo's (octaves 1, 2, 3)"], cells)
 
 
 if __name__ == "__main__":

@@ -318,6 +318,8 @@ def test_eval_one_shot_pictures_keep_the_colours(tmp_path, monkeypatch):
     assert colour_stats(cell("prior SR", 0))["luma_p2"] < 20  # dark pixels stay dark
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["rows"]["oracle"]["n"] == 2 and report["applications"]["inpaint_edge_ratio_resample_4"] < 1.5
+    for row in ("photo at the scene's size + upsamplers (oracle)", "photo at half size + last upsampler (oracle)"):
+        assert report["rows"][row]["colour_mean_shift"] < 3  # the photo through the upsamplers: its own colours
 
 
 # --- a trained tiny cascade keeps the photo's colour statistics

@@ -11,10 +11,11 @@ from PIL import Image
 from cascade import Pipeline
 from cascade.data.one_image import OneImageCrops, load_photo, resize_long_side, row_positions
 from cascade.diffusion.resize import downsample
-from cascade.inference.one_shot import edit, plan, prior_upscale
+from cascade.inference.one_shot import edit, photo_at, plan, prior_upscale
+from cascade.io.images import signed_to_unit, unit_to_uint8
 from cascade.kinds.one_shot import OneShotSR3, Scene
 from cascade.metrics import one_shot as metrics
-from conftest import ROOT, free_port, run_in_process, run_together
+from conftest import ROOT, free_port, load_script, run_in_process, run_together
 
 TINY = ["scene.scene.long_side=16", "scene.model.base_channels=8", "scene.train.batch_size=4",
         "scene.train.max_steps=2", "scene.sample.steps=2", "epoch_size=16"]
@@ -414,6 +415,22 @@ def test_one_shot_metrics_against_references():
     assert within < 0.3 and metrics.diversity(draws, banded) == pytest.approx(within, rel=0.02)
 
 
+def test_octave_energy_finds_detail_at_its_scale():
+    import skimage.data as sk
+    from scipy.ndimage import gaussian_filter
+
+    grey = torch.full((1, 3, 24, 32), 128.0)
+    checker = (torch.arange(24).view(-1, 1) + torch.arange(32)) % 2 * 2 - 1  # +-1 at the finest period (2 px)
+    energy = metrics.octave_energy((grey + 20 * checker).to(torch.uint8))[0]
+    np.testing.assert_allclose(energy, [400, 0, 0], atol=1e-6)  # all of it in octave 1, nothing coarser
+    photo = torch.from_numpy(sk.astronaut()[100:228, 150:278]).permute(2, 0, 1)[None]
+    half = photo // 2  # the pyramid is linear: twice the image, four times every octave's energy
+    np.testing.assert_allclose(metrics.octave_energy(half * 2), 4 * metrics.octave_energy(half), rtol=1e-12)
+    soft = torch.from_numpy(np.stack([gaussian_filter(c, 1.0, mode="mirror") for c in photo[0].double().numpy()]))
+    ratio = metrics.octave_energy(soft.round()[None].to(torch.uint8))[0] / metrics.octave_energy(photo)[0]
+    assert ratio[0] < ratio[1] < ratio[2] < 1  # a blur takes the finest octave first, and the most of it
+
+
 def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
     folder, image = trained
     proc = run_in_process("eval/one_shot.py", "--pipeline", f"tiny={folder}", "--num", "2", "--eval-side", "48",
@@ -422,7 +439,8 @@ def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
     rows = report["rows"]
     assert list(rows) == ["training photo", "photo shifted 4 px", "photo mirrored", "photo blurred, sigma 0.5 px",
                           "photo blurred, sigma 1 px", "patch shuffle 4x4", "patch shuffle 8x8", "row shuffle",
-                          "blurred scene + upsamplers (tiny)", "tiny", "tiny, scene from the photo at s=0.5"]
+                          "blurred scene + upsamplers (tiny)", "photo at the scene's size + upsamplers (tiny)",
+                          "photo at half size + last upsampler (tiny)", "tiny", "tiny, scene from the photo at s=0.5"]
     assert rows["row shuffle"]["layout"] == pytest.approx(1.0)
     assert rows["tiny, scene from the photo at s=0.5"]["sifid"] != rows["tiny"]["sifid"]
     # the scene's colours: the photo at the scene's size as PIL computes it, the crops the stage trained on
@@ -445,7 +463,20 @@ def test_eval_one_shot_scores_the_baselines_as_expected(trained, tmp_path):
     assert 1e-3 < blurred[0]["sifid"] < blurred[1]["sifid"]
     assert blurred[0]["nearest_patch"] < blurred[1]["nearest_patch"]
     assert all(b["layout"] > 0.98 and abs(b["colour_mean_shift"]) < 1 for b in blurred)
+    assert own["octaves"] == pytest.approx([1, 1, 1]) and blurred[1]["octaves"][0] < blurred[0]["octaves"][0] < 1
     assert "| tiny | 2 |" in proc.stdout and (tmp_path / "eval" / "samples.png").is_file()
+    # the upsamplers' ceiling: the photo at a stage's output size, through the stages after it (a pipeline of those)
+    script, pipe = load_script("eval/one_shot.py"), Pipeline.from_pretrained(folder)
+    p, seed = plan(pipe, shown.size), 3
+    x = Image.open(image).convert("RGB")
+    for last in (None, 1):
+        stages = p.upsamplers if last is None else p.upsamplers[-last:]
+        scale = int(np.prod([s.kind.scale for s in stages]))
+        want = signed_to_unit(photo_at(x, (p.full[0] // scale, p.full[1] // scale)))
+        want = Pipeline(list(stages)).upscale(want, seed=seed, output_type="pt", progress=False)
+        got = script.from_photo(pipe, x, shown.size, seed, last=last)
+        assert got.shape[-2:] == shown.size[::-1]
+        assert torch.equal(got, unit_to_uint8(want[..., :shown.size[1], :shown.size[0]]))
 
 
 def test_large_outputs_are_streamed_to_disk(trained, tmp_path, monkeypatch):

@@ -18,6 +18,9 @@
   the training image, shifted or not, scores ~0; new content scores well above it.
 - `edge_ratio`: the gradient energy of an edit along its mask's boundary over that of the same boundary in
   the photo: ~1 when the regenerated region joins its surroundings, above 1 where a seam shows.
+- `octave_energy`: the mean square of each of the finest octaves of an image's intensity (a Laplacian pyramid,
+  `cascade.metrics.swd`): over the training image's, it says at which scale an image has less detail than the
+  photo (soft) or more (grain).
 - `layout`: the Pearson correlation between the row-wise mean colour of an image and of the training
   image (both resized to the same height): ~1 when things stay at their height (sky up, ground down).
 """
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 
 from .colour import LUMA
 from .scores import frechet_distance
+from .swd import laplacian_pyramid
 
 SIFID_LAYER = "Conv2d_4a_3x3"  # "just before the second pooling layer" (the paper); "Conv2d_2b_3x3": SinGAN's code
 LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3")
@@ -98,6 +102,13 @@ def diversity(samples: torch.Tensor, reference: torch.Tensor) -> float:
     if samples.shape[0] < 2:
         raise ValueError("diversity needs at least two samples")
     return float(intensity(samples).std(dim=0, correction=0).mean() / intensity(reference).std(correction=0))
+
+
+def octave_energy(images: torch.Tensor, octaves: int = 3) -> torch.Tensor:
+    """uint8 [N x 3 x H x W] -> [N x octaves]: the mean square of the intensity's Laplacian bands, finest first
+    (octave k holds wavelengths of about 2^k to 2^(k+1) px)."""
+    bands = laplacian_pyramid(intensity(images)[:, None], octaves + 1)[:octaves]
+    return torch.stack([band.pow(2).mean((1, 2, 3)) for band in bands], 1)
 
 
 def pairwise(samples: torch.Tensor, reference: torch.Tensor) -> float:
