@@ -21,8 +21,8 @@ Gaussian blur of 0.5 and 1 px (every pixel in place, the finest detail lost); a 
 shuffle of the photo (every patch real, the layout broken); a row shuffle (each row's pixels in random order: the
 layout kept exactly, so its diversity is about what a sampler that keeps each row's colours can reach); and the
 cascade with its scene stage replaced by a blurred copy of the photo at the scene's size (what the upsamplers
-alone add); the same with the photo sharp, and the last upsampler alone from the photo at its input size (the
-best the cascade can score whatever draws its scene, or every stage before its last: the upsamplers' ceiling).
+alone add); the same with the photo sharp, and the last upsampler alone from the photo at its input size (what the
+cascade scores with a perfect scene, or with every stage before its last perfect: the upsamplers' ceiling).
 `--from-photo-at S ...` adds rows with each pipeline's scene started from the photo noised
 to strength S (SinGAN's generation from a coarser scale). Each keeps the photo's row profile, as `generate` does by
 default; `--free-rows` adds each with the scene's rows free. Also the scene stage's colours: the photo at the
