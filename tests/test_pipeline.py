@@ -40,6 +40,18 @@ def test_labels_steps_and_guidance_change_the_output():
     torch.testing.assert_close(base, run(), rtol=0, atol=0)
 
 
+def test_a_setting_of_none_clears_a_nullable_default_and_keeps_the_others():
+    """`settings={"final_timestep": None}` returns a stage to its sampler's own end (None is that setting's value);
+    None for any other field leaves the stored value, as `Pipeline.__call__(steps=None)` does."""
+    stored = SampleConfig(sampler="lcm", steps=4, final_timestep=99)
+    cleared = stored.replace({"final_timestep": None, "steps": None, "sampler": None})
+    assert (cleared.final_timestep, cleared.steps, cleared.sampler) == (None, 4, "lcm")
+    assert stored.replace({"steps": 2}).final_timestep == 99  # a field not named keeps its value
+    stage = tiny_pipeline().stages[0].with_defaults({"sampler": "lcm", "final_timestep": 99})
+    assert stage.settings({"final_timestep": None}).final_timestep is None
+    assert stage.settings().final_timestep == 99
+
+
 def test_save_load_round_trip_reproduces_samples(tmp_path):
     pipe = tiny_pipeline()
     pipe.save_pretrained(tmp_path / "pipe")

@@ -166,7 +166,9 @@ class SampleConfig:
         unknown = sorted(set(changes) - set(valid))
         if unknown:
             raise ValueError(f"{where}: unknown sampling setting {unknown[0]!r} (valid: {', '.join(valid)})")
-        new = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        # None leaves a field as it is, except where None is itself a value (final_timestep: the sampler's own end)
+        nullable = {f.name for f in dataclasses.fields(self) if f.default is None}
+        new = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None or k in nullable})
         try:
             new.validate()
         except Invalid as e:
