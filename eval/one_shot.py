@@ -178,12 +178,13 @@ def main(argv=None):
                   for n in (4, 8)},
                "row shuffle": [metrics.row_shuffle(reference, g) for _ in range(args.num)]}
     base_name = next(iter(pipes))
-    references = {f"blurred scene + upsamplers ({base_name})": dict(sigma=args.blur_sigma),  # the cascade from the photo
+    blurred = f"blurred scene + upsamplers ({base_name})"
+    references = {blurred: dict(sigma=args.blur_sigma),  # the cascade from the photo
                   f"photo at the scene's size + upsamplers ({base_name})": {}}
     if len(one_shot.plan(pipes[base_name], size).upsamplers) > 1:
         references[f"photo at half size + last upsampler ({base_name})"] = dict(last=1)
-    left_out = set(methods) | set(list(references)[1:])  # in the table, not in samples.png
-    left_out -= {"training photo", "patch shuffle 4x4"}
+    # in the table, not in samples.png
+    left_out = (set(methods) | set(references)) - {"training photo", "patch shuffle 4x4", blurred}
     keeps = [True, False] if args.free_rows else [True]
     variants = [(strength, keep) for strength in [1.0, *args.from_photo_at] for keep in keeps]
     with tqdm(total=args.num * (len(pipes) * len(variants) + len(references)), desc="sampling", unit="img") as bar:
