@@ -143,3 +143,24 @@ def test_sr3_presets_load_and_sizes_are_checked(root):
         load_config(SR3StageConfig, None, ["model.cond_channels=0"])
     with pytest.raises(ConfigError, match="sr.scale=1 must be an integer >= 2"):
         load_config(SR3StageConfig, None, ["sr.scale=1"])
+
+
+def test_the_one_shot_preset_file_states_the_built_in_defaults():
+    """`train/one_shot.py` without --config trains what configs/one_shot.yaml says (the README's command gives no
+    --config): every key the file sets equals the dataclass default, the fine stage's sampler among them."""
+    import yaml
+
+    from cascade.config.loading import to_dict
+    from cascade.config.one_shot import OneShotConfig
+
+    given = yaml.safe_load((ROOT / "configs" / "one_shot.yaml").read_text())
+    built_in = to_dict(OneShotConfig())
+
+    def differences(given, built_in, where):
+        if isinstance(given, dict):
+            return [d for key, value in given.items() for d in differences(value, built_in[key], f"{where}.{key}")]
+        same = built_in == given or (isinstance(given, (int, float)) and float(built_in) == float(given))
+        return [] if same else [f"{where}: file {given!r}, built-in {built_in!r}"]
+
+    assert differences(given, built_in, "one_shot") == []
+    assert (built_in["fine"]["sample"]["sampler"], built_in["fine"]["sample"]["steps"]) == ("ddim", 10)

@@ -59,7 +59,8 @@ class OneShotSRStageConfig:
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(schedule="cosine",
                                                                                prediction_type="v_prediction"))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=8, max_steps=900, lr=4e-4,
-                                                                   warmup_steps=50, ema_decay=0.995))
+                                                                   warmup_steps=50, ema_decay=0.995,
+                                                                   sample_every=300, save_every=300))
     sample: SampleConfig = field(default_factory=lambda: SampleConfig(sampler="dpm++sde", steps=20))
     sr: SRConfig = field(default_factory=lambda: SRConfig(scale=2, noise_aug_max=0.1, residual=True))
     scales: list[float] = field(default_factory=lambda: [0.8, 1.25])  # training crops come from the photo resized so its longer side is [min, max] x this stage's output long side (never above the photo's own)
@@ -84,7 +85,8 @@ class OneShotConfig:
     scene: SceneStageConfig = field(default_factory=SceneStageConfig)
     coarse: OneShotSRStageConfig = field(default_factory=OneShotSRStageConfig)  # scene -> x scale, trained at that scale
     fine: OneShotSRStageConfig = field(default_factory=lambda: OneShotSRStageConfig(
-        scales=[0.75, 8.0], train=TrainConfig(batch_size=8, max_steps=1000, lr=4e-4, warmup_steps=50, ema_decay=0.995)))  # every later scale, up to the photo's own (repeated beyond it)
+        scales=[0.75, 8.0], train=TrainConfig(batch_size=8, max_steps=1000, lr=4e-4, warmup_steps=50, ema_decay=0.995),
+        sample=SampleConfig(sampler="ddim", steps=10)))  # every later scale, up to the photo's own (repeated beyond it)
 
     def validate(self) -> None:
         check(self.max_side >= 64, "max_side", self.max_side, "must be >= 64")
