@@ -6,6 +6,14 @@ from cascade.errors import ConfigError
 from conftest import ROOT
 
 
+def differences(given: dict, loaded: dict, where: str) -> list[str]:
+    """Every key a YAML file sets whose value in `loaded` (a config as a dict) differs (numbers compared as numbers)."""
+    if isinstance(given, dict):
+        return [d for key, value in given.items() for d in differences(value, loaded[key], f"{where}.{key}")]
+    same = loaded == given or (isinstance(given, (int, float)) and float(loaded) == float(given))
+    return [] if same else [f"{where}: file {given!r}, config {loaded!r}"]
+
+
 def write(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(text)
@@ -25,15 +33,7 @@ def test_every_preset_loads_with_the_values_its_file_gives(name):
     kind = {"sr3": SR3StageConfig, "labels": LabelStageConfig, "one": OneShotConfig,
             "distill": DistillConfig}.get(name.split("_")[0], BaseStageConfig)
     cfg = load_config(kind, path)
-
-    def same(given, loaded, where):  # every key the file sets arrives unchanged (numbers as numbers)
-        if isinstance(given, dict):
-            for key, value in given.items():
-                same(value, loaded[key], f"{where}.{key}")
-        else:
-            assert loaded == given or (isinstance(given, (int, float)) and float(loaded) == float(given)), where
-
-    same(yaml.safe_load(path.read_text()), to_dict(cfg), name)
+    assert differences(yaml.safe_load(path.read_text()), to_dict(cfg), name) == []
 
 
 def test_a_key_set_in_a_section_keeps_the_defaults_its_parent_gives_the_others():
@@ -155,12 +155,5 @@ def test_the_one_shot_preset_file_states_the_built_in_defaults():
 
     given = yaml.safe_load((ROOT / "configs" / "one_shot.yaml").read_text())
     built_in = to_dict(OneShotConfig())
-
-    def differences(given, built_in, where):
-        if isinstance(given, dict):
-            return [d for key, value in given.items() for d in differences(value, built_in[key], f"{where}.{key}")]
-        same = built_in == given or (isinstance(given, (int, float)) and float(built_in) == float(given))
-        return [] if same else [f"{where}: file {given!r}, built-in {built_in!r}"]
-
     assert differences(given, built_in, "one_shot") == []
     assert (built_in["fine"]["sample"]["sampler"], built_in["fine"]["sample"]["steps"]) == ("ddim", 10)
